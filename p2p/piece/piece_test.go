@@ -161,3 +161,42 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestBitfieldRoundTrip(t *testing.T) {
+	t.Parallel()
+	b := NewBitfield(70)
+	for _, i := range []int{0, 7, 8, 63, 64, 69} {
+		if !b.Set(i) {
+			t.Fatalf("Set(%d) refused", i)
+		}
+	}
+	if b.Set(70) || b.Set(-1) || b.Has(70) {
+		t.Fatal("out-of-range piece accepted")
+	}
+	got, err := ParseBitfield(b.Bytes(), 70)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Count() != 6 || !got.Has(69) || got.Has(1) {
+		t.Fatalf("round trip lost bits: %08b", got.Bytes())
+	}
+	if _, err := ParseBitfield([]byte{0xff}, 3); err == nil {
+		t.Fatal("spare bits accepted")
+	}
+	if _, err := ParseBitfield([]byte{0xff}, 20); err == nil {
+		t.Fatal("short bitfield accepted")
+	}
+}
+
+func FuzzParseBitfield(f *testing.F) {
+	f.Add([]byte{0xf0}, 4)
+	f.Fuzz(func(t *testing.T, data []byte, n int) {
+		b, err := ParseBitfield(data, n)
+		if err != nil {
+			return
+		}
+		if string(b.Bytes()) != string(data) {
+			t.Fatalf("re-encoding differs: %x vs %x", b.Bytes(), data)
+		}
+	})
+}
