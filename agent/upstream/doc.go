@@ -1,0 +1,21 @@
+// Package upstream is the agent's client for origin registries: the ones a
+// pull falls through to when no peer has the content, and the source the
+// swarm is seeded from.
+//
+//	registryshim ──ns=docker.io──▶ agent ──Manifest/Blob(registry, repo, …)──▶ Client
+//	                                          │ route: ns → Registry table, "" → Default
+//	                                          │ auth:  ggcr ping + basic/bearer, one token per repo
+//	                                          ▼
+//	                                      origin registry (GET/HEAD /v2/<repo>/…)
+//
+// Authentication (ping, basic, bearer-token exchange, docker config.json
+// credentials) is go-containerregistry's; the requests themselves are raw
+// HTTP through its RoundTripper so blobs can be fetched with Range and
+// manifests come back byte for byte.
+//
+// Every error wraps one of registryshim's OCI sentinels, so the agent can
+// answer the runtime with the upstream's verdict (404, 401, 429, 503) as is.
+// No 200 carries wrong bytes: a manifest fetched by digest is hashed before
+// it is returned, and a blob asked from an offset starts at that offset even
+// when the upstream ignores Range.
+package upstream

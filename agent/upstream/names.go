@@ -1,0 +1,59 @@
+package upstream
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	// go-digest verifies only with hash functions linked into the binary.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/registryshim"
+)
+
+// The repository and tag grammars of the OCI Distribution spec. Names and
+// references arrive from runtimes and go into upstream URLs, so anything
+// else is refused before a request is made.
+var (
+	repoPattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagPattern  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// maxRepoLen is the spec's bound on a repository name.
+const maxRepoLen = 255
+
+func checkRepo(repo string) error {
+	if len(repo) > maxRepoLen || !repoPattern.MatchString(repo) {
+		return fmt.Errorf("repository %q: %w", repo, registryshim.ErrNameInvalid)
+	}
+	return nil
+}
+
+// parseDigest accepts only digests whose algorithm this binary can verify.
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("digest %q: %w: %w", s, registryshim.ErrDigestInvalid, err)
+	}
+	if !d.Algorithm().Available() {
+		return "", fmt.Errorf("digest %q: algorithm not supported: %w", s, registryshim.ErrDigestInvalid)
+	}
+	return d, nil
+}
+
+// parseRef splits a manifest reference into a digest or a tag; exactly one
+// of the results is set when err is nil.
+func parseRef(ref string) (digest.Digest, string, error) {
+	if strings.Contains(ref, ":") {
+		d, err := parseDigest(ref)
+		return d, "", err
+	}
+	if !tagPattern.MatchString(ref) {
+		// No manifest can be known under a name outside the grammar.
+		return "", "", fmt.Errorf("tag %q: invalid: %w", ref, registryshim.ErrManifestUnknown)
+	}
+	return "", ref, nil
+}
