@@ -1,0 +1,275 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/registryshim"
+)
+
+// Agent is the registry backend of a node: it implements
+// registryshim.Backend over the upstream registries and the content store.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	up      *upstream.Client
+	store   *store.Disk
+	shim    http.Handler
+	tags    *tagCache
+	mans    *manifestCache
+	metrics *metrics
+	closing atomic.Bool
+}
+
+var _ registryshim.Backend = (*Agent)(nil)
+
+// Option configures an Agent.
+type Option func(*options)
+
+type options struct {
+	logger     *slog.Logger
+	registerer prometheus.Registerer
+	now        func() time.Time
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithRegisterer registers the metrics of the agent and its parts with r.
+func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
+
+// WithClock replaces time.Now (tests of tag expiry).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// New opens the agent's store and upstream client.
+func New(cfg Config, opts ...Option) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := options{logger: slog.New(slog.DiscardHandler), registerer: prometheus.NewRegistry(), now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	up, err := upstream.New(cfg.Upstream, upstream.WithLogger(o.logger), upstream.WithRegisterer(o.registerer))
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.New(cfg.storeConfig(), store.WithLogger(o.logger), store.WithRegisterer(o.registerer))
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	a := &Agent{
+		cfg:     cfg,
+		log:     o.logger,
+		now:     o.now,
+		up:      up,
+		store:   st,
+		tags:    newTagCache(maxTags),
+		mans:    newManifestCache(cfg.ManifestCacheBytes),
+		metrics: newMetrics(o.registerer),
+	}
+	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
+	return a, nil
+}
+
+// Handler serves the registry API under /v2/ and the probes /healthz and
+// /readyz.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", a.shim)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.closing.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+// Close stops running downloads (their partial files stay for resumption)
+// and releases the store.
+func (a *Agent) Close() error {
+	a.closing.Store(true)
+	a.up.Close()
+	return a.store.Close()
+}
+
+// Drain marks the agent not ready, so that load balancers and probes stop
+// sending it work before it shuts down.
+func (a *Agent) Drain() { a.closing.Store(true) }
+
+// Manifest resolves ref, a tag or a digest, through the upstream.
+func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string, _ bool) (*registryshim.Manifest, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		return a.manifestByDigest(ctx, repo, d)
+	}
+	return a.manifestByTag(ctx, repo, ref)
+}
+
+func (a *Agent) manifestByDigest(ctx context.Context, repo registryshim.Repo, d digest.Digest) (*registryshim.Manifest, error) {
+	if m, ok := a.mans.get(d); ok {
+		a.metrics.manifests.WithLabelValues("hit").Inc()
+		return m, nil
+	}
+	a.metrics.manifests.WithLabelValues("miss").Inc()
+	return a.fetchManifest(ctx, repo, d.String())
+}
+
+func (a *Agent) fetchManifest(ctx context.Context, repo registryshim.Repo, ref string) (*registryshim.Manifest, error) {
+	desc, body, err := a.up.Manifest(ctx, repo.Registry, repo.Name, ref)
+	if err != nil {
+		return nil, err
+	}
+	m := &registryshim.Manifest{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Body: body}
+	a.mans.put(m)
+	return m, nil
+}
+
+// manifestByTag asks the upstream which digest the tag names now (a cheap
+// HEAD) unless it did so within TagTTL, and serves that digest's manifest
+// from the cache when it has it. When the upstream cannot be reached, the
+// last known answer is served and marked stale.
+func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag string) (*registryshim.Manifest, error) {
+	key := tagKey{repo.Registry, repo.Name, tag}
+	known, seen := a.tags.get(key)
+	if seen && a.now().Sub(known.at) < a.cfg.TagTTL {
+		if m, ok := a.mans.get(known.digest); ok {
+			a.metrics.manifests.WithLabelValues("hit").Inc()
+			return m, nil
+		}
+	}
+	a.metrics.manifests.WithLabelValues("miss").Inc()
+	desc, err := a.up.HeadManifest(ctx, repo.Registry, repo.Name, tag)
+	if err == nil {
+		a.tags.put(key, desc.Digest, a.now())
+		if m, ok := a.mans.get(desc.Digest); ok {
+			return m, nil
+		}
+	}
+	if err == nil || !isFinal(err) {
+		// Some registries answer HEAD without a digest or not at all:
+		// the GET gives the authoritative answer.
+		var m *registryshim.Manifest
+		if m, err = a.fetchManifest(ctx, repo, tag); err == nil {
+			a.tags.put(key, m.Digest, a.now())
+			return m, nil
+		}
+	}
+	if seen && errors.Is(err, registryshim.ErrUnavailable) {
+		if m, ok := a.mans.get(known.digest); ok {
+			a.log.Warn("upstream unreachable, serving last known manifest",
+				"registry", repo.Registry, "repo", repo.Name, "tag", tag, "digest", m.Digest, "age", a.now().Sub(known.at), "err", err)
+			a.metrics.manifests.WithLabelValues("stale").Inc()
+			stale := *m
+			stale.Stale = true
+			return &stale, nil
+		}
+	}
+	return nil, err
+}
+
+// isFinal tells the upstream answers that a GET would only repeat.
+func isFinal(err error) bool {
+	for _, e := range []error{registryshim.ErrManifestUnknown, registryshim.ErrNameUnknown,
+		registryshim.ErrUnauthorized, registryshim.ErrDenied, registryshim.ErrTooManyRequests, registryshim.ErrUnavailable} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Blob serves a blob from the store, starting or joining its download from
+// the upstream when the store does not hold it.
+func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (registryshim.Blob, error) {
+	r, err := a.store.Open(ctx, dgst)
+	if err == nil {
+		a.metrics.blobs.WithLabelValues("hit").Inc()
+		return r, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, storeError(err)
+	}
+	a.metrics.blobs.WithLabelValues("miss").Inc()
+	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
+	if err != nil {
+		return nil, err
+	}
+	r, err = a.store.Fetch(ctx, dgst, size, a.upstreamFiller(repo, dgst))
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return r, nil
+}
+
+// upstreamFiller fetches the ranges the store is missing, each with one
+// Range request, so a download interrupted by a restart resumes where it
+// stopped.
+func (a *Agent) upstreamFiller(repo registryshim.Repo, dgst digest.Digest) store.Filler {
+	return func(ctx context.Context, w store.Writer) error {
+		for _, m := range w.Missing() {
+			if err := a.fetchRange(ctx, repo, dgst, w, m); err != nil {
+				a.log.Warn("upstream blob fetch failed", "digest", dgst, "offset", m.Off, "err", err)
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func (a *Agent) fetchRange(ctx context.Context, repo registryshim.Repo, dgst digest.Digest, w store.Writer, m store.Range) error {
+	body, err := a.up.Blob(ctx, repo.Registry, repo.Name, dgst, m.Off)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	buf := make([]byte, copyBuffer)
+	n, err := io.CopyBuffer(io.NewOffsetWriter(w, m.Off), io.LimitReader(body, m.Len), buf)
+	if err == nil && n < m.Len {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("upstream blob %s at %d: %w", dgst, m.Off+n, err)
+	}
+	return nil
+}
+
+const copyBuffer = 256 << 10
+
+// storeError maps store failures onto the OCI table: the client can do
+// nothing about them but fall back to the upstream.
+func storeError(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", registryshim.ErrBlobUnknown, err)
+	}
+	return fmt.Errorf("%w: %w", registryshim.ErrUnavailable, err)
+}
+
+// StatBlob answers HEAD from the store, else from the upstream, without
+// fetching the blob.
+func (a *Agent) StatBlob(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (int64, error) {
+	if info, err := a.store.Stat(ctx, dgst); err == nil {
+		return info.Size, nil
+	}
+	return a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
+}
+
+// Tags passes the tag list through from the upstream.
+func (a *Agent) Tags(ctx context.Context, repo registryshim.Repo, n int, last string) ([]string, error) {
+	return a.up.Tags(ctx, repo.Registry, repo.Name, n, last)
+}
