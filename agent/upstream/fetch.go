@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,6 +141,10 @@ func (c *Client) BlobSize(ctx context.Context, registry, repo string, dgst diges
 	if dgst, err = parseDigest(string(dgst)); err != nil {
 		return 0, fmt.Errorf("upstream %s: %w", u.key, err)
 	}
+	return c.blobSize(ctx, u, repo, dgst)
+}
+
+func (c *Client) blobSize(ctx context.Context, u *upstream, repo string, dgst digest.Digest) (int64, error) {
 	x, err := c.do(ctx, u, repo, kindHeadBlob, http.MethodHead, "blobs/"+string(dgst), nil, "", http.StatusOK)
 	if err != nil {
 		return 0, err
@@ -169,34 +174,58 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 	if offset < 0 {
 		return nil, fmt.Errorf("upstream %s: negative offset %d: %w", u.key, offset, registryshim.ErrRangeInvalid)
 	}
-	var hdr string
+	var rng string
 	if offset > 0 {
-		hdr = "bytes=" + strconv.FormatInt(offset, 10) + "-"
+		rng = "bytes=" + strconv.FormatInt(offset, 10) + "-"
 	}
-	x, err := c.do(ctx, u, repo, kindBlob, http.MethodGet, "blobs/"+string(dgst), nil, hdr,
-		http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable)
-	if err != nil {
-		return nil, err
-	}
-	skip := offset
-	switch x.resp.StatusCode {
-	case http.StatusRequestedRangeNotSatisfiable:
-		x.close()
-		_, _, size, perr := parseContentRange(x.resp.Header.Get("Content-Range"))
-		if perr == nil && size == offset {
-			// Reading from the very end is an empty read, not an error.
-			return io.NopCloser(strings.NewReader("")), nil
+	for {
+		x, err := c.do(ctx, u, repo, kindBlob, http.MethodGet, "blobs/"+string(dgst), nil, rng,
+			http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable)
+		if err != nil {
+			return nil, err
 		}
-		return nil, x.wrap(fmt.Errorf("offset %d: %w", offset, registryshim.ErrRangeInvalid))
-	case http.StatusPartialContent:
-		start, _, _, perr := parseContentRange(x.resp.Header.Get("Content-Range"))
-		if perr != nil || start < 0 || start > offset {
+		skip := offset
+		switch x.resp.StatusCode {
+		case http.StatusRequestedRangeNotSatisfiable:
 			x.close()
-			return nil, x.wrap(unusable("206 with Content-Range %q for offset %d", x.resp.Header.Get("Content-Range"), offset))
+			size, err := c.sizeAfter416(ctx, x, repo, dgst)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case offset == size:
+				// Reading from the very end is an empty read, not an error.
+				return io.NopCloser(strings.NewReader("")), nil
+			case offset < size && strings.HasSuffix(rng, "-"):
+				// Some registries (go-containerregistry's among them) refuse
+				// an open-ended range; ask again with the end spelled out.
+				rng += strconv.FormatInt(size-1, 10)
+				continue
+			}
+			return nil, x.wrap(fmt.Errorf("offset %d of a %d-byte blob: %w", offset, size, registryshim.ErrRangeInvalid))
+		case http.StatusPartialContent:
+			start, _, _, perr := parseContentRange(x.resp.Header.Get("Content-Range"))
+			if perr != nil || start < 0 || start > offset {
+				x.close()
+				return nil, x.wrap(unusable("206 with Content-Range %q for offset %d", x.resp.Header.Get("Content-Range"), offset))
+			}
+			skip = offset - start
 		}
-		skip = offset - start
+		return c.blobBody(x, offset, skip)
 	}
-	// time to first byte was bounded by the request; from here on the
+}
+
+// sizeAfter416 learns the blob's size from a 416 answer, or by asking.
+func (c *Client) sizeAfter416(ctx context.Context, x *exchange, repo string, dgst digest.Digest) (int64, error) {
+	if first, _, size, err := parseContentRange(x.resp.Header.Get("Content-Range")); err == nil && first < 0 {
+		return size, nil
+	}
+	return c.blobSize(ctx, x.u, repo, dgst)
+}
+
+// blobBody hands over the body of x after dropping skip bytes.
+func (c *Client) blobBody(x *exchange, offset, skip int64) (io.ReadCloser, error) {
+	// Time to first byte was bounded by the request; from here on the
 	// bound is silence, so a large blob may take as long as it needs.
 	x.timer.Reset(c.cfg.Timeout)
 	r := &blobReader{x: x, timeout: c.cfg.Timeout, bytes: c.metrics.bytes}
@@ -205,7 +234,7 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 		// caller did not ask for rather than hand it over as if it were.
 		if _, err := io.CopyN(io.Discard, r, skip); err != nil {
 			r.Close()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil, x.wrap(fmt.Errorf("blob ends before offset %d: %w", offset, registryshim.ErrRangeInvalid))
 			}
 			return nil, err
