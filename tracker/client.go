@@ -1,0 +1,174 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+)
+
+// Client talks to a tracker on behalf of an agent. Every answer is decoded
+// strictly and bounded: a tracker answering garbage yields an error wrapping
+// ErrInvalid. Transport failures wrap ErrUnavailable.
+type Client struct {
+	base *url.URL
+	auth string
+	http *http.Client
+	log  *slog.Logger
+}
+
+// NewClient returns a client of the tracker at baseURL (http or https).
+func NewClient(baseURL, token string, opts ...ClientOption) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("tracker: base URL %q: want http(s)://host[:port][/path]", baseURL)
+	}
+	if token == "" || len(token) > maxTokenLen || !printable(token) {
+		return nil, errors.New("tracker: token must be non-empty printable ASCII without spaces")
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o.applyClient(c)
+	}
+	return c, nil
+}
+
+// Announce reports which blobs this agent downloads or holds, and returns
+// the interval within which to announce again.
+func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error) {
+	w := a.wire()
+	if err := w.validate(); err != nil {
+		return 0, err
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return 0, fmt.Errorf("tracker: encode announce: %w", err)
+	}
+	var resp announceResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/announce", nil, body, maxAnnounceResp, &resp); err != nil {
+		return 0, err
+	}
+	if resp.IntervalMs <= 0 || resp.IntervalMs > time.Hour.Milliseconds() {
+		return 0, fmt.Errorf("%w: announce interval %d ms", ErrInvalid, resp.IntervalMs)
+	}
+	return time.Duration(resp.IntervalMs) * time.Millisecond, nil
+}
+
+// Peers asks for peers holding dgst, never self (the asker's peer ID).
+func (c *Client) Peers(ctx context.Context, dgst digest.Digest, self string) ([]Peer, error) {
+	if err := validDigest(dgst); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if self != "" {
+		if !validPeerID(self) {
+			return nil, fmt.Errorf("%w: self %q", ErrInvalid, truncate(self))
+		}
+		q.Set("self", self)
+	}
+	var resp peersResponse
+	if err := c.do(ctx, http.MethodGet, "/v1/blobs/"+dgst.String()+"/peers", q, nil, maxPeersBody, &resp); err != nil {
+		return nil, err
+	}
+	for i := range resp.Peers {
+		if err := resp.Peers[i].validate(); err != nil {
+			return nil, fmt.Errorf("tracker: peers of %s: %w", dgst, err)
+		}
+	}
+	return resp.Peers, nil
+}
+
+// MetaInfo returns the metainfo of src known now. With have ≥ 0 the tracker
+// holds the request until more than have pieces are known or the Info is
+// complete, or until its MetaInfoWait passes (then answers what is known).
+// While the tracker's seeder has reported nothing yet, it returns an error
+// wrapping ErrPending: ask again.
+func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Info, error) {
+	if err := src.Validate(); err != nil {
+		return nil, err
+	}
+	q := url.Values{"repo": {src.Repo}}
+	if src.Registry != "" {
+		q.Set("registry", src.Registry)
+	}
+	if have >= 0 {
+		q.Set("have", strconv.Itoa(min(have, piece.MaxPieces)))
+	}
+	var info piece.Info
+	if err := c.do(ctx, http.MethodGet, "/v1/blobs/"+src.Digest.String()+"/metainfo", q, nil, maxInfoBody, &info); err != nil {
+		return nil, err
+	}
+	if err := info.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: metainfo of %s: %w", ErrInvalid, src.Digest, err)
+	}
+	if info.Digest != src.Digest {
+		return nil, fmt.Errorf("%w: asked metainfo of %s, got %s", ErrInvalid, src.Digest, info.Digest)
+	}
+	return &info, nil
+}
+
+// do sends one request and decodes a 200 answer into out; any other answer
+// becomes the matching sentinel error with the tracker's message.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, limit int64, out any) error {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = q.Encode()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return fmt.Errorf("tracker: %w", err)
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("tracker: %s %s: %w", method, path, ctx.Err())
+		}
+		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return c.statusError(resp, method, path)
+	}
+	if err := decodeStrict(resp.Body, limit, out); err != nil {
+		if !errors.Is(err, ErrInvalid) {
+			// The body broke off: a transport failure, not garbage.
+			return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
+		}
+		return fmt.Errorf("tracker: %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) statusError(resp *http.Response, method, path string) error {
+	sentinel := errorOf(resp.StatusCode)
+	var e errorBody
+	if err := decodeStrict(resp.Body, maxErrorBody, &e); err != nil {
+		c.log.Debug("tracker error without a JSON body", "status", resp.StatusCode, "error", err)
+		return fmt.Errorf("%w: %s %s: HTTP %d", sentinel, method, path, resp.StatusCode)
+	}
+	return fmt.Errorf("%w: %s %s: HTTP %d: %s", sentinel, method, path, resp.StatusCode, e.Message[:min(len(e.Message), maxMessageLen)])
+}

@@ -1,0 +1,97 @@
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Token is the cluster token agents send as "Authorization: Bearer";
+	// required. Compared in constant time.
+	Token string
+	// AnnounceInterval is told to agents: how often they announce.
+	AnnounceInterval time.Duration
+	// PeerTTL: a (peer, blob) not re-announced within this is forgotten.
+	PeerTTL time.Duration
+	// MaxHandout bounds the peers of one handout.
+	MaxHandout int
+	// SeedTimeout bounds one seeding of a blob from the origin.
+	SeedTimeout time.Duration
+	// MetaInfoWait bounds one metainfo long-poll.
+	MetaInfoWait time.Duration
+	// SeedErrorTTL is how long a failed seeding is answered from memory
+	// before the next demand retries the origin, so a storm of askers does
+	// not hammer it.
+	SeedErrorTTL time.Duration
+	// MaxInfos bounds the metainfos (and remembered seeding failures) kept
+	// in memory; the least recently asked are dropped first.
+	MaxInfos int
+	// TLS is configured by the caller on the http.Server.
+}
+
+// DefaultConfig returns the defaults. Token is left empty: the caller must
+// set it.
+func DefaultConfig() Config {
+	return Config{
+		AnnounceInterval: 3 * time.Second,
+		PeerTTL:          9 * time.Second,
+		MaxHandout:       50,
+		SeedTimeout:      30 * time.Minute,
+		MetaInfoWait:     10 * time.Second,
+		SeedErrorTTL:     5 * time.Second,
+		MaxInfos:         10_000,
+	}
+}
+
+// maxTokenLen bounds the token so comparing it stays cheap.
+const maxTokenLen = 4096
+
+// Validate reports every invalid field.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case c.Token == "":
+		errs = append(errs, errors.New("token is required"))
+	case len(c.Token) > maxTokenLen:
+		errs = append(errs, fmt.Errorf("token longer than %d bytes", maxTokenLen))
+	case !printable(c.Token):
+		errs = append(errs, errors.New("token must be printable ASCII without spaces"))
+	}
+	if c.AnnounceInterval <= 0 {
+		errs = append(errs, fmt.Errorf("announce interval %s must be positive", c.AnnounceInterval))
+	}
+	if c.PeerTTL < c.AnnounceInterval {
+		errs = append(errs, fmt.Errorf("peer TTL %s shorter than the announce interval %s", c.PeerTTL, c.AnnounceInterval))
+	}
+	if c.MaxHandout < 1 {
+		errs = append(errs, fmt.Errorf("max handout %d must be at least 1", c.MaxHandout))
+	}
+	if c.SeedTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("seed timeout %s must be positive", c.SeedTimeout))
+	}
+	if c.MetaInfoWait <= 0 {
+		errs = append(errs, fmt.Errorf("metainfo wait %s must be positive", c.MetaInfoWait))
+	}
+	if c.SeedErrorTTL < 0 {
+		errs = append(errs, fmt.Errorf("seed error TTL %s must not be negative", c.SeedErrorTTL))
+	}
+	if c.MaxInfos < 1 {
+		errs = append(errs, fmt.Errorf("max infos %d must be at least 1", c.MaxInfos))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("tracker: config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// printable reports whether s is visible ASCII (what a header token may hold).
+func printable(s string) bool {
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}

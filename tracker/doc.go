@@ -1,0 +1,42 @@
+// Package tracker is Shoal's control plane: one in-memory tracker per cluster
+// that hands out peers for a blob and serves the blob's metainfo, and the
+// client the agents use to talk to it. It keeps no database: restarting it
+// loses nothing the agents do not re-announce within one interval.
+//
+// The tracker is seeded by the origin. The first demand for a digest's
+// metainfo starts one Seed of the injected Seeder (in production an embedded
+// agent in seed mode), deduplicated across askers. The Seeder reports the
+// metainfo as it grows, piece by piece, while the origin download is still
+// running, so agents exchange pieces before the seeder holds the whole blob.
+//
+//	agent ──announce──▶ Server ◀──progress(Info)── Seeder ──fetch──▶ origin
+//	agent ◀──peers───── Server                       │
+//	agent ◀─metainfo─── Server ──Seed(first demand)──┘
+//	agent ◀═════════ pieces from peers and the seeder ═════════▶ agent
+//
+// # HTTP API
+//
+// Every /v1 route requires "Authorization: Bearer <token>" (401 otherwise).
+// Errors are JSON bodies {"code": "...", "message": "..."} with codes
+// INVALID (400), UNAUTHORIZED (401), NOT_FOUND (404) and UNAVAILABLE (503).
+//
+//	POST /v1/announce
+//	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}]}
+//	    → 200 {"intervalMs": N}: announce again within N ms or be forgotten.
+//	GET /v1/blobs/{digest}/peers?self=ID
+//	    → 200 {"peers": [{"id", "addrs", "seeder", "complete", "have"}]}
+//	    Complete peers and seeders first (shuffled), then incomplete ones
+//	    (shuffled); never self.
+//	GET /v1/blobs/{digest}/metainfo?registry=HOST[:PORT]&repo=NAME&have=N
+//	    → 200 piece.Info as JSON once more than N pieces are known or the
+//	    Info is complete; waits at most MetaInfoWait, then answers what is
+//	    known, or 202 {"code": "PENDING"} if nothing is known yet. Without
+//	    have (or have=-1) answers as soon as anything is known. An unknown
+//	    digest starts seeding it from registry/repo (registry empty: the
+//	    default upstream); a failed seeding answers 404 (the origin does not
+//	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
+//	GET /healthz → 200, no token (for liveness probes).
+//
+// Metrics are registered on the injected prometheus.Registerer; the caller
+// mounts them.
+package tracker

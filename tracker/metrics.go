@@ -1,0 +1,62 @@
+package tracker
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	announces     prometheus.Counter
+	handouts      prometheus.Counter
+	handoutPeers  prometheus.Histogram
+	peers         prometheus.Gauge
+	seeds         *prometheus.CounterVec
+	metaInfoCalls *prometheus.CounterVec
+}
+
+// Result label values. Never a digest or a peer ID.
+const (
+	resultOK          = "ok"
+	resultPending     = "pending"
+	resultNotFound    = "not_found"
+	resultUnavailable = "unavailable"
+	resultInvalid     = "invalid"
+	resultCanceled    = "canceled"
+)
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		announces: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_announces_total",
+			Help: "Announces accepted from agents.",
+		}),
+		handouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_handouts_total",
+			Help: "Peer handouts served.",
+		}),
+		handoutPeers: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_tracker_handout_peers",
+			Help:    "Peers per handout.",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200},
+		}),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_tracker_peers",
+			Help: "Known (peer, blob) pairs.",
+		}),
+		seeds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_seeds_total",
+			Help: "Seedings of a blob from the origin, by result.",
+		}, []string{"result"}),
+		metaInfoCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_metainfo_requests_total",
+			Help: "Metainfo requests, by result.",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.announces, m.handouts, m.handoutPeers, m.peers, m.seeds, m.metaInfoCalls} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("tracker: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

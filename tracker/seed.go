@@ -1,0 +1,169 @@
+package tracker
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+)
+
+// entry is what the tracker knows of one digest's metainfo. Guarded by
+// Server.mu. info is replaced, never mutated, so it may be read unlocked
+// once taken.
+type entry struct {
+	digest  digest.Digest
+	info    *piece.Info   // latest progress; nil until the first
+	changed chan struct{} // closed and replaced on every change of info or state
+	seeding bool
+	gen     int // counts seedings, so a late progress of an old one is ignored
+
+	err   error // last seeding's failure, answered until errAt+SeedErrorTTL
+	errOf Source
+	errAt time.Time
+
+	elem *list.Element // in Server.lru while not seeding
+}
+
+// watch returns what is known of src.Digest and a channel closed when that
+// changes, starting a seeding if nothing is known, nothing is under way and
+// no recent failure for src is remembered.
+func (s *Server) watch(src Source) (*piece.Info, <-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
+	}
+	e := s.infos[src.Digest]
+	if e == nil {
+		e = &entry{digest: src.Digest, changed: make(chan struct{})}
+		s.infos[src.Digest] = e
+	} else if e.elem != nil {
+		s.lru.MoveToFront(e.elem)
+	}
+	switch {
+	case e.seeding, e.info != nil && e.info.Complete():
+	case e.err != nil && e.errOf == src && s.clock.Now().Sub(e.errAt) < s.cfg.SeedErrorTTL:
+		return nil, nil, e.err
+	default:
+		s.startSeed(e, src)
+	}
+	return e.info, e.changed, nil
+}
+
+// startSeed runs one seeding of src in a goroutine owned by the server: its
+// context is the server's, not the asker's, so an impatient first asker does
+// not cancel the download everyone else waits for. Caller holds mu.
+func (s *Server) startSeed(e *entry, src Source) {
+	e.seeding = true
+	e.gen++
+	e.info, e.err = nil, nil
+	if e.elem != nil {
+		s.lru.Remove(e.elem)
+		e.elem = nil
+	}
+	gen := e.gen
+	s.seeds.Add(1)
+	go func() {
+		defer s.seeds.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SeedTimeout)
+		defer cancel()
+		start := time.Now()
+		s.log.Info("seeding", "digest", src.Digest, "registry", src.Registry, "repo", src.Repo)
+		err := s.seeder.Seed(ctx, src, func(info *piece.Info) { s.progress(e, gen, info) })
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: seeding stopped: %w", ErrUnavailable, context.Cause(ctx))
+		}
+		s.finish(e, gen, src, err, time.Since(start))
+	}()
+}
+
+// progress stores a seeder's report if it is consistent with what is known:
+// same blob, pieces only grow, known pieces never change. Anything else is a
+// seeder bug or a corrupt origin; it is logged and ignored rather than let it
+// fork the swarm's view of the blob.
+func (s *Server) progress(e *entry, gen int, info *piece.Info) {
+	if info == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.gen != gen || !e.seeding {
+		return
+	}
+	if err := consistent(e.digest, e.info, info); err != nil {
+		s.log.Warn("ignoring seeder progress", "digest", e.digest, "error", err)
+		return
+	}
+	if e.info != nil && len(info.Pieces) <= len(e.info.Pieces) {
+		return
+	}
+	// The seeder may reuse its slice; keep our own copy.
+	e.info = &piece.Info{Digest: info.Digest, Size: info.Size, PieceSize: info.PieceSize, Pieces: slices.Clone(info.Pieces)}
+	e.notify()
+}
+
+func consistent(d digest.Digest, old, info *piece.Info) error {
+	if err := info.Validate(); err != nil {
+		return err
+	}
+	if info.Digest != d {
+		return fmt.Errorf("digest %s, want %s", info.Digest, d)
+	}
+	if old == nil {
+		return nil
+	}
+	if info.Size != old.Size || info.PieceSize != old.PieceSize {
+		return fmt.Errorf("size %d/%d changed from %d/%d", info.Size, info.PieceSize, old.Size, old.PieceSize)
+	}
+	for n := range min(len(old.Pieces), len(info.Pieces)) {
+		if !info.Pieces[n].Equals(old.Pieces[n]) {
+			return fmt.Errorf("piece %d changed from %s to %s", n, old.Pieces[n], info.Pieces[n])
+		}
+	}
+	return nil
+}
+
+func (s *Server) finish(e *entry, gen int, src Source, err error, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.seeding = false
+	if err == nil && (e.info == nil || !e.info.Complete()) {
+		err = fmt.Errorf("%w: seeder returned without complete metainfo", ErrUnavailable)
+	}
+	result := resultOK
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		// A partial Info from a failed seeding may come from a corrupt
+		// origin download; the retry starts afresh.
+		e.info = nil
+		e.err, e.errOf, e.errAt = err, src, s.clock.Now()
+		result = resultOf(err)
+		if s.ctx.Err() != nil {
+			result = resultCanceled
+		}
+		s.log.Warn("seeding failed", "digest", src.Digest, "duration", took, "error", err)
+	} else {
+		s.log.Info("seeded", "digest", src.Digest, "bytes", e.info.Size, "duration", took)
+	}
+	s.metrics.seeds.WithLabelValues(result).Inc()
+	e.notify()
+	e.elem = s.lru.PushFront(e)
+	for s.lru.Len() > s.cfg.MaxInfos {
+		old := s.lru.Remove(s.lru.Back()).(*entry)
+		old.elem = nil
+		delete(s.infos, old.digest)
+	}
+}
+
+func (e *entry) notify() {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}

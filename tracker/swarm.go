@@ -1,0 +1,109 @@
+package tracker
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// swarm remembers which peers hold which blobs. Expiry is lazy: a handout
+// drops the stale holders of its blob, and an announce sweeps everything at
+// most once per TTL, so memory stays bounded without a timer goroutine and a
+// fake clock drives it all in tests.
+type swarm struct {
+	ttl     time.Duration
+	onPairs func(delta int) // keeps the peer-blob gauge in step
+
+	mu        sync.Mutex
+	blobs     map[digest.Digest]map[string]*holding
+	lastSweep time.Time
+}
+
+type holding struct {
+	peer     *ident // shared by every blob of one announce; never mutated
+	have     int
+	complete bool
+	seen     time.Time
+}
+
+type ident struct {
+	id     string
+	addrs  []string
+	seeder bool
+}
+
+func newSwarm(ttl time.Duration, onPairs func(int)) *swarm {
+	return &swarm{ttl: ttl, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding)}
+}
+
+// announce records a validated announce made at now.
+func (s *swarm) announce(a *wireAnnounce, now time.Time) {
+	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	added := 0
+	for _, b := range a.Blobs {
+		holders := s.blobs[b.Digest]
+		if holders == nil {
+			holders = make(map[string]*holding)
+			s.blobs[b.Digest] = holders
+		}
+		if _, ok := holders[who.id]; !ok {
+			added++
+		}
+		holders[who.id] = &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
+	}
+	if now.Sub(s.lastSweep) >= s.ttl {
+		s.lastSweep = now
+		for d := range s.blobs {
+			added -= s.expire(d, now)
+		}
+	}
+	s.onPairs(added)
+}
+
+// expire drops the stale holders of d and returns how many. Caller holds mu.
+func (s *swarm) expire(d digest.Digest, now time.Time) int {
+	holders := s.blobs[d]
+	n := 0
+	for id, h := range holders {
+		if now.Sub(h.seen) >= s.ttl {
+			delete(holders, id)
+			n++
+		}
+	}
+	if len(holders) == 0 {
+		delete(s.blobs, d)
+	}
+	return n
+}
+
+// handout returns at most max live holders of d other than self: complete
+// peers and seeders first, then the others, each group shuffled so that
+// askers spread their load instead of all hitting the same peers.
+func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onPairs(-s.expire(d, now))
+	var first, rest []Peer
+	for id, h := range s.blobs[d] {
+		if id == self {
+			continue
+		}
+		p := Peer{ID: id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have}
+		if h.complete || h.peer.seeder {
+			first = append(first, p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	rand.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	out := append(first, rest...)
+	if len(out) > max {
+		out = out[:max]
+	}
+	return out
+}

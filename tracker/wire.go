@@ -1,0 +1,250 @@
+package tracker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+)
+
+// Source names where the origin holds a blob.
+type Source struct {
+	Registry string // host[:port]; "" is the tracker's default upstream
+	Repo     string // repository name, e.g. "library/alpine"
+	Digest   digest.Digest
+}
+
+// Validate checks every field as the server does.
+func (s Source) Validate() error {
+	if s.Registry != "" && !validRegistry(s.Registry) {
+		return fmt.Errorf("%w: registry %q is not host[:port]", ErrInvalid, s.Registry)
+	}
+	if !validRepo(s.Repo) {
+		return fmt.Errorf("%w: repository %q", ErrInvalid, s.Repo)
+	}
+	return validDigest(s.Digest)
+}
+
+// Peer is an agent (or the seeder) as the tracker hands it out.
+type Peer struct {
+	ID       string   `json:"id"`
+	Addrs    []string `json:"addrs"`
+	Seeder   bool     `json:"seeder"`
+	Complete bool     `json:"complete"` // holds the whole blob
+	Have     int      `json:"have"`     // pieces held
+}
+
+// BlobState is what an agent holds of one blob.
+type BlobState struct {
+	Digest   digest.Digest `json:"digest"`
+	Have     int           `json:"have"`
+	Complete bool          `json:"complete"`
+}
+
+// Announce is an agent's periodic report: who it is and which blobs it is
+// downloading or holds. Peer.Complete and Peer.Have are per blob, so they are
+// taken from Blobs and ignored here.
+type Announce struct {
+	Peer  Peer
+	Blobs []BlobState
+}
+
+// Protocol bounds. A request or response beyond them is invalid.
+const (
+	maxRequestBody  = 1 << 20
+	maxPeersBody    = 8 << 20
+	maxErrorBody    = 64 << 10
+	maxAnnounceResp = 1 << 10
+	// A complete Info of MaxPieces CIDs (about 62 bytes each in JSON).
+	maxInfoBody = 72 << 20
+
+	maxPeerIDLen  = 128
+	maxAddrs      = 16
+	maxAddrLen    = 256
+	maxBlobs      = 8192
+	maxRepoLen    = 255
+	maxRegistry   = 255
+	maxMessageLen = 1024
+)
+
+// wireAnnounce is the body of POST /v1/announce.
+type wireAnnounce struct {
+	Peer  wireIdent   `json:"peer"`
+	Blobs []BlobState `json:"blobs"`
+}
+
+type wireIdent struct {
+	ID     string   `json:"id"`
+	Addrs  []string `json:"addrs"`
+	Seeder bool     `json:"seeder"`
+}
+
+type announceResponse struct {
+	IntervalMs int64 `json:"intervalMs"`
+}
+
+type peersResponse struct {
+	Peers []Peer `json:"peers"`
+}
+
+func (a Announce) wire() wireAnnounce {
+	return wireAnnounce{
+		Peer:  wireIdent{ID: a.Peer.ID, Addrs: a.Peer.Addrs, Seeder: a.Peer.Seeder},
+		Blobs: a.Blobs,
+	}
+}
+
+func (a *wireAnnounce) validate() error {
+	if err := validIdent(a.Peer.ID, a.Peer.Addrs); err != nil {
+		return err
+	}
+	if len(a.Blobs) > maxBlobs {
+		return fmt.Errorf("%w: %d blobs, at most %d", ErrInvalid, len(a.Blobs), maxBlobs)
+	}
+	for _, b := range a.Blobs {
+		if err := validDigest(b.Digest); err != nil {
+			return err
+		}
+		if b.Have < 0 || b.Have > piece.MaxPieces {
+			return fmt.Errorf("%w: blob %s: have %d", ErrInvalid, b.Digest, b.Have)
+		}
+	}
+	return nil
+}
+
+func (p *Peer) validate() error {
+	if err := validIdent(p.ID, p.Addrs); err != nil {
+		return err
+	}
+	if p.Have < 0 || p.Have > piece.MaxPieces {
+		return fmt.Errorf("%w: peer %s: have %d", ErrInvalid, p.ID, p.Have)
+	}
+	return nil
+}
+
+func validIdent(id string, addrs []string) error {
+	if !validPeerID(id) {
+		return fmt.Errorf("%w: peer ID %q", ErrInvalid, truncate(id))
+	}
+	if len(addrs) == 0 || len(addrs) > maxAddrs {
+		return fmt.Errorf("%w: peer %s: %d addresses, want 1 to %d", ErrInvalid, id, len(addrs), maxAddrs)
+	}
+	for _, a := range addrs {
+		if !validAddr(a) {
+			return fmt.Errorf("%w: peer %s: address %q", ErrInvalid, id, truncate(a))
+		}
+	}
+	return nil
+}
+
+// validPeerID accepts the alphabets of libp2p peer IDs (base58, base32/36
+// CIDs) without parsing them: to the tracker an ID is an opaque name.
+func validPeerID(id string) bool {
+	if id == "" || len(id) > maxPeerIDLen {
+		return false
+	}
+	for i := range len(id) {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// validAddr accepts what looks like a multiaddr string; agents parse it.
+func validAddr(a string) bool {
+	return len(a) > 1 && len(a) <= maxAddrLen && a[0] == '/' && printable(a)
+}
+
+func validDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("%w: digest %q: %v", ErrInvalid, truncate(string(d)), err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("%w: digest %s: only sha256 is supported", ErrInvalid, d.Algorithm())
+	}
+	return nil
+}
+
+// repoRE is the distribution reference grammar for a repository path.
+var repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+
+func validRepo(r string) bool { return len(r) <= maxRepoLen && repoRE.MatchString(r) }
+
+var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*$`)
+
+// validRegistry accepts host[:port], host being a DNS name, an IPv4 address
+// or a bracketed IPv6 address.
+func validRegistry(r string) bool {
+	if r == "" || len(r) > maxRegistry {
+		return false
+	}
+	if strings.HasPrefix(r, "[") {
+		end := strings.IndexByte(r, ']')
+		if end < 0 {
+			return false
+		}
+		ip, err := netip.ParseAddr(r[1:end])
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return false
+		}
+		rest := r[end+1:]
+		return rest == "" || rest[0] == ':' && validPort(rest[1:])
+	}
+	host := r
+	if i := strings.LastIndexByte(r, ':'); i >= 0 {
+		if !validPort(r[i+1:]) {
+			return false
+		}
+		host = r[:i]
+	}
+	return hostRE.MatchString(host)
+}
+
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 || p[0] == '0' {
+		return false
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// decodeStrict decodes exactly one JSON value from at most limit bytes of r
+// into v, rejecting unknown fields and trailing data.
+func decodeStrict(r io.Reader, limit int64, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return fmt.Errorf("%w: body larger than %d bytes", ErrInvalid, limit)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: trailing data after the JSON value", ErrInvalid)
+	}
+	return nil
+}
+
+// truncate keeps hostile input out of error messages and logs at length.
+func truncate(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
