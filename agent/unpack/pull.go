@@ -337,22 +337,26 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 			"media_type", string(st.MediaType), "content", comp)
 	}
 	var tarStream io.Reader = br
+	closeDecoder := func() {}
 	switch comp {
 	case "gzip":
 		zr, err := pgzip.NewReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
+			return nil, p.digestOr(fmt.Errorf("gzip: %w", err), l, br, fetched, st.Digest)
 		}
-		defer zr.Close()
+		closeDecoder = sync.OnceFunc(func() { zr.Close() })
 		tarStream = zr
 	case "zstd":
 		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(128<<20))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
-		defer zr.Close()
+		closeDecoder = sync.OnceFunc(zr.Close)
 		tarStream = zr
 	}
+	// The decoders read br in goroutines of their own: stop them before
+	// this goroutine reads br.
+	defer closeDecoder()
 	unpacked.r = tarStream
 	unpacked.report = func() { p.event(i, LayerBytes, nil, fetched.n.Load(), unpacked.n.Load()) }
 
@@ -361,8 +365,9 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 		return nil, err
 	}
 	layer, err := Extract(ctx, unpacked, dir, p.budget)
+	closeDecoder()
 	if err != nil {
-		return nil, err
+		return nil, p.digestOr(err, l, br, fetched, st.Digest)
 	}
 	// Anything after the compressed stream's end is part of the digest too.
 	if _, err := io.Copy(io.Discard, br); err != nil {
@@ -376,6 +381,28 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 	}
 	st.Files = layer.Files
 	return layer, nil
+}
+
+// digestOr explains a failed decompression or extraction: bytes corrupted
+// in transit make the decoder fail long before the digest can be checked, so
+// read the rest of the blob, up to its size in the manifest, and report a
+// digest mismatch as the cause if there is one. Otherwise err stands.
+func (p *puller) digestOr(err error, l v1.Layer, br io.Reader, fetched *hashCounter, want v1.Hash) error {
+	if errors.Is(err, ErrUnsafeEntry) || errors.Is(err, ErrTooLarge) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	size, serr := l.Size()
+	if serr != nil {
+		return err
+	}
+	if _, derr := io.Copy(io.Discard, io.LimitReader(br, size-fetched.n.Load())); derr != nil {
+		return fmt.Errorf("%w (reading the rest of the layer: %v)", err, derr)
+	}
+	if got := fetched.sum(); fetched.n.Load() == size && got != want {
+		return fmt.Errorf("%w: got %s (%v)", ErrDigestMismatch, got, err)
+	}
+	return err
 }
 
 // hashCounter hashes and counts what is read through it, and calls report
