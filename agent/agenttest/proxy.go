@@ -14,7 +14,8 @@ import (
 // Request is one HTTP request seen on the way to an origin.
 type Request struct {
 	Method string
-	Path   string // without the query
+	Path   string
+	Query  string // raw, e.g. "ns=docker.io" from a containerd mirror
 }
 
 // IsBlobGet reports whether r fetches a blob (GET /v2/<name>/blobs/<digest>).
@@ -140,7 +141,7 @@ func (p *countingProxy) parseRequests(r io.Reader) {
 			return
 		}
 		p.mu.Lock()
-		p.requests = append(p.requests, Request{Method: req.Method, Path: req.URL.Path})
+		p.requests = append(p.requests, Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery})
 		p.mu.Unlock()
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
 			return
