@@ -82,7 +82,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	defer func() {
 		p := recover()
-		h.metrics.observe(t.route, r.Method, rec, p != nil, time.Since(start))
+		elapsed := time.Since(start)
+		h.metrics.observe(t.route, r.Method, rec, p != nil, elapsed)
+		if h.log.Enabled(r.Context(), slog.LevelDebug) {
+			h.log.Debug("registry request", "method", r.Method, "path", r.URL.Path,
+				"status", rec.status, "bytes", rec.bytes, "duration", elapsed, "aborted", p != nil)
+		}
 		if p != nil {
 			panic(p) // http.ErrAbortHandler: let net/http cut the connection
 		}
