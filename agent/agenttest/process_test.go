@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -17,6 +18,14 @@ func TestProcessStop(t *testing.T) {
 		t.Skip(err)
 	}
 	p := StartProcess(t, ProcessOptions{Env: []string{"GREETING=hello"}}, sh, "-c", `echo "$GREETING"; exec sleep 60`)
+	// Wait for the greeting so that Stop hits the sleep, not the shell.
+	deadline := time.Now().Add(startTimeout)
+	for !strings.Contains(p.Logs(), "hello") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no greeting in log %q", p.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// Stop must end the child well before its 60 s and count SIGTERM as clean.
 	if err := p.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -24,8 +33,10 @@ func TestProcessStop(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
-	if logs := p.Logs(); !strings.Contains(logs, "hello") {
-		t.Fatalf("log %q lacks the child's output", logs)
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
 	}
 }
 
