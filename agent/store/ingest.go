@@ -419,8 +419,9 @@ type reader struct {
 
 // Reader reads a committed blob or one being ingested. ReadAt blocks until the
 // requested bytes are written, the ingest fails (an error wrapping the cause),
-// or the ctx given to Open or Fetch is done. The last byte of a blob is only
-// returned once the blob is verified and committed.
+// or the ctx given to Open or Fetch is done. The last byte of a blob (and the
+// io.EOF after it) is only returned once the blob is verified and committed.
+// Once an ingest fails, every read of it fails, even of bytes it had.
 type Reader interface {
 	io.ReaderAt
 	Size() int64
