@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -150,9 +151,16 @@ func TestBearerToken(t *testing.T) {
 	if n := auth.issued.Load(); n != 1 {
 		t.Errorf("token endpoint asked %d times for one repository, want 1", n)
 	}
-	if _, _, err := c.Manifest(ctx, "registry.test", "bar", "oci"); err != nil {
-		t.Fatalf("Manifest(bar): %v", err)
+	// Concurrent first requests for a new repository share one exchange.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, _, err := c.Manifest(ctx, "registry.test", "bar", "oci"); err != nil {
+				t.Errorf("Manifest(bar): %v", err)
+			}
+		})
 	}
+	wg.Wait()
 	if n := auth.issued.Load(); n != 2 {
 		t.Errorf("token endpoint asked %d times for two repositories, want 2", n)
 	}

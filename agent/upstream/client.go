@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -334,5 +333,3 @@ func (u *upstream) forget(repo string) {
 	u.repos.forget(repo, nil)
 	u.ping.forget("", nil)
 }
-
-var errNoAnswer = errors.New("no answer from upstream")

@@ -309,6 +309,9 @@ func unusable(format string, args ...any) error {
 	return fmt.Errorf("unusable answer: %s: %w", fmt.Sprintf(format, args...), registryshim.ErrUnavailable)
 }
 
+// errNoAnswer is the cause given to a request whose upstream stayed silent.
+var errNoAnswer = errors.New("no answer from upstream")
+
 // exchange is one request to an upstream and the timer that bounds it.
 type exchange struct {
 	u      *upstream
@@ -327,9 +330,12 @@ type exchange struct {
 // rng is the Range header of a blob request, if any.
 func (c *Client) do(ctx context.Context, u *upstream, repo, kind, method, rest string, q url.Values, rng string, ok ...int) (*exchange, error) {
 	x := &exchange{u: u, kind: kind, method: method, path: "/v2/" + repo + "/" + rest, parent: ctx}
+	// Measured from here: a first request's ping and token exchange are
+	// part of what waiting for this upstream costs.
+	start := time.Now()
 	rt, err := c.transport(ctx, u, repo)
 	if err != nil {
-		c.metrics.observe(kind, 0, time.Now())
+		c.metrics.observe(kind, 0, start)
 		return nil, x.wrap(mapError(ctx, kind, err))
 	}
 	x.ctx, x.cancel = context.WithCancelCause(ctx)
@@ -347,7 +353,6 @@ func (c *Client) do(ctx context.Context, u *upstream, repo, kind, method, rest s
 	case rng != "":
 		req.Header.Set("Range", rng)
 	}
-	start := time.Now()
 	resp, err := (&http.Client{Transport: rt.rt}).Do(req)
 	if err != nil {
 		c.metrics.observe(kind, 0, start)

@@ -22,7 +22,7 @@ func newOrigin() http.Handler {
 }
 
 // serve starts h on loopback for the test's lifetime.
-func serve(t *testing.T, h http.Handler) *httptest.Server {
+func serve(t testing.TB, h http.Handler) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -36,7 +36,7 @@ func hostOf(srv *httptest.Server) string {
 
 // put sends a request straight to an origin handler, bypassing any auth
 // wrapper the test serves it behind.
-func put(t *testing.T, h http.Handler, method, target, contentType string, body []byte, want int) {
+func put(t testing.TB, h http.Handler, method, target, contentType string, body []byte, want int) {
 	t.Helper()
 	req := httptest.NewRequest(method, target, bytes.NewReader(body))
 	if contentType != "" {
@@ -49,7 +49,7 @@ func put(t *testing.T, h http.Handler, method, target, contentType string, body 
 	}
 }
 
-func pushBlob(t *testing.T, h http.Handler, repo string, data []byte) digest.Digest {
+func pushBlob(t testing.TB, h http.Handler, repo string, data []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(data)
 	put(t, h, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?digest="+d.String(), "", data, http.StatusCreated)
@@ -132,7 +132,7 @@ func testConfig(def string) Config {
 	return cfg
 }
 
-func newClient(t *testing.T, cfg Config, opts ...Option) *Client {
+func newClient(t testing.TB, cfg Config, opts ...Option) *Client {
 	t.Helper()
 	c, err := New(cfg, opts...)
 	if err != nil {

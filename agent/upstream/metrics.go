@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shoal_upstream_request_duration_seconds",
-			Help:    "Time until an upstream registry answered: the whole body for manifests and tags, the headers for blobs and HEADs.",
+			Help:    "Time until an upstream registry answered with headers, including a first request's ping and token exchange.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{"kind"}),
 	}

@@ -24,6 +24,8 @@ type blobReader struct {
 	once sync.Once
 }
 
+var _ io.ReadCloser = (*blobReader)(nil)
+
 func (r *blobReader) Read(p []byte) (int, error) {
 	n, err := r.x.resp.Body.Read(p)
 	if n > 0 {
