@@ -1,0 +1,257 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multihash"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/p2p/wire"
+)
+
+// Fetch asks p for piece n of dgst, reads it into buf (grown if needed) and
+// checks it against want. It returns the piece bytes, or an error wrapping
+// ErrNoPiece, ErrBusy or ErrUnknownBlob when the peer refuses, ErrBadPiece
+// when the bytes do not match want (drop the peer for this blob),
+// ErrProtocol when the peer breaks the protocol. The stream is reset on
+// any error; ctx bounds the whole fetch.
+func (h *Host) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error) {
+	if want.Prefix() != rawSHA256 {
+		return buf, fmt.Errorf("p2p: fetch piece %d: %s is not a raw sha2-256 CIDv1", n, want)
+	}
+	if !h.enter() {
+		return buf, ErrClosed
+	}
+	defer h.leave()
+	start := time.Now()
+	out, err := h.fetch(ctx, p, dgst, n, want, buf)
+	h.m.fetches.WithLabelValues(resultOf(err)).Inc()
+	if err != nil {
+		return out, fmt.Errorf("p2p: fetch %s piece %d from %s: %w", dgst, n, p, err)
+	}
+	h.m.fetchSeconds.Observe(time.Since(start).Seconds())
+	return out, nil
+}
+
+var rawSHA256 = cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: sha256.Size}
+
+func (h *Host) fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) (_ []byte, err error) {
+	req := wire.PieceRequest{Digest: dgst, Index: n}
+	frame, err := wire.Append(nil, req)
+	if err != nil {
+		return buf, err
+	}
+	s, err := h.host.NewStream(ctx, p, PieceProtocol)
+	if err != nil {
+		return buf, err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer func() {
+		stop()
+		if err != nil {
+			s.Reset()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			}
+			return
+		}
+		s.Close()
+	}()
+	if _, err := s.Write(frame); err != nil {
+		return buf, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return buf, err
+	}
+	_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
+	// Small, so that the piece bytes mostly bypass it and land in buf.
+	br := bufio.NewReaderSize(s, 64)
+	hdr, err := expect[wire.PieceHeader](wire.Read(br))
+	if err != nil {
+		return buf, h.readError(s, err)
+	}
+	if err := statusError(hdr.Status); err != nil {
+		return buf, err
+	}
+	if int64(cap(buf)) < hdr.Length {
+		buf = make([]byte, hdr.Length)
+	}
+	buf = buf[:hdr.Length]
+	// Hashing each chunk as it lands overlaps the hash with the transfer
+	// and reads bytes still in cache.
+	sum := sha256.New()
+	for off := 0; off < len(buf); {
+		end := min(off+chunk, len(buf))
+		if h.downRate != nil {
+			if err := h.downRate.WaitN(ctx, end-off); err != nil {
+				return buf, err
+			}
+		}
+		_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
+		got, err := io.ReadFull(br, buf[off:end])
+		h.m.downloadBytes.Add(float64(got))
+		if err != nil {
+			return buf, err
+		}
+		sum.Write(buf[off:end])
+		off = end
+	}
+	if err := verify(want, sum.Sum(nil)); err != nil {
+		return buf, err
+	}
+	return buf, nil
+}
+
+// verify is piece.Verify for a sum computed along the way.
+func verify(want cid.Cid, sum []byte) error {
+	mh, err := multihash.Encode(sum, multihash.SHA2_256)
+	if err != nil {
+		return err
+	}
+	if !cid.NewCidV1(cid.Raw, mh).Equals(want) {
+		return fmt.Errorf("%w: got %s, want %s", ErrBadPiece, cid.NewCidV1(cid.Raw, mh), want)
+	}
+	return nil
+}
+
+// readError turns a failure to read a message from the peer into an error
+// for the caller, logging and counting protocol breaches.
+func (h *Host) readError(s network.Stream, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	if !isProtocolError(err) {
+		return err
+	}
+	h.m.protocolErrors.Inc()
+	h.log.Warn("peer broke the protocol", "peer", s.Conn().RemotePeer(), "protocol", s.Protocol(), "err", err)
+	return fmt.Errorf("%w: %w", ErrProtocol, err)
+}
+
+func statusError(st wire.Status) error {
+	switch st {
+	case wire.StatusOK:
+		return nil
+	case wire.StatusNoPiece:
+		return ErrNoPiece
+	case wire.StatusBusy:
+		return ErrBusy
+	case wire.StatusUnknownBlob:
+		return ErrUnknownBlob
+	}
+	return fmt.Errorf("%w: %s", ErrRemote, st)
+}
+
+// Watch subscribes to p's pieces of dgst, a blob of pieces pieces. It returns
+// the pieces p holds now, then delivers each piece p announces later on the
+// channel, which is closed when p holds the whole blob, the stream dies or
+// ctx ends. Refusals wrap ErrUnknownBlob or ErrRemote.
+func (h *Host) Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error) {
+	frame, err := wire.Append(nil, wire.WatchRequest{Digest: dgst, Pieces: pieces})
+	if err != nil {
+		return nil, nil, fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
+	}
+	if !h.enter() {
+		return nil, nil, ErrClosed
+	}
+	bf, ch, err := h.watch(ctx, p, frame, pieces)
+	if err != nil {
+		h.leave()
+		return nil, nil, fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
+	}
+	return bf, ch, nil
+}
+
+// watch opens the subscription; on success the goroutine it starts inherits
+// the caller's enter.
+func (h *Host) watch(ctx context.Context, p peer.ID, frame []byte, pieces int) (_ *piece.Bitfield, _ <-chan int, err error) {
+	s, err := h.host.NewStream(ctx, p, HaveProtocol)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer func() {
+		if err != nil {
+			stop()
+			s.Reset()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			}
+		}
+	}()
+	if _, err := s.Write(frame); err != nil {
+		return nil, nil, err
+	}
+	_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
+	br := bufio.NewReader(s)
+	msg, err := expect[wire.Bitfield](wire.Read(br))
+	if err != nil {
+		return nil, nil, h.readError(s, err)
+	}
+	if err := statusError(msg.Status); err != nil {
+		return nil, nil, err
+	}
+	bf, err := piece.ParseBitfield(msg.Bits, pieces)
+	if err != nil {
+		return nil, nil, h.readError(s, fmt.Errorf("%w: %w", wire.ErrMalformed, err))
+	}
+	seen, _ := piece.ParseBitfield(msg.Bits, pieces)
+	// Announcements may be far apart (the peer may itself be downloading);
+	// a dead peer is caught by yamux keepalives instead.
+	_ = s.SetReadDeadline(time.Time{})
+	ch := make(chan int, 64)
+	go h.follow(ctx, s, br, seen, ch, stop)
+	return bf, ch, nil
+}
+
+// follow relays Have messages to ch until Done, an error or ctx's end.
+func (h *Host) follow(ctx context.Context, s network.Stream, br *bufio.Reader, seen *piece.Bitfield, ch chan<- int, stop func() bool) {
+	defer h.leave()
+	defer close(ch)
+	defer stop()
+	for {
+		m, err := wire.Read(br)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.readError(s, err)
+			}
+			s.Reset()
+			return
+		}
+		switch m := m.(type) {
+		case wire.Have:
+			if m.Index >= seen.Len() {
+				h.readError(s, fmt.Errorf("%w: have %d of %d pieces", wire.ErrMalformed, m.Index, seen.Len()))
+				s.Reset()
+				return
+			}
+			if seen.Has(m.Index) {
+				continue
+			}
+			seen.Set(m.Index)
+			select {
+			case ch <- m.Index:
+			case <-ctx.Done():
+				s.Reset()
+				return
+			}
+		case wire.Done:
+			s.Close()
+			return
+		default:
+			h.readError(s, fmt.Errorf("%w: unexpected message type %d", wire.ErrMalformed, m.Type()))
+			s.Reset()
+			return
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package p2p
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// Config configures a Host.
+type Config struct {
+	// ListenAddrs are TCP multiaddrs to listen on (agents pass --p2p-listen).
+	ListenAddrs []string
+	// KeyFile persists the host's Ed25519 identity; it is created (mode
+	// 0600) if missing. Empty means a fresh identity on every start.
+	KeyFile string
+	// Security is "tls" (fastest on our machines) or "noise". Every peer
+	// of a cluster must use the same.
+	Security string
+	// PSK, if set, is the 32-byte key of a libp2p private network shared
+	// by all cluster members; hosts with another key cannot connect.
+	PSK []byte
+	// MaxUploads bounds the piece uploads served at once; requests beyond
+	// it are refused with Busy, never queued, so the client goes elsewhere.
+	MaxUploads int
+	// UploadRate and DownloadRate cap the piece bytes per second sent and
+	// received, shared by all transfers; 0 means unlimited.
+	UploadRate   int64
+	DownloadRate int64
+	// MaxPeers sizes the connection manager and the resource limits: the
+	// connection manager trims unprotected connections beyond it.
+	MaxPeers int
+	// RequestTimeout bounds how long a server waits for a request after a
+	// stream opens.
+	RequestTimeout time.Duration
+	// StallTimeout bounds how long a transfer may make no progress, on
+	// either side, before the stream is reset.
+	StallTimeout time.Duration
+	// Admit, if set, is asked about every peer before a connection to or
+	// from it is accepted; the agent admits peers the tracker handed out or
+	// that announced to it. nil admits everyone.
+	Admit func(peer.ID) bool
+}
+
+// Supported Config.Security values.
+const (
+	SecurityTLS   = "tls"
+	SecurityNoise = "noise"
+)
+
+// DefaultConfig returns a loopback-only, TLS, unlimited-rate configuration.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0"},
+		Security:       SecurityTLS,
+		MaxUploads:     32,
+		MaxPeers:       512,
+		RequestTimeout: 10 * time.Second,
+		StallTimeout:   15 * time.Second,
+	}
+}
+
+// Validate reports the first problem with c, wrapping ErrInvalidConfig.
+func (c Config) Validate() error {
+	if len(c.ListenAddrs) == 0 {
+		return fmt.Errorf("%w: no listen address", ErrInvalidConfig)
+	}
+	for _, s := range c.ListenAddrs {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("%w: listen address %q: %v", ErrInvalidConfig, s, err)
+		}
+		if !isTCP(a) {
+			return fmt.Errorf("%w: listen address %q: only /ip4|ip6|dns…/tcp/<port> is supported", ErrInvalidConfig, s)
+		}
+	}
+	switch {
+	case c.Security != SecurityTLS && c.Security != SecurityNoise:
+		return fmt.Errorf("%w: security %q: want %q or %q", ErrInvalidConfig, c.Security, SecurityTLS, SecurityNoise)
+	case c.PSK != nil && len(c.PSK) != 32:
+		return fmt.Errorf("%w: private network key of %d bytes, want 32", ErrInvalidConfig, len(c.PSK))
+	case c.MaxUploads < 1:
+		return fmt.Errorf("%w: max uploads %d", ErrInvalidConfig, c.MaxUploads)
+	case c.UploadRate < 0 || c.DownloadRate < 0:
+		return fmt.Errorf("%w: negative rate limit", ErrInvalidConfig)
+	case c.MaxPeers < 1:
+		return fmt.Errorf("%w: max peers %d", ErrInvalidConfig, c.MaxPeers)
+	case c.RequestTimeout <= 0 || c.StallTimeout <= 0:
+		return fmt.Errorf("%w: timeouts must be positive", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// isTCP reports whether a is exactly a network address followed by /tcp.
+func isTCP(a multiaddr.Multiaddr) bool {
+	if len(a) != 2 || a[1].Protocol().Code != multiaddr.P_TCP {
+		return false
+	}
+	switch a[0].Protocol().Code {
+	case multiaddr.P_IP4, multiaddr.P_IP6, multiaddr.P_DNS, multiaddr.P_DNS4, multiaddr.P_DNS6:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,47 @@
+// Package p2p is Shoal's peer transport: a libp2p host that serves pieces of
+// blobs to other agents out of a local Source, fetches pieces from them, and
+// follows which pieces they hold. It decides nothing: which piece to ask of
+// whom is the download scheduler's job.
+//
+//	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.0.0──▶ remote Host ──▶ Source.Piece
+//	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/1.0.0──── remote Host ◀── Source.Watch
+//
+// # Transport
+//
+// TCP only, TLS 1.3 (or Noise) and yamux; optionally a libp2p private network
+// (PSK) that only cluster members can join, and a connection gater that
+// admits only peers the agent knows (Config.Admit). Relay, hole punching,
+// NAT services, QUIC, mDNS and any DHT are left out. The resource manager is
+// given explicit limits: libp2p's defaults (8 connections per peer, a few
+// dozen streams per protocol, small memory) starve a swarm and keep yamux
+// windows at 256 KiB instead of letting them grow to 16 MiB.
+//
+// # Wire protocol (framing in package wire)
+//
+// /shoal/piece/1.0.0: one request per stream, so yamux multiplexes many in
+// flight.
+//
+//	client → PieceRequest{digest, index}, then closes its write side
+//	server → PieceHeader{status, length}, then exactly length raw bytes, then closes
+//
+// A status other than OK carries no bytes: NoPiece (not held yet), Busy
+// (MaxUploads uploads under way; ask someone else, nothing is queued),
+// UnknownBlob, BadRequest, Internal. The client checks the bytes against the
+// piece CID it already knows from the metainfo, so a lying peer is caught
+// (ErrBadPiece) and never trusted for the content.
+//
+// /shoal/have/1.0.0: a subscription per stream.
+//
+//	client → WatchRequest{digest, pieces}, then keeps its write side open
+//	server → Bitfield{status, bits}                   pieces held now
+//	server → Have{index} …                            each piece verified later
+//	server → Done, then closes                        the server holds the whole blob
+//
+// The client ends a subscription early by closing or resetting the stream;
+// anything it sends after the request is a protocol error.
+//
+// Malformed or oversized messages reset the stream; the peer is logged and
+// counted in shoal_p2p_protocol_errors_total. Servers bound the time to
+// receive a request and to make progress on each write; clients bound the
+// time without progress while receiving, and honour their context.
+package p2p

@@ -1,0 +1,776 @@
+package p2p_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/p2p/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testTimeout bounds every blocking call so a bug fails instead of hanging.
+const testTimeout = 20 * time.Second
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type node struct {
+	*p2p.Host
+	src *p2ptest.MemorySource
+	reg *prometheus.Registry
+}
+
+func newNode(t testing.TB, mutate func(*p2p.Config)) *node {
+	t.Helper()
+	return newNodeWith(t, mutate, nil)
+}
+
+func newNodeWith(t testing.TB, mutate func(*p2p.Config), src p2p.Source) *node {
+	t.Helper()
+	cfg := p2p.DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	mem := p2ptest.NewMemorySource()
+	if src == nil {
+		src = mem
+	}
+	reg := prometheus.NewRegistry()
+	h, err := p2p.New(cfg, src, p2p.WithRegisterer(reg))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &node{Host: h, src: mem, reg: reg}
+}
+
+func connect(t testing.TB, a, b *node) {
+	t.Helper()
+	if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// counter sums the values of a counter or gauge family in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		mutate func(*p2p.Config)
+		ok     bool
+	}{
+		"default":          {func(*p2p.Config) {}, true},
+		"noise":            {func(c *p2p.Config) { c.Security = p2p.SecurityNoise }, true},
+		"ip6 and dns":      {func(c *p2p.Config) { c.ListenAddrs = []string{"/ip6/::1/tcp/0", "/dns/localhost/tcp/7000"} }, true},
+		"psk":              {func(c *p2p.Config) { c.PSK = make([]byte, 32) }, true},
+		"no addrs":         {func(c *p2p.Config) { c.ListenAddrs = nil }, false},
+		"garbage addr":     {func(c *p2p.Config) { c.ListenAddrs = []string{"localhost:80"} }, false},
+		"quic addr":        {func(c *p2p.Config) { c.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"} }, false},
+		"bare ip":          {func(c *p2p.Config) { c.ListenAddrs = []string{"/ip4/127.0.0.1"} }, false},
+		"unknown security": {func(c *p2p.Config) { c.Security = "plaintext" }, false},
+		"empty security":   {func(c *p2p.Config) { c.Security = "" }, false},
+		"short psk":        {func(c *p2p.Config) { c.PSK = make([]byte, 16) }, false},
+		"zero uploads":     {func(c *p2p.Config) { c.MaxUploads = 0 }, false},
+		"negative rate":    {func(c *p2p.Config) { c.UploadRate = -1 }, false},
+		"zero peers":       {func(c *p2p.Config) { c.MaxPeers = 0 }, false},
+		"zero stall":       {func(c *p2p.Config) { c.StallTimeout = 0 }, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := p2p.DefaultConfig()
+			tc.mutate(&cfg)
+			err := cfg.Validate()
+			if tc.ok && err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if !tc.ok && !errors.Is(err, p2p.ErrInvalidConfig) {
+				t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
+			}
+			if !tc.ok {
+				if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); !errors.Is(err, p2p.ErrInvalidConfig) {
+					t.Fatalf("New = %v, want ErrInvalidConfig", err)
+				}
+			}
+		})
+	}
+}
+
+func TestAddrs(t *testing.T) {
+	t.Parallel()
+	a := newNode(t, nil)
+	addrs := a.Addrs()
+	if len(addrs) == 0 {
+		t.Fatal("no addresses")
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	if err != nil || len(infos) != 1 || infos[0].ID != a.ID() {
+		t.Fatalf("Addrs %v do not name %s: %v", addrs, a.ID(), err)
+	}
+	// A peer can dial from the full address alone.
+	b := newNode(t, nil)
+	if err := b.Connect(testContext(t), infos[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFetch(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	data := randomBytes(t, 3<<20+12345)
+	info := server.src.AddBlob(data, 1<<20)
+	ctx := testContext(t)
+
+	var buf []byte
+	for n := range info.Count() {
+		got, err := client.Fetch(ctx, server.ID(), info.Digest, n, info.Pieces[n], buf)
+		if err != nil {
+			t.Fatalf("Fetch piece %d: %v", n, err)
+		}
+		off, length := info.Span(n)
+		if !bytes.Equal(got, data[off:off+length]) {
+			t.Fatalf("piece %d differs", n)
+		}
+		buf = got[:0] // reused: the last piece is shorter
+	}
+	if got := counter(t, server.reg, "shoal_p2p_upload_bytes_total"); got != float64(len(data)) {
+		t.Errorf("server counted %v bytes sent, want %d", got, len(data))
+	}
+	if got := counter(t, client.reg, "shoal_p2p_download_bytes_total"); got != float64(len(data)) {
+		t.Errorf("client counted %v bytes received, want %d", got, len(data))
+	}
+	if got := counter(t, server.reg, "shoal_p2p_peers"); got != 1 {
+		t.Errorf("server counts %v peers, want 1", got)
+	}
+}
+
+func TestFetchRefusals(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	info := server.src.AddBlob(randomBytes(t, 1000), 100)
+	partial := *info
+	partial.Digest = digest.FromString("partial")
+	if err := server.src.Register(&partial); err != nil {
+		t.Fatal(err)
+	}
+	unknown := digest.FromString("unknown")
+	ctx := testContext(t)
+
+	for name, tc := range map[string]struct {
+		dgst digest.Digest
+		n    int
+		want error
+	}{
+		"no piece":          {partial.Digest, 0, p2p.ErrNoPiece},
+		"unknown blob":      {unknown, 0, p2p.ErrUnknownBlob},
+		"index out of blob": {info.Digest, 99, p2p.ErrNoPiece},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := client.Fetch(ctx, server.ID(), tc.dgst, tc.n, info.Pieces[0], nil)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Fetch = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Arguments the wire cannot carry fail before anything is sent.
+	if _, err := client.Fetch(ctx, server.ID(), "sha256:bad", 0, info.Pieces[0], nil); err == nil {
+		t.Error("Fetch with a bad digest succeeded")
+	}
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, -1, info.Pieces[0], nil); err == nil {
+		t.Error("Fetch of piece -1 succeeded")
+	}
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 0, cid.Undef, nil); err == nil {
+		t.Error("Fetch with an undefined CID succeeded")
+	}
+}
+
+func TestFetchBadPiece(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	info := server.src.AddBlob(randomBytes(t, 4096), 1024)
+	server.src.SetCorrupt(true)
+	ctx := testContext(t)
+	_, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[1], nil)
+	if !errors.Is(err, p2p.ErrBadPiece) {
+		t.Fatalf("Fetch from a corrupt source = %v, want ErrBadPiece", err)
+	}
+	// Asking for piece 1 with the CID of piece 0 is caught the same way.
+	server.src.SetCorrupt(false)
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[0], nil); !errors.Is(err, p2p.ErrBadPiece) {
+		t.Fatalf("Fetch with the wrong CID = %v, want ErrBadPiece", err)
+	}
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[1], nil); err != nil {
+		t.Fatalf("Fetch after the source healed: %v", err)
+	}
+}
+
+// gatedSource holds every Piece call until release is closed, after
+// announcing it on entered.
+type gatedSource struct {
+	*p2ptest.MemorySource
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedSource) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
+	g.entered <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	return g.MemorySource.Piece(ctx, dgst, n)
+}
+
+func TestFetchBusy(t *testing.T) {
+	t.Parallel()
+	src := &gatedSource{MemorySource: p2ptest.NewMemorySource(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	info := src.AddBlob(randomBytes(t, 2048), 1024)
+	server := newNodeWith(t, func(c *p2p.Config) { c.MaxUploads = 1 }, src)
+	client := newNode(t, nil)
+	connect(t, client, server)
+	ctx := testContext(t)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := client.Fetch(ctx, server.ID(), info.Digest, 0, info.Pieces[0], nil)
+		first <- err
+	}()
+	<-src.entered // the only upload slot is taken
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[1], nil); !errors.Is(err, p2p.ErrBusy) {
+		t.Fatalf("second Fetch = %v, want ErrBusy", err)
+	}
+	close(src.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first Fetch: %v", err)
+	}
+	// The slot is free again.
+	go func() { <-src.entered }()
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[1], nil); err != nil {
+		t.Fatalf("Fetch after the upload ended: %v", err)
+	}
+	if got := counter(t, server.reg, "shoal_p2p_uploads_total"); got != 3 {
+		t.Errorf("server counted %v uploads, want 3", got)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	data := randomBytes(t, 5*100)
+	full := p2ptest.NewMemorySource().AddBlob(data, 100) // the metainfo only
+	if err := server.src.Register(full); err != nil {
+		t.Fatal(err)
+	}
+	put := func(n int) {
+		t.Helper()
+		if err := server.src.Put(full.Digest, n, data[n*100:(n+1)*100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	put(3)
+	ctx := testContext(t)
+
+	bf, ch, err := client.Watch(ctx, server.ID(), full.Digest, 5)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if bf.Len() != 5 || bf.Count() != 2 || !bf.Has(1) || !bf.Has(3) {
+		t.Fatalf("initial bitfield %08b, want pieces 1 and 3 of 5", bf.Bytes())
+	}
+	for _, n := range []int{4, 0, 2} {
+		put(n)
+		select {
+		case got, ok := <-ch:
+			if !ok || got != n {
+				t.Fatalf("got HAVE %d (open %v), want %d", got, ok, n)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no HAVE %d", n)
+		}
+	}
+	select {
+	case n, ok := <-ch:
+		if ok {
+			t.Fatalf("HAVE %d after completion, want the channel closed", n)
+		}
+	case <-ctx.Done():
+		t.Fatal("channel not closed after completion")
+	}
+
+	// A complete blob answers with a full bitfield and closes at once.
+	bf, ch, err = client.Watch(ctx, server.ID(), full.Digest, 5)
+	if err != nil || !bf.Full() {
+		t.Fatalf("Watch complete blob: %v, %v", bf, err)
+	}
+	if _, ok := <-ch; ok {
+		t.Fatal("complete blob announced a piece")
+	}
+}
+
+func TestWatchRefusals(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	info := server.src.AddBlob(randomBytes(t, 300), 100)
+	ctx := testContext(t)
+	if _, _, err := client.Watch(ctx, server.ID(), digest.FromString("nope"), 3); !errors.Is(err, p2p.ErrUnknownBlob) {
+		t.Errorf("Watch unknown blob = %v, want ErrUnknownBlob", err)
+	}
+	if _, _, err := client.Watch(ctx, server.ID(), info.Digest, 4); !errors.Is(err, p2p.ErrRemote) {
+		t.Errorf("Watch with a wrong piece count = %v, want ErrRemote", err)
+	}
+	if _, _, err := client.Watch(ctx, server.ID(), info.Digest, 0); err == nil {
+		t.Error("Watch of 0 pieces succeeded")
+	}
+}
+
+func TestWatchCancel(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	info := p2ptest.NewMemorySource().AddBlob(randomBytes(t, 300), 100)
+	if err := server.src.Register(info); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testContext(t))
+	_, ch, err := client.Watch(ctx, server.ID(), info.Digest, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for range ch {
+		t.Fatal("HAVE after cancel")
+	}
+	// The server notices and ends its side: poll its gauge, there is no
+	// event to wait on.
+	for counter(t, server.reg, "shoal_p2p_watches_served_active") != 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stallingSource serves half of every piece, then blocks until ctx ends.
+type stallingSource struct {
+	*p2ptest.MemorySource
+	started chan struct{}
+}
+
+func (s *stallingSource) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
+	rc, size, err := s.MemorySource.Piece(ctx, dgst, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	half := io.LimitReader(rc, size/2)
+	return io.NopCloser(io.MultiReader(half, &blockReader{ctx: ctx, started: s.started})), size, nil
+}
+
+type blockReader struct {
+	ctx     context.Context
+	started chan struct{}
+}
+
+func (b *blockReader) Read([]byte) (int, error) {
+	close(b.started)
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+
+func TestPeerDiesMidTransfer(t *testing.T) {
+	t.Parallel()
+	data := randomBytes(t, 1<<20)
+	stalling := &stallingSource{MemorySource: p2ptest.NewMemorySource(), started: make(chan struct{})}
+	info := stalling.AddBlob(data, 1<<20)
+	dying := newNodeWith(t, nil, stalling)
+	healthy := newNode(t, nil)
+	healthy.src.AddBlob(data, 1<<20)
+	client := newNode(t, nil)
+	connect(t, client, dying)
+	connect(t, client, healthy)
+	ctx := testContext(t)
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Fetch(ctx, dying.ID(), info.Digest, 0, info.Pieces[0], nil)
+		errc <- err
+	}()
+	<-stalling.started
+	dying.Close()
+	err := <-errc
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Fetch from a dying peer = %v, want a prompt error", err)
+	}
+	got, err := client.Fetch(ctx, healthy.ID(), info.Digest, 0, info.Pieces[0], nil)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Fetch from the healthy peer: %v", err)
+	}
+}
+
+func TestFetchContextCancel(t *testing.T) {
+	t.Parallel()
+	stalling := &stallingSource{MemorySource: p2ptest.NewMemorySource(), started: make(chan struct{})}
+	info := stalling.AddBlob(randomBytes(t, 1<<20), 1<<20)
+	server := newNodeWith(t, nil, stalling)
+	client := newNode(t, nil)
+	connect(t, client, server)
+	ctx, cancel := context.WithCancel(testContext(t))
+	go func() {
+		<-stalling.started
+		cancel()
+	}()
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 0, info.Pieces[0], nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Fetch = %v, want context.Canceled", err)
+	}
+}
+
+func TestIdentityPersists(t *testing.T) {
+	t.Parallel()
+	key := filepath.Join(t.TempDir(), "identity.key")
+	withKey := func(c *p2p.Config) { c.KeyFile = key }
+	a := newNode(t, withKey)
+	id := a.ID()
+	a.Close()
+	st, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
+	}
+	if b := newNode(t, withKey); b.ID() != id {
+		t.Fatalf("restarted as %s, want %s", b.ID(), id)
+	}
+	if c := newNode(t, nil); c.ID() == id {
+		t.Fatal("an ephemeral host reused the persisted identity")
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.key")
+	if err := os.WriteFile(bad, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.DefaultConfig()
+	cfg.KeyFile = bad
+	if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); err == nil {
+		t.Fatal("New with a garbage key file succeeded")
+	}
+	cfg.KeyFile = filepath.Join(t.TempDir(), "missing-dir", "x.key")
+	if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); err == nil {
+		t.Fatal("New with an unwritable key path succeeded")
+	}
+}
+
+func TestPrivateNetwork(t *testing.T) {
+	t.Parallel()
+	key := func(b byte) func(*p2p.Config) {
+		return func(c *p2p.Config) { c.PSK = bytes.Repeat([]byte{b}, 32) }
+	}
+	a, b, stranger, open := newNode(t, key(1)), newNode(t, key(1)), newNode(t, key(2)), newNode(t, nil)
+	info := a.src.AddBlob(randomBytes(t, 1000), 500)
+	ctx := testContext(t)
+	connect(t, b, a)
+	if _, err := b.Fetch(ctx, a.ID(), info.Digest, 1, info.Pieces[1], nil); err != nil {
+		t.Fatalf("Fetch within the private network: %v", err)
+	}
+	for name, n := range map[string]*node{"other key": stranger, "no key": open} {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := n.Connect(dctx, a.AddrInfo()); err == nil {
+			t.Errorf("%s: connected to a private network", name)
+		}
+		cancel()
+	}
+}
+
+func TestNoise(t *testing.T) {
+	t.Parallel()
+	noise := func(c *p2p.Config) { c.Security = p2p.SecurityNoise }
+	server, client := newNode(t, noise), newNode(t, noise)
+	connect(t, client, server)
+	info := server.src.AddBlob(randomBytes(t, 1000), 1000)
+	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	admitted := map[peer.ID]bool{}
+	gate := func(c *p2p.Config) {
+		c.Admit = func(p peer.ID) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return admitted[p]
+		}
+	}
+	gated, friend, stranger := newNode(t, gate), newNode(t, nil), newNode(t, nil)
+	info := gated.src.AddBlob(randomBytes(t, 100), 100)
+	mu.Lock()
+	admitted[friend.ID()] = true
+	mu.Unlock()
+	ctx := testContext(t)
+
+	if err := friend.Connect(ctx, gated.AddrInfo()); err != nil {
+		t.Fatalf("admitted peer refused: %v", err)
+	}
+	if _, err := friend.Fetch(ctx, gated.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		t.Fatalf("admitted peer cannot fetch: %v", err)
+	}
+	// The dialer may finish its side of the handshake before the gated
+	// host refuses it, so Connect alone proves nothing: a fetch must fail.
+	stranger.Connect(ctx, gated.AddrInfo())
+	if _, err := stranger.Fetch(ctx, gated.ID(), info.Digest, 0, info.Pieces[0], nil); err == nil {
+		t.Error("a peer not admitted fetched a piece")
+	}
+	if err := gated.Connect(ctx, stranger.AddrInfo()); err == nil {
+		t.Error("outbound connection to a peer not admitted")
+	}
+}
+
+func TestRateLimited(t *testing.T) {
+	t.Parallel()
+	limited := func(c *p2p.Config) { c.UploadRate, c.DownloadRate = 64<<20, 64<<20 }
+	server, client := newNode(t, limited), newNode(t, limited)
+	connect(t, client, server)
+	info := server.src.AddBlob(randomBytes(t, 1<<20), 1<<20)
+	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSwarm has one client fetch a blob from several seeders at once, each
+// holding some of the pieces, guided by their bitfields.
+func TestSwarm(t *testing.T) {
+	t.Parallel()
+	const seeders, pieces, size = 5, 40, 64 << 10
+	data := randomBytes(t, pieces*size)
+	info := p2ptest.NewMemorySource().AddBlob(data, size)
+	client := newNode(t, nil)
+	ctx := testContext(t)
+	holders := make([][]peer.ID, pieces)
+	for i := range seeders {
+		s := newNode(t, nil)
+		if err := s.src.Register(info); err != nil {
+			t.Fatal(err)
+		}
+		for n := i; n < pieces; n += 2 { // every piece is on at least two seeders
+			if err := s.src.Put(info.Digest, n, data[n*size:(n+1)*size]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		connect(t, client, s)
+		bf, _, err := client.Watch(ctx, s.ID(), info.Digest, pieces)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := range pieces {
+			if bf.Has(n) {
+				holders[n] = append(holders[n], s.ID())
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, pieces)
+	for n := range pieces {
+		wg.Go(func() {
+			p := holders[n][n%len(holders[n])]
+			got, err := client.Fetch(ctx, p, info.Digest, n, info.Pieces[n], nil)
+			if err == nil && !bytes.Equal(got, data[n*size:(n+1)*size]) {
+				err = errors.New("wrong bytes")
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	info := server.src.AddBlob(randomBytes(t, 100), 100)
+	client.Close()
+	ctx := testContext(t)
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 0, info.Pieces[0], nil); !errors.Is(err, p2p.ErrClosed) {
+		t.Errorf("Fetch after Close = %v, want ErrClosed", err)
+	}
+	if _, _, err := client.Watch(ctx, server.ID(), info.Digest, 1); !errors.Is(err, p2p.ErrClosed) {
+		t.Errorf("Watch after Close = %v, want ErrClosed", err)
+	}
+	if err := client.Connect(ctx, server.AddrInfo()); !errors.Is(err, p2p.ErrClosed) {
+		t.Errorf("Connect after Close = %v, want ErrClosed", err)
+	}
+	if err := client.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestMalformedRequests sends broken requests on raw streams: each stream
+// is reset, counted, and the server keeps serving.
+func TestMalformedRequests(t *testing.T) {
+	t.Parallel()
+	server, raw := newNode(t, nil), newNode(t, nil)
+	connect(t, raw, server)
+	info := server.src.AddBlob(randomBytes(t, 100), 100)
+	ctx := testContext(t)
+	have, _ := wire.Append(nil, wire.Have{Index: 1})
+	for name, tc := range map[string]struct {
+		proto protocol.ID
+		send  []byte
+	}{
+		"oversized piece frame": {p2p.PieceProtocol, []byte{0xff, 0xff, 0xff, 0x7f}},
+		"unknown type":          {p2p.PieceProtocol, []byte{1, 99}},
+		"wrong message":         {p2p.PieceProtocol, have},
+		"truncated digest":      {p2p.PieceProtocol, []byte{3, byte(wire.TypePieceRequest), 1, 2}},
+		"oversized watch frame": {p2p.HaveProtocol, []byte{0xff, 0xff, 0xff, 0x7f}},
+		"watch then chatter":    {p2p.HaveProtocol, watchThenChatter(t, info.Digest)},
+	} {
+		s, err := raw.LibP2P().NewStream(ctx, server.ID(), tc.proto)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		s.Write(tc.send)
+		s.CloseWrite()
+		s.SetReadDeadline(time.Now().Add(testTimeout))
+		if _, err := io.ReadAll(s); err == nil && name != "watch then chatter" {
+			t.Errorf("%s: stream ended cleanly, want a reset", name)
+		}
+		s.Reset()
+	}
+	for counter(t, server.reg, "shoal_p2p_protocol_errors_total") < 6 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	client := newNode(t, nil)
+	connect(t, client, server)
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		t.Fatalf("Fetch after malformed requests: %v", err)
+	}
+}
+
+func watchThenChatter(t *testing.T, d digest.Digest) []byte {
+	b, err := wire.Append(nil, wire.WatchRequest{Digest: d, Pieces: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, 0)
+}
+
+// TestMalformedResponses has a lying server break the protocol in each way
+// a client can notice: the client reports ErrProtocol and does not crash.
+func TestMalformedResponses(t *testing.T) {
+	t.Parallel()
+	client := newNode(t, nil)
+	info := p2ptest.NewMemorySource().AddBlob(randomBytes(t, 800), 100)
+	ctx := testContext(t)
+	for name, reply := range map[string][]byte{
+		"garbage":           {0xff, 0xff, 0xff, 0xff, 0x0f},
+		"wrong message":     mustAppend(t, wire.Done{}),
+		"piece too long":    {6, byte(wire.TypePieceHeader), 0, 0x81, 0x80, 0x80, 0x08},
+		"refusal with data": {3, byte(wire.TypePieceHeader), byte(wire.StatusBusy), 5},
+	} {
+		t.Run("fetch "+name, func(t *testing.T) {
+			t.Parallel()
+			liar := newNode(t, nil)
+			liar.LibP2P().SetStreamHandler(p2p.PieceProtocol, func(s network.Stream) {
+				s.Write(reply)
+				s.Close()
+			})
+			connect(t, client, liar)
+			if _, err := client.Fetch(ctx, liar.ID(), info.Digest, 0, info.Pieces[0], nil); !errors.Is(err, p2p.ErrProtocol) {
+				t.Fatalf("Fetch = %v, want ErrProtocol", err)
+			}
+		})
+	}
+	for name, reply := range map[string][]byte{
+		"bitfield of the wrong size": mustAppend(t, wire.Bitfield{Bits: []byte{0xff, 0}}),
+		"spare bits set":             mustAppend(t, wire.Bitfield{Bits: []byte{0xff}}),
+		"have out of range":          append(mustAppend(t, wire.Bitfield{Bits: []byte{0}}), mustAppend(t, wire.Have{Index: 9})...),
+	} {
+		t.Run("watch "+name, func(t *testing.T) {
+			t.Parallel()
+			liar := newNode(t, nil)
+			liar.LibP2P().SetStreamHandler(p2p.HaveProtocol, func(s network.Stream) {
+				wire.Read(bufio.NewReader(s))
+				s.Write(reply)
+				s.Close()
+			})
+			connect(t, client, liar)
+			_, ch, err := client.Watch(ctx, liar.ID(), info.Digest, 7)
+			if err != nil {
+				if !errors.Is(err, p2p.ErrProtocol) {
+					t.Fatalf("Watch = %v, want ErrProtocol", err)
+				}
+				return
+			}
+			for n := range ch {
+				t.Fatalf("relayed HAVE %d out of range", n)
+			}
+		})
+	}
+}
+
+func mustAppend(t *testing.T, m wire.Message) []byte {
+	t.Helper()
+	b, err := wire.Append(nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,281 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/p2p/wire"
+)
+
+// chunk is the unit of paced reads and writes: large enough that a deadline
+// and a limiter call per chunk cost nothing next to the bytes, small enough
+// to keep a rate limit smooth.
+const chunk = 256 << 10
+
+// servePiece answers one PieceRequest.
+func (h *Host) servePiece(s network.Stream) {
+	if !h.enter() {
+		s.Reset()
+		return
+	}
+	defer h.leave()
+	_ = s.SetReadDeadline(time.Now().Add(h.cfg.RequestTimeout))
+	req, err := expect[wire.PieceRequest](wire.Read(bufio.NewReaderSize(s, 64)))
+	if err != nil {
+		h.broke(s, "reading piece request", err)
+		return
+	}
+	p := s.Conn().RemotePeer()
+	select {
+	case h.uploads <- struct{}{}:
+		defer func() { <-h.uploads }()
+	default:
+		h.m.uploads.WithLabelValues(resultBusy).Inc()
+		h.refusePiece(s, wire.StatusBusy)
+		return
+	}
+	h.m.uploadsActive.Inc()
+	defer h.m.uploadsActive.Dec()
+	h.protectServing(p)
+	defer h.unprotectServing(p)
+
+	sent, err := h.upload(s, req)
+	h.m.uploadBytes.Add(float64(sent))
+	h.m.uploads.WithLabelValues(resultOf(err)).Inc()
+	switch {
+	case errors.Is(err, ErrNoPiece):
+		h.refusePiece(s, wire.StatusNoPiece)
+	case errors.Is(err, ErrUnknownBlob):
+		h.refusePiece(s, wire.StatusUnknownBlob)
+	case errors.Is(err, errBeforeHeader):
+		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
+		h.refusePiece(s, wire.StatusInternal)
+	case err != nil:
+		// Part of the piece may be out: only a reset tells the client.
+		h.log.Debug("upload failed", "peer", p, "digest", req.Digest, "piece", req.Index, "bytes", sent, "err", err)
+		s.Reset()
+	default:
+		s.Close()
+	}
+}
+
+// errBeforeHeader marks source failures that can still be answered with a status.
+var errBeforeHeader = errors.New("source failed")
+
+// upload sends the header and the bytes of the requested piece.
+func (h *Host) upload(s network.Stream, req wire.PieceRequest) (int64, error) {
+	rc, size, err := h.src.Piece(h.ctx, req.Digest, req.Index)
+	if errors.Is(err, ErrNoPiece) || errors.Is(err, ErrUnknownBlob) {
+		return 0, err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errBeforeHeader, err)
+	}
+	defer rc.Close()
+	if size < 0 || size > wire.MaxPieceLength {
+		return 0, fmt.Errorf("%w: piece of %d bytes", errBeforeHeader, size)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if err := wire.Write(s, wire.PieceHeader{Status: wire.StatusOK, Length: size}); err != nil {
+		return 0, err
+	}
+	w := &pacedWriter{s: s, ctx: h.ctx, lim: h.upRate, stall: h.cfg.StallTimeout, left: size}
+	// Sources that are io.WriterTo (bytes.Reader, os.File) skip the buffer.
+	buf := h.bufs.Get().(*[]byte)
+	defer h.bufs.Put(buf)
+	if _, err := io.CopyBuffer(w, rc, *buf); err != nil {
+		return size - w.left, err
+	}
+	if w.left != 0 {
+		return size - w.left, fmt.Errorf("source ended %d bytes short", w.left)
+	}
+	return size, nil
+}
+
+func (h *Host) refusePiece(s network.Stream, st wire.Status) {
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if err := wire.Write(s, wire.PieceHeader{Status: st}); err != nil {
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+// pacedWriter writes at most left bytes in chunks, each under the rate limit
+// and a fresh stall deadline.
+type pacedWriter struct {
+	s     network.Stream
+	ctx   context.Context
+	lim   *rate.Limiter
+	stall time.Duration
+	left  int64
+}
+
+var errTooLong = errors.New("source gave more bytes than it announced")
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if w.left == 0 {
+			return written, errTooLong
+		}
+		n := int(min(int64(len(p)), chunk, w.left))
+		if w.lim != nil {
+			if err := w.lim.WaitN(w.ctx, n); err != nil {
+				return written, err
+			}
+		}
+		_ = w.s.SetWriteDeadline(time.Now().Add(w.stall))
+		m, err := w.s.Write(p[:n])
+		written += m
+		w.left -= int64(m)
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// serveHave answers one WatchRequest and pushes Have messages until the
+// blob is complete, the client goes away or the host closes.
+func (h *Host) serveHave(s network.Stream) {
+	if !h.enter() {
+		s.Reset()
+		return
+	}
+	defer h.leave()
+	_ = s.SetReadDeadline(time.Now().Add(h.cfg.RequestTimeout))
+	br := bufio.NewReaderSize(s, 64)
+	req, err := expect[wire.WatchRequest](wire.Read(br))
+	if err != nil {
+		h.broke(s, "reading watch request", err)
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	p := s.Conn().RemotePeer()
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	bf, ch, err := h.src.Watch(ctx, req.Digest)
+	switch {
+	case errors.Is(err, ErrUnknownBlob):
+		h.refuseWatch(s, wire.StatusUnknownBlob)
+		return
+	case err != nil:
+		h.log.Error("serving watch", "peer", p, "digest", req.Digest, "err", err)
+		h.refuseWatch(s, wire.StatusInternal)
+		return
+	case bf.Len() != req.Pieces:
+		h.log.Debug("watch for a different piece count", "peer", p, "digest", req.Digest, "want", req.Pieces, "have", bf.Len())
+		h.refuseWatch(s, wire.StatusBadRequest)
+		return
+	}
+	h.m.watchesServed.Inc()
+	defer h.m.watchesServed.Dec()
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if err := wire.Write(s, wire.Bitfield{Status: wire.StatusOK, Bits: bf.Bytes()}); err != nil {
+		s.Reset()
+		return
+	}
+	// The client stays silent; its close or reset ends the subscription.
+	if !h.enter() {
+		s.Reset()
+		return
+	}
+	go func() {
+		defer h.leave()
+		var b [1]byte
+		if n, _ := br.Read(b[:]); n > 0 {
+			h.broke(s, "watching", fmt.Errorf("%w: client sent data after its request", wire.ErrMalformed))
+		}
+		cancel()
+	}()
+	for n := range ch {
+		if bf.Has(n) {
+			continue
+		}
+		if !bf.Set(n) {
+			h.log.Error("source announced a piece out of range", "digest", req.Digest, "piece", n, "pieces", bf.Len())
+			continue
+		}
+		_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+		if err := wire.Write(s, wire.Have{Index: n}); err != nil {
+			s.Reset()
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		s.Reset()
+		return
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if err := wire.Write(s, wire.Done{}); err != nil {
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+func (h *Host) refuseWatch(s network.Stream, st wire.Status) {
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if err := wire.Write(s, wire.Bitfield{Status: st}); err != nil {
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+// expect narrows a decoded message to the type the protocol calls for.
+func expect[T wire.Message](m wire.Message, err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, err
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: unexpected message type %d", wire.ErrMalformed, m.Type())
+	}
+	return t, nil
+}
+
+// isProtocolError tells a peer's breach of the protocol from I/O failures.
+func isProtocolError(err error) bool {
+	return errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTooLarge)
+}
+
+// broke resets a stream that failed while reading from the peer. A breach of
+// the protocol is logged and counted; I/O errors, which are not the peer's
+// fault, only at debug level.
+func (h *Host) broke(s network.Stream, what string, err error) {
+	s.Reset()
+	if !isProtocolError(err) {
+		h.log.Debug(what, "peer", s.Conn().RemotePeer(), "protocol", s.Protocol(), "err", err)
+		return
+	}
+	h.m.protocolErrors.Inc()
+	h.log.Warn("peer broke the protocol", "peer", s.Conn().RemotePeer(), "protocol", s.Protocol(), "during", what, "err", err)
+}
+
+// resultOf names an outcome for the result label.
+func resultOf(err error) string {
+	switch {
+	case err == nil:
+		return resultOK
+	case errors.Is(err, ErrNoPiece):
+		return resultNoPiece
+	case errors.Is(err, ErrUnknownBlob):
+		return resultUnknownBlob
+	case errors.Is(err, ErrBusy):
+		return resultBusy
+	case errors.Is(err, ErrBadPiece):
+		return resultBadPiece
+	}
+	return resultError
+}
