@@ -30,14 +30,16 @@ type entry struct {
 	elem *list.Element // in Server.lru while not seeding
 }
 
-// watch returns what is known of src.Digest and a channel closed when that
-// changes, starting a seeding if nothing is known, nothing is under way and
-// no recent failure for src is remembered.
-func (s *Server) watch(src Source) (*piece.Info, <-chan struct{}, error) {
+// watch returns what is known of src.Digest, a channel closed when that
+// changes and the current seeding generation. It starts a seeding if nothing
+// is known, nothing is under way and no failure for src is remembered: one
+// younger than SeedErrorTTL, or the one of generation seen, which the asker
+// was waiting on (so it hears the failure even with no error TTL).
+func (s *Server) watch(src Source, seen int) (*piece.Info, <-chan struct{}, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, nil, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
+		return nil, nil, 0, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
 	}
 	e := s.infos[src.Digest]
 	if e == nil {
@@ -48,12 +50,12 @@ func (s *Server) watch(src Source) (*piece.Info, <-chan struct{}, error) {
 	}
 	switch {
 	case e.seeding, e.info != nil && e.info.Complete():
-	case e.err != nil && e.errOf == src && s.clock.Now().Sub(e.errAt) < s.cfg.SeedErrorTTL:
-		return nil, nil, e.err
+	case e.err != nil && e.errOf == src && (e.gen == seen || s.clock.Now().Sub(e.errAt) < s.cfg.SeedErrorTTL):
+		return nil, nil, e.gen, e.err
 	default:
 		s.startSeed(e, src)
 	}
-	return e.info, e.changed, nil
+	return e.info, e.changed, e.gen, nil
 }
 
 // startSeed runs one seeding of src in a goroutine owned by the server: its

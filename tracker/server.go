@@ -193,8 +193,10 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 
 	wait := time.NewTimer(s.cfg.MetaInfoWait)
 	defer wait.Stop()
+	gen := 0 // seedings start at 1
 	for {
-		info, changed, err := s.watch(src)
+		info, changed, g, err := s.watch(src, gen)
+		gen = g
 		if err != nil {
 			s.metrics.metaInfoCalls.WithLabelValues(resultOf(err)).Inc()
 			s.writeError(w, err)

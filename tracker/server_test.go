@@ -631,3 +631,24 @@ func TestNewClientRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestSeedErrorWithoutTTL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *tracker.Config) { c.SeedErrorTTL = 0 })
+	ctx := context.Background()
+	info := testInfo(t)
+	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
+	// The askers waiting on a seeding hear its failure instead of starting
+	// another one.
+	f.seeder.Finish(info.Digest, tracker.ErrNotFound)
+	if _, err := f.client.MetaInfo(ctx, src, 0); !errors.Is(err, tracker.ErrNotFound) {
+		t.Fatalf("MetaInfo: %v, want ErrNotFound", err)
+	}
+	if n := f.seeder.Calls(info.Digest); n != 1 {
+		t.Fatalf("Seed called %d times, want 1", n)
+	}
+	f.seeder.Complete(info)
+	if _, err := f.client.MetaInfo(ctx, src, 0); err != nil {
+		t.Fatal(err)
+	}
+}

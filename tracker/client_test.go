@@ -1,0 +1,179 @@
+package tracker_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// canned is a RoundTripper that answers every request with one response, so
+// the client's decoding is tested without sockets.
+type canned struct {
+	status int
+	body   string
+}
+
+func (c canned) RoundTrip(*http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode: c.status,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(strings.NewReader(c.body)),
+	}, nil
+}
+
+func cannedClient(t testing.TB, status int, body string) *tracker.Client {
+	t.Helper()
+	c, err := tracker.NewClient("http://tracker.invalid", "token", tracker.WithHTTPClient(&http.Client{Transport: canned{status, body}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestClientRejectsGarbage(t *testing.T) {
+	t.Parallel()
+	info := testInfo(t)
+	good, err := info.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
+	otherInfo := testInfo(t)
+	other, _ := otherInfo.Marshal()
+	ctx := context.Background()
+
+	metainfo := func(c *tracker.Client) error { _, err := c.MetaInfo(ctx, src, 0); return err }
+	peers := func(c *tracker.Client) error { _, err := c.Peers(ctx, info.Digest, "me"); return err }
+	announce := func(c *tracker.Client) error {
+		_, err := c.Announce(ctx, tracker.Announce{Peer: peer("me", false)})
+		return err
+	}
+	for _, tc := range []struct {
+		name   string
+		call   func(*tracker.Client) error
+		status int
+		body   string
+		want   error
+	}{
+		{"metainfo not json", metainfo, 200, `<html>`, tracker.ErrInvalid},
+		{"metainfo empty", metainfo, 200, ``, tracker.ErrInvalid},
+		{"metainfo truncated", metainfo, 200, string(good[:len(good)/2]), tracker.ErrInvalid},
+		{"metainfo unknown field", metainfo, 200, strings.Replace(string(good), `{`, `{"x":1,`, 1), tracker.ErrInvalid},
+		{"metainfo trailing", metainfo, 200, string(good) + `[]`, tracker.ErrInvalid},
+		{"metainfo other blob", metainfo, 200, string(other), tracker.ErrInvalid},
+		{"metainfo bad CID", metainfo, 200, `{"digest":"` + info.Digest.String() + `","size":10,"pieceSize":5,"pieces":["zzz"]}`, tracker.ErrInvalid},
+		{"metainfo too many pieces", metainfo, 200, `{"digest":"` + info.Digest.String() + `","size":1,"pieceSize":5,"pieces":["` + info.Pieces[0].String() + `","` + info.Pieces[1].String() + `"]}`, tracker.ErrInvalid},
+		{"metainfo null", metainfo, 200, `null`, tracker.ErrInvalid},
+		{"peers not json", peers, 200, `peers`, tracker.ErrInvalid},
+		{"peers unknown field", peers, 200, `{"peers":[],"more":true}`, tracker.ErrInvalid},
+		{"peers bad ID", peers, 200, `{"peers":[{"id":"a b","addrs":["/a"]}]}`, tracker.ErrInvalid},
+		{"peers no addrs", peers, 200, `{"peers":[{"id":"ab","addrs":[]}]}`, tracker.ErrInvalid},
+		{"peers negative have", peers, 200, `{"peers":[{"id":"ab","addrs":["/a"],"have":-4}]}`, tracker.ErrInvalid},
+		{"announce zero interval", announce, 200, `{"intervalMs":0}`, tracker.ErrInvalid},
+		{"announce huge interval", announce, 200, `{"intervalMs":999999999999}`, tracker.ErrInvalid},
+		// Every answer is read through the same bound; the announce one is
+		// the smallest, so the test stays cheap.
+		{"announce oversized", announce, 200, `{"intervalMs":3000` + strings.Repeat(" ", 2000) + `}`, tracker.ErrInvalid},
+		{"announce string", announce, 200, `{"intervalMs":"3s"}`, tracker.ErrInvalid},
+		{"proxy error page", peers, 502, `<html>bad gateway</html>`, tracker.ErrUnavailable},
+		{"unexpected status", peers, 418, `{}`, tracker.ErrInvalid},
+		{"not found", metainfo, 404, `{"code":"NOT_FOUND","message":"manifest unknown"}`, tracker.ErrNotFound},
+		{"pending", metainfo, 202, `{"code":"PENDING"}`, tracker.ErrPending},
+	} {
+		err := tc.call(cannedClient(t, tc.status, tc.body))
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+
+	if i, err := cannedClient(t, 200, string(good)).MetaInfo(ctx, src, 0); err != nil || !i.Complete() {
+		t.Errorf("good metainfo: %+v, %v", i, err)
+	}
+	if iv, err := cannedClient(t, 200, `{"intervalMs":2500}`).Announce(ctx, tracker.Announce{Peer: peer("me", false)}); err != nil || iv != 2500*time.Millisecond {
+		t.Errorf("good announce: %s, %v", iv, err)
+	}
+}
+
+func TestClientValidatesRequests(t *testing.T) {
+	t.Parallel()
+	c := cannedClient(t, 500, ``) // never reached
+	ctx := context.Background()
+	d := digest.FromString("x")
+	if _, err := c.Announce(ctx, tracker.Announce{Peer: tracker.Peer{ID: "me"}}); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("announce without addrs: %v", err)
+	}
+	if _, err := c.Peers(ctx, "sha256:bad", ""); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("peers of a bad digest: %v", err)
+	}
+	if _, err := c.MetaInfo(ctx, tracker.Source{Repo: "UPPER", Digest: d}, 0); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("metainfo of a bad repo: %v", err)
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	t.Parallel()
+	// Port 1 on loopback: nothing listens there.
+	c, err := tracker.NewClient("http://127.0.0.1:1", "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Peers(context.Background(), digest.FromString("x"), ""); !errors.Is(err, tracker.ErrUnavailable) {
+		t.Errorf("unreachable tracker: %v, want ErrUnavailable", err)
+	}
+}
+
+// FuzzClientPeers: any answer to a peers request yields valid peers or an
+// error, never a panic.
+func FuzzClientPeers(f *testing.F) {
+	f.Add(`{"peers":[{"id":"ab","addrs":["/ip4/1.2.3.4/tcp/1"],"seeder":true,"complete":false,"have":3}]}`)
+	f.Add(`{"peers":[]}`)
+	f.Add(`{"peers":null}`)
+	f.Add(`{"peers":[{"id":"","addrs":[""]}]}`)
+	d := digest.FromString("x")
+	f.Fuzz(func(t *testing.T, body string) {
+		ps, err := cannedClient(t, 200, body).Peers(context.Background(), d, "")
+		if err != nil {
+			if !errors.Is(err, tracker.ErrInvalid) {
+				t.Fatalf("error not wrapping ErrInvalid: %v", err)
+			}
+			return
+		}
+		for _, p := range ps {
+			if p.ID == "" || len(p.Addrs) == 0 || p.Have < 0 {
+				t.Fatalf("invalid peer accepted: %+v", p)
+			}
+		}
+	})
+}
+
+// FuzzClientMetaInfo: any answer to a metainfo request yields a valid Info
+// of the asked digest or an error, never a panic.
+func FuzzClientMetaInfo(f *testing.F) {
+	d := digest.FromString("x")
+	c := piece.Sum([]byte("x")).String()
+	f.Add(`{"digest":"` + d.String() + `","size":3000000,"pieceSize":1048576,"pieces":["` + c + `"]}`)
+	f.Add(`{"digest":"` + d.String() + `","size":1,"pieceSize":1,"pieces":["` + c + `"]}`)
+	f.Add(`{"digest":"` + d.String() + `","size":-1,"pieceSize":0,"pieces":null}`)
+	f.Add(`{}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		info, err := cannedClient(t, 200, body).MetaInfo(context.Background(), tracker.Source{Repo: "a/b", Digest: d}, 0)
+		if err != nil {
+			if !errors.Is(err, tracker.ErrInvalid) {
+				t.Fatalf("error not wrapping ErrInvalid: %v", err)
+			}
+			return
+		}
+		if info.Digest != d || info.Validate() != nil {
+			t.Fatalf("invalid metainfo accepted: %+v", info)
+		}
+	})
+}
