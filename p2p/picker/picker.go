@@ -14,6 +14,10 @@ import (
 const (
 	DefaultWindow = 8
 	DefaultMaxDup = 2
+
+	// tieCap is how many equally rarest pieces rarest collects before it
+	// may stop scanning.
+	tieCap = 64
 )
 
 // ErrInvalidOptions is wrapped by Options.Validate.
@@ -336,17 +340,30 @@ func (p *Picker) pickIdle(q *peer) int {
 	return p.rarest(q, max(p.first, hi), p.known)
 }
 
-// rarest returns a uniformly random choice among the idle pieces in
-// [lo, hi) that q has and that the fewest peers have, or -1. It scans 64
-// pieces at a time, so held and busy stretches cost almost nothing.
+// rarest returns a random choice among the idle pieces in [lo, hi) that q
+// has and that the fewest peers have, or -1.
+//
+// It scans 64 pieces at a time, so held and busy stretches cost almost
+// nothing, from a random word on, wrapping around. Once tieCap pieces are
+// found at the lowest availability possible for q (no piece can be rarer),
+// it stops: on a large blob where most pieces are equally rare (a swarm
+// starting together) a Pick then costs a few words, not a full scan, and the
+// random start still spreads the agents over the blob.
 func (p *Picker) rarest(q *peer, lo, hi int) int {
 	if lo >= hi || (!q.all && q.has == nil) {
 		return -1
 	}
+	floor := int32(1) // a partial peer counts in avail of its own pieces
+	if q.all {
+		floor = 0
+	}
 	best := int32(math.MaxInt32)
 	p.ties = p.ties[:0]
 	wlo, whi := lo/64, (hi-1)/64
-	for w := wlo; w <= whi; w++ {
+	nw := whi - wlo + 1
+	start := p.rng.IntN(nw)
+	for k := range nw {
+		w := wlo + (start+k)%nw
 		m := ^(p.have[w] | p.busy[w])
 		if !q.all {
 			m &= q.has[w]
@@ -366,6 +383,9 @@ func (p *Picker) rarest(q *peer, lo, hi int) int {
 			case a == best:
 				p.ties = append(p.ties, int32(i))
 			}
+		}
+		if best == floor && len(p.ties) >= tieCap {
+			break
 		}
 	}
 	if len(p.ties) == 0 {
