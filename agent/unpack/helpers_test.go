@@ -39,13 +39,16 @@ type ent struct {
 	link  string
 	mode  int64
 	mtime time.Time
-	size  int64 // header size override for regular files with a streamed body
 }
 
-func dir(n string) ent              { return ent{name: n, typ: tar.TypeDir, mode: 0o755} }
-func file(n, body string) ent       { return ent{name: n, body: body, mode: 0o644} }
-func symlink(n, target string) ent  { return ent{name: n, typ: tar.TypeSymlink, link: target, mode: 0o777} }
-func hardlink(n, target string) ent { return ent{name: n, typ: tar.TypeLink, link: target, mode: 0o644} }
+func directory(n string) ent  { return ent{name: n, typ: tar.TypeDir, mode: 0o755} }
+func file(n, body string) ent { return ent{name: n, body: body, mode: 0o644} }
+func symlink(n, target string) ent {
+	return ent{name: n, typ: tar.TypeSymlink, link: target, mode: 0o777}
+}
+func hardlink(n, target string) ent {
+	return ent{name: n, typ: tar.TypeLink, link: target, mode: 0o644}
+}
 
 func mkTar(t testing.TB, ents ...ent) []byte {
 	t.Helper()
@@ -120,9 +123,11 @@ func (l *rawLayer) Digest() (v1.Hash, error) {
 	h, _, err := v1.SHA256(bytes.NewReader(l.b))
 	return h, err
 }
-func (l *rawLayer) DiffID() (v1.Hash, error)           { return l.diffID, nil }
-func (l *rawLayer) Compressed() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l.b)), nil }
-func (l *rawLayer) Size() (int64, error)               { return int64(len(l.b)), nil }
+func (l *rawLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+func (l *rawLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.b)), nil
+}
+func (l *rawLayer) Size() (int64, error) { return int64(len(l.b)), nil }
 func (l *rawLayer) MediaType() (types.MediaType, error) {
 	return l.mt, nil
 }

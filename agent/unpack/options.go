@@ -27,6 +27,8 @@ type Options struct {
 	Keychain authn.Keychain
 	Progress Progress // nil: no progress events
 	Logger   *slog.Logger
+
+	stdGzip bool // decode gzip with compress/gzip: the baseline in benchmarks
 }
 
 // Validate reports the first invalid field.

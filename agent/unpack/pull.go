@@ -3,6 +3,7 @@ package unpack
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -340,6 +341,14 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 	closeDecoder := func() {}
 	switch comp {
 	case "gzip":
+		if p.o.stdGzip {
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return nil, p.digestOr(fmt.Errorf("gzip: %w", err), l, br, fetched, st.Digest)
+			}
+			tarStream = zr
+			break
+		}
 		zr, err := pgzip.NewReader(br)
 		if err != nil {
 			return nil, p.digestOr(fmt.Errorf("gzip: %w", err), l, br, fetched, st.Digest)

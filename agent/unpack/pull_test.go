@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 // knownLayers exercise every entry type and the whiteout rules across a
 // gzip, a zstd and an uncompressed layer.
 func knownLayers(t testing.TB) []v1.Layer {
-	tmp := dir("tmp")
+	tmp := directory("tmp")
 	tmp.mode = 0o1777
 	secret := file("secret", "s")
 	secret.mode = 0o600
@@ -39,20 +39,20 @@ func knownLayers(t testing.TB) []v1.Layer {
 	suid.mode = 0o4755
 	sh := file("bin/sh", "#!sh")
 	sh.mode = 0o755
-	ro := dir("ro")
+	ro := directory("ro")
 	ro.mode = 0o555
 	l0 := mkTar(t,
-		dir("./"), dir("etc"), file("etc/passwd", "root"), dir("bin"), sh, hardlink("bin/ls", "bin/sh"),
-		dir("usr"), dir("usr/lib"), file("usr/lib/a", "a"), file("usr/lib/b", "b"),
-		dir("old"), file("old/x", "x"), symlink("lib", "usr/lib"), dir("data"), file("data/keep", "keep"),
+		directory("./"), directory("etc"), file("etc/passwd", "root"), directory("bin"), sh, hardlink("bin/ls", "bin/sh"),
+		directory("usr"), directory("usr/lib"), file("usr/lib/a", "a"), file("usr/lib/b", "b"),
+		directory("old"), file("old/x", "x"), symlink("lib", "usr/lib"), directory("data"), file("data/keep", "keep"),
 		tmp, symlink("abs", "/etc/passwd"), ro, file("ro/f", "f"),
 	)
 	l1 := mkTar(t,
-		file("etc/.wh.passwd", ""), dir("usr/lib"), file("usr/lib/.wh..wh..opq", ""), file("usr/lib/c", "c"),
+		file("etc/.wh.passwd", ""), directory("usr/lib"), file("usr/lib/.wh..wh..opq", ""), file("usr/lib/c", "c"),
 		file(".wh.old", ""), hardlink("bin/ls2", "bin/sh"), secret, suid, file("bin/.wh..wh.plnk", ""),
 	)
 	l2 := mkTar(t,
-		file("etc/passwd", "new"), symlink("data/keep", "keep2"), dir("old"), file("old/y", "y"),
+		file("etc/passwd", "new"), symlink("data/keep", "keep2"), directory("old"), file("old/y", "y"),
 		file("new/deep/file", "implicit parents"),
 	)
 	return []v1.Layer{newLayer(t, gz, l0), newLayer(t, zst, l1), newLayer(t, none, l2)}
