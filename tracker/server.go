@@ -168,9 +168,6 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 	peers := s.swarm.handout(d, self, s.cfg.MaxHandout, s.clock.Now())
 	s.metrics.handouts.Inc()
 	s.metrics.handoutPeers.Observe(float64(len(peers)))
-	if peers == nil {
-		peers = []Peer{}
-	}
 	s.writeJSON(w, http.StatusOK, peersResponse{Peers: peers})
 }
 

@@ -81,29 +81,31 @@ func (s *swarm) expire(d digest.Digest, now time.Time) int {
 }
 
 // handout returns at most max live holders of d other than self: complete
-// peers and seeders first, then the others, each group shuffled so that
-// askers spread their load instead of all hitting the same peers.
+// peers and seeders first, then the others, each group in random order so
+// that askers spread their load instead of all hitting the same peers.
 func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onPairs(-s.expire(d, now))
-	var first, rest []Peer
+	var first, rest []*holding
 	for id, h := range s.blobs[d] {
-		if id == self {
-			continue
-		}
-		p := Peer{ID: id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have}
-		if h.complete || h.peer.seeder {
-			first = append(first, p)
-		} else {
-			rest = append(rest, p)
+		switch {
+		case id == self:
+		case h.complete || h.peer.seeder:
+			first = append(first, h)
+		default:
+			rest = append(rest, h)
 		}
 	}
-	rand.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
-	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
-	out := append(first, rest...)
-	if len(out) > max {
-		out = out[:max]
+	out := make([]Peer, 0, min(max, len(first)+len(rest)))
+	for _, group := range [][]*holding{first, rest} {
+		// A partial Fisher-Yates shuffle: only the picked ones are drawn.
+		for i := 0; i < len(group) && len(out) < max; i++ {
+			j := i + rand.IntN(len(group)-i)
+			group[i], group[j] = group[j], group[i]
+			h := group[i]
+			out = append(out, Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have})
+		}
 	}
 	return out
 }
