@@ -178,7 +178,9 @@ func writeHtpasswd(path string, ba BasicAuth) error {
 func waitHTTP(ctx context.Context, proc *Process, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	client := &http.Client{Timeout: time.Second}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: time.Second, Transport: tr}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {

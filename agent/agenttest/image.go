@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"sync"
 	"testing"
@@ -132,10 +133,11 @@ func Index(t testing.TB, opts ImageOptions, platforms ...v1.Platform) v1.ImageIn
 		if err != nil {
 			t.Fatalf("agenttest: index image %d: %v", i, err)
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
-			Descriptor: v1.Descriptor{MediaType: opts.MediaType.manifest(), Platform: &p},
-		})
+		desc, err := plainDescriptor(img, p)
+		if err != nil {
+			t.Fatalf("agenttest: index image %d: %v", i, err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: describedImage{img, desc}})
 	}
 	idx = mutate.IndexMediaType(idx, opts.MediaType.index())
 	// Compute now so that a bad index fails here, not in a client.
@@ -143,6 +145,33 @@ func Index(t testing.TB, opts ImageOptions, platforms ...v1.Platform) v1.ImageIn
 		t.Fatalf("agenttest: index: %v", err)
 	}
 	return idx
+}
+
+// describedImage lists an image in an index with a descriptor of our own.
+// go-containerregistry would add an artifactType (the config's media type)
+// that build tools do not write and that skopeo 1.9 drops, changing the
+// index digest on copy.
+type describedImage struct {
+	v1.Image
+	desc *v1.Descriptor
+}
+
+func (d describedImage) Descriptor() (*v1.Descriptor, error) { return d.desc, nil }
+
+func plainDescriptor(img v1.Image, p v1.Platform) (*v1.Descriptor, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	size, err := img.Size()
+	if err != nil {
+		return nil, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	return &v1.Descriptor{MediaType: mt, Size: size, Digest: digest, Platform: &p}, nil
 }
 
 // PlatformImage returns the child of idx for platform ("os/arch[/variant]").
@@ -319,7 +348,11 @@ func Push(t testing.TB, obj remote.Taggable, ref string, auth authn.Authenticato
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), DefaultToolTimeout)
 	defer cancel()
-	if err := remote.Push(r, obj, remote.WithAuth(auth), remote.WithContext(ctx)); err != nil {
+	// A transport of its own, closed after the push, so that no idle
+	// connection outlives the call and trips goleak in the caller's tests.
+	tr := remote.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	if err := remote.Push(r, obj, remote.WithAuth(auth), remote.WithContext(ctx), remote.WithTransport(tr)); err != nil {
 		t.Fatalf("agenttest: push %s: %v", ref, err)
 	}
 }

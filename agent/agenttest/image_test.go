@@ -142,3 +142,16 @@ func BenchmarkImage(b *testing.B) {
 	}
 	b.SetBytes(4 * 8 << 20)
 }
+
+func TestIndexHasNoArtifactType(t *testing.T) {
+	t.Parallel()
+	im, err := Index(t, ImageOptions{LayerSize: 10}).IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range im.Manifests {
+		if d.ArtifactType != "" || d.Platform == nil {
+			t.Fatalf("descriptor %+v: want a platform and no artifactType", d)
+		}
+	}
+}

@@ -179,6 +179,14 @@ func lookTool(name string) (string, error) {
 	return "", fmt.Errorf("%s not found in PATH or Go's bin directories", name)
 }
 
+// ToolPath returns the path of a client binary (skopeo, crane, ctr, ...),
+// looking in PATH and in Go's bin directories; it skips the test (fails it
+// under CI=true) when the binary is missing. Use it with RunTool.
+func ToolPath(t testing.TB, name string) string {
+	t.Helper()
+	return requireTool(t, name)
+}
+
 // requireTool returns the path of a binary, or skips (fails under CI).
 func requireTool(t testing.TB, name string) string {
 	t.Helper()
