@@ -203,6 +203,16 @@ func push(t testing.TB, s *httptest.Server, repo string, img v1.Image) string {
 func target(t testing.TB) (dir, outside string) {
 	t.Helper()
 	base := t.TempDir()
+	// Images may hold read-only directories, which a non-root TempDir
+	// cleanup could not empty.
+	t.Cleanup(func() {
+		filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+	})
 	outside = filepath.Join(base, "outside")
 	if err := os.Mkdir(outside, 0o755); err != nil {
 		t.Fatal(err)
