@@ -47,8 +47,10 @@ if [[ ! -x $gobin/crane ]]; then
 	version=$(cd "$here/.." && go list -m -f '{{.Version}}' github.com/google/go-containerregistry 2>/dev/null) ||
 		die "cannot read the go-containerregistry version from go.mod"
 	[[ -n $version ]] || die "empty go-containerregistry version in go.mod"
-	GOFLAGS=-mod=mod go install "github.com/google/go-containerregistry/cmd/crane@$version" ||
+	if ! out=$(go install "github.com/google/go-containerregistry/cmd/crane@$version" 2>&1); then
+		echo "$out" >&2
 		die "go install crane@$version failed"
+	fi
 fi
 
 "$gobin/crane" version >/dev/null 2>&1 || die "$gobin/crane does not run"

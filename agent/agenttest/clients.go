@@ -3,6 +3,7 @@ package agenttest
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,9 @@ type SkopeoOptions struct {
 	Layout Layout
 	// All copies every image of an index, not only the host's platform.
 	All bool
+	// RegistriesConf is a registries.conf for skopeo (see
+	// WriteRegistriesConf), to pull through a mirror.
+	RegistriesConf string
 }
 
 // SkopeoCopy copies ref (host/repo:tag, over plain HTTP) into a new
@@ -72,8 +76,40 @@ func SkopeoCopy(t testing.TB, ref string, opts SkopeoOptions) string {
 	if opts.Layout == OCILayout {
 		dst = "oci:" + dir
 	}
+	if opts.RegistriesConf != "" {
+		// A global flag: skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF.
+		args = append([]string{"--registries-conf", opts.RegistriesConf}, args...)
+	}
 	Skopeo(t, append(args, "docker://"+ref, dst)...)
 	return dir
+}
+
+// WriteRegistriesConf writes a registries.conf (v2) in a new directory
+// that sends pulls of registryHost to mirrorHost first, both over plain
+// HTTP, and returns its path for SkopeoOptions.RegistriesConf. Unlike
+// containerd, skopeo adds no ?ns= parameter when it asks a mirror.
+func WriteRegistriesConf(t testing.TB, registryHost, mirrorHost string) string {
+	t.Helper()
+	for _, h := range []string{registryHost, mirrorHost} {
+		if h == "" || strings.ContainsAny(h, "\"\n") || strings.Contains(h, "://") {
+			t.Fatalf("agenttest: registries.conf: bad host %q (want host:port)", h)
+		}
+	}
+	conf := fmt.Sprintf(`unqualified-search-registries = []
+
+[[registry]]
+location = %q
+insecure = true
+
+[[registry.mirror]]
+location = %q
+insecure = true
+`, registryHost, mirrorHost)
+	path := filepath.Join(t.TempDir(), "registries.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatalf("agenttest: registries.conf: %v", err)
+	}
+	return path
 }
 
 // CranePull pulls ref into a new OCI image layout with `crane pull

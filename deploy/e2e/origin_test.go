@@ -88,9 +88,11 @@ func TestClientsPullFromOrigin(t *testing.T) {
 				for _, o := range objs {
 					dir := agenttest.SkopeoCopy(t, o.ref, agenttest.SkopeoOptions{Creds: origin.Creds, All: true})
 					agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), o.obj)
-					// Without --all skopeo takes the host's platform only.
-					dir = agenttest.SkopeoCopy(t, o.ref, agenttest.SkopeoOptions{Creds: origin.Creds})
-					agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), o.amd64)
+					if _, isIndex := o.obj.(v1.ImageIndex); isIndex {
+						// Without --all skopeo takes the host's platform only.
+						dir = agenttest.SkopeoCopy(t, o.ref, agenttest.SkopeoOptions{Creds: origin.Creds})
+						agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), o.amd64)
+					}
 				}
 			})
 			t.Run("skopeo-oci", func(t *testing.T) {
@@ -205,6 +207,24 @@ func TestContainerdMirror(t *testing.T) {
 		if r.Path != "/v2/" && q.Get("ns") != upstream {
 			t.Fatalf("request %+v lacks ns=%s", r, upstream)
 		}
+	}
+}
+
+// TestSkopeoMirror checks the registries.conf that agent tests rely on:
+// skopeo must pull from the mirror when the upstream is unreachable.
+func TestSkopeoMirror(t *testing.T) {
+	t.Parallel()
+	mirror := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 2, LayerSize: 64 << 10, Seed: 6})
+	mirror.Push(t, img, "app:v1")
+	mirror.ResetCounters()
+
+	upstream := "127.0.0.1:1" // nothing listens on port 1
+	conf := agenttest.WriteRegistriesConf(t, upstream, mirror.Addr)
+	dir := agenttest.SkopeoCopy(t, upstream+"/app:v1", agenttest.SkopeoOptions{RegistriesConf: conf})
+	agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), img)
+	if mirror.BlobGets() == 0 {
+		t.Fatal("the mirror served no blob")
 	}
 }
 
