@@ -25,6 +25,9 @@ type Config struct {
 	// before the next demand retries the origin, so a storm of askers does
 	// not hammer it.
 	SeedErrorTTL time.Duration
+	// MaxSeeding bounds the seedings under way at once; a demand beyond
+	// answers 503 (agents retry) rather than open unbounded origin fetches.
+	MaxSeeding int
 	// MaxInfos bounds the metainfos (and remembered seeding failures) kept
 	// in memory; the least recently asked are dropped first.
 	MaxInfos int
@@ -41,6 +44,7 @@ func DefaultConfig() Config {
 		SeedTimeout:      30 * time.Minute,
 		MetaInfoWait:     10 * time.Second,
 		SeedErrorTTL:     5 * time.Second,
+		MaxSeeding:       64,
 		MaxInfos:         10_000,
 	}
 }
@@ -76,6 +80,9 @@ func (c Config) Validate() error {
 	}
 	if c.SeedErrorTTL < 0 {
 		errs = append(errs, fmt.Errorf("seed error TTL %s must not be negative", c.SeedErrorTTL))
+	}
+	if c.MaxSeeding < 1 {
+		errs = append(errs, fmt.Errorf("max seeding %d must be at least 1", c.MaxSeeding))
 	}
 	if c.MaxInfos < 1 {
 		errs = append(errs, fmt.Errorf("max infos %d must be at least 1", c.MaxInfos))

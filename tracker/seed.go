@@ -19,52 +19,66 @@ import (
 type entry struct {
 	digest  digest.Digest
 	info    *piece.Info   // latest progress; nil until the first
+	body    []byte        // info as JSON, encoded once per change for every waiter
 	changed chan struct{} // closed and replaced on every change of info or state
-	seeding bool
-	gen     int // counts seedings, so a late progress of an old one is ignored
+	seeding bool          // a Seed is running for it
+	counted bool          // holds a slot of Server.seeding and stays out of the LRU
+	gen     int           // counts seedings, so a late progress of an old one is ignored
 
 	err   error // last seeding's failure, answered until errAt+SeedErrorTTL
 	errOf Source
 	errAt time.Time
 
-	elem *list.Element // in Server.lru while not seeding
+	elem *list.Element // in Server.lru once settled
 }
 
-// watch returns what is known of src.Digest, a channel closed when that
+// view is what an asker learns from watch.
+type view struct {
+	info    *piece.Info // nil while nothing is known
+	body    []byte      // info as JSON
+	changed <-chan struct{}
+	gen     int
+}
+
+// watch returns what is known of src.Digest, with a channel closed when that
 // changes and the current seeding generation. It starts a seeding if nothing
 // is known, nothing is under way and no failure for src is remembered: one
 // younger than SeedErrorTTL, or the one of generation seen, which the asker
 // was waiting on (so it hears the failure even with no error TTL).
-func (s *Server) watch(src Source, seen int) (*piece.Info, <-chan struct{}, int, error) {
+func (s *Server) watch(src Source, seen int) (view, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, nil, 0, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
+		return view{}, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
 	}
 	e := s.infos[src.Digest]
-	if e == nil {
+	switch {
+	case e == nil:
 		e = &entry{digest: src.Digest, changed: make(chan struct{})}
-		s.infos[src.Digest] = e
-	} else if e.elem != nil {
+	case e.elem != nil:
 		s.lru.MoveToFront(e.elem)
 	}
 	switch {
 	case e.seeding, e.info != nil && e.info.Complete():
 	case e.err != nil && e.errOf == src && (e.gen == seen || s.clock.Now().Sub(e.errAt) < s.cfg.SeedErrorTTL):
-		return nil, nil, e.gen, e.err
+		return view{gen: e.gen}, e.err
+	case s.seeding >= s.cfg.MaxSeeding:
+		return view{}, fmt.Errorf("%w: %d seedings under way, try again later", ErrUnavailable, s.seeding)
 	default:
+		s.infos[src.Digest] = e
 		s.startSeed(e, src)
 	}
-	return e.info, e.changed, e.gen, nil
+	return view{info: e.info, body: e.body, changed: e.changed, gen: e.gen}, nil
 }
 
 // startSeed runs one seeding of src in a goroutine owned by the server: its
 // context is the server's, not the asker's, so an impatient first asker does
 // not cancel the download everyone else waits for. Caller holds mu.
 func (s *Server) startSeed(e *entry, src Source) {
-	e.seeding = true
+	e.seeding, e.counted = true, true
+	s.seeding++
 	e.gen++
-	e.info, e.err = nil, nil
+	e.info, e.body, e.err = nil, nil, nil
 	if e.elem != nil {
 		s.lru.Remove(e.elem)
 		e.elem = nil
@@ -106,7 +120,19 @@ func (s *Server) progress(e *entry, gen int, info *piece.Info) {
 		return
 	}
 	// The seeder may reuse its slice; keep our own copy.
-	e.info = &piece.Info{Digest: info.Digest, Size: info.Size, PieceSize: info.PieceSize, Pieces: slices.Clone(info.Pieces)}
+	own := &piece.Info{Digest: info.Digest, Size: info.Size, PieceSize: info.PieceSize, Pieces: slices.Clone(info.Pieces)}
+	body, err := own.Marshal()
+	if err != nil {
+		s.log.Error("encode metainfo", "digest", e.digest, "error", err)
+		return
+	}
+	e.info, e.body = own, append(body, '\n')
+	if own.Complete() {
+		// Every byte came from the origin: only the digest check is left,
+		// so the seeding no longer holds a slot, and the Info is cacheable
+		// before the askers it wakes ask again.
+		s.settle(e)
+	}
 	e.notify()
 }
 
@@ -143,9 +169,10 @@ func (s *Server) finish(e *entry, gen int, src Source, err error, took time.Dura
 		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		// A partial Info from a failed seeding may come from a corrupt
-		// origin download; the retry starts afresh.
-		e.info = nil
+		// An Info from a failed seeding may come from a corrupt origin
+		// download (even a complete one, if the digest did not match); the
+		// retry starts afresh.
+		e.info, e.body = nil, nil
 		e.err, e.errOf, e.errAt = err, src, s.clock.Now()
 		result = resultOf(err)
 		if s.ctx.Err() != nil {
@@ -156,7 +183,20 @@ func (s *Server) finish(e *entry, gen int, src Source, err error, took time.Dura
 		s.log.Info("seeded", "digest", src.Digest, "bytes", e.info.Size, "duration", took)
 	}
 	s.metrics.seeds.WithLabelValues(result).Inc()
+	s.settle(e)
 	e.notify()
+}
+
+// settle ends the bookkeeping of a seeding, once: frees its slot and puts the
+// entry in the LRU, evicting the least recently asked beyond MaxInfos. An
+// entry evicted while its Seed still returns is left to the garbage
+// collector. Caller holds mu.
+func (s *Server) settle(e *entry) {
+	if !e.counted {
+		return
+	}
+	e.counted = false
+	s.seeding--
 	e.elem = s.lru.PushFront(e)
 	for s.lru.Len() > s.cfg.MaxInfos {
 		old := s.lru.Remove(s.lru.Back()).(*entry)

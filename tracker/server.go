@@ -53,8 +53,9 @@ type Server struct {
 	closing chan struct{} // closed by Close: wakes long-polls
 	seeds   sync.WaitGroup
 
-	mu      sync.Mutex // guards closed, infos and lru
+	mu      sync.Mutex // guards closed, infos, lru and seeding
 	closed  bool
+	seeding int // entries being seeded
 	infos   map[digest.Digest]*entry
 	lru     *list.List // of *entry not being seeded; front = most recently asked
 	closeMu sync.Once
@@ -192,23 +193,23 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 	defer wait.Stop()
 	gen := 0 // seedings start at 1
 	for {
-		info, changed, g, err := s.watch(src, gen)
-		gen = g
+		v, err := s.watch(src, gen)
+		gen = v.gen
 		if err != nil {
 			s.metrics.metaInfoCalls.WithLabelValues(resultOf(err)).Inc()
 			s.writeError(w, err)
 			return
 		}
-		if info != nil && (have < 0 || len(info.Pieces) > have || info.Complete()) {
-			s.writeInfo(w, info)
+		if v.info != nil && (have < 0 || len(v.info.Pieces) > have || v.info.Complete()) {
+			s.writeInfo(w, v.body)
 			return
 		}
 		select {
-		case <-changed:
+		case <-v.changed:
 			continue
 		case <-wait.C:
-			if info != nil {
-				s.writeInfo(w, info)
+			if v.info != nil {
+				s.writeInfo(w, v.body)
 				return
 			}
 			s.metrics.metaInfoCalls.WithLabelValues(resultPending).Inc()
@@ -223,9 +224,14 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) writeInfo(w http.ResponseWriter, info *piece.Info) {
+// writeInfo sends an Info encoded once for all its askers.
+func (s *Server) writeInfo(w http.ResponseWriter, body []byte) {
 	s.metrics.metaInfoCalls.WithLabelValues(resultOK).Inc()
-	s.writeJSON(w, http.StatusOK, info)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
 }
 
 // requestError classifies a body decoding failure: too large or malformed is

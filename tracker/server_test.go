@@ -325,6 +325,7 @@ func TestMetaInfoProgressive(t *testing.T) {
 	if srcs := f.seeder.Sources(); srcs[0] != src {
 		t.Errorf("seeded %+v, want %+v", srcs[0], src)
 	}
+	f.tr.Close() // waits for the seeding to be counted
 	if n := f.metric(t, "shoal_tracker_seeds_total", "result", "ok"); n != 1 {
 		t.Errorf("seeds_total{ok} = %v, want 1", n)
 	}
@@ -598,6 +599,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no seed timeout", func(c *tracker.Config) { c.SeedTimeout = 0 }, false},
 		{"no wait", func(c *tracker.Config) { c.MetaInfoWait = 0 }, false},
 		{"negative error TTL", func(c *tracker.Config) { c.SeedErrorTTL = -1 }, false},
+		{"no seeding", func(c *tracker.Config) { c.MaxSeeding = 0 }, false},
 		{"no info cache", func(c *tracker.Config) { c.MaxInfos = 0 }, false},
 	} {
 		cfg := tracker.DefaultConfig()
@@ -650,5 +652,27 @@ func TestSeedErrorWithoutTTL(t *testing.T) {
 	f.seeder.Complete(info)
 	if _, err := f.client.MetaInfo(ctx, src, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestMaxSeeding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *tracker.Config) { c.MaxSeeding = 1 })
+	ctx := context.Background()
+	a, b := testInfo(t), testInfo(t)
+	f.seeder.Emit(a.Digest, trackertest.Prefix(a, 1))
+	if _, err := f.client.MetaInfo(ctx, tracker.Source{Repo: "a/b", Digest: a.Digest}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.MetaInfo(ctx, tracker.Source{Repo: "a/b", Digest: b.Digest}, 0); !errors.Is(err, tracker.ErrUnavailable) {
+		t.Fatalf("second seeding beyond the limit: %v, want ErrUnavailable", err)
+	}
+	f.seeder.Complete(a)
+	if _, err := f.client.MetaInfo(ctx, tracker.Source{Repo: "a/b", Digest: a.Digest}, 6); err != nil {
+		t.Fatal(err)
+	}
+	f.seeder.Complete(b)
+	if i, err := f.client.MetaInfo(ctx, tracker.Source{Repo: "a/b", Digest: b.Digest}, 0); err != nil || !i.Complete() {
+		t.Fatalf("after the first seeding ended: %+v, %v", i, err)
 	}
 }
