@@ -461,7 +461,8 @@ func (d *Disk) fail(in *ingest, err error) {
 	}
 	discard := full || errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrSizeMismatch)
 	if !discard {
-		if ferr := in.flush(true); ferr != nil {
+		in.flushWG.Wait()
+		if ferr := in.flush(); ferr != nil {
 			d.log.Warn("store: cannot journal partial ingest", "digest", in.dgst, "error", ferr)
 			discard = errors.Is(ferr, ErrNoSpace)
 		}

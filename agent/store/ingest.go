@@ -37,8 +37,9 @@ const hashChunk = 1 << 20
 
 // ingest is one running fill of one blob. Locks: mu guards the written state
 // and wakes readers; flushMu serialises journal appends; hashMu serialises the
-// incremental hash. None of them is held during another one's section, and
-// none is taken while holding Disk.mu.
+// incremental hash. flushMu and hashMu are never held while taking another
+// ingest lock except mu for short sections, and none is taken while holding
+// Disk.mu.
 type ingest struct {
 	dgst        digest.Digest
 	size        int64
@@ -61,11 +62,14 @@ type ingest struct {
 	unflushed      []Range
 	unflushedBytes int64
 	noSpace        bool
+	flushing       bool  // a background flush is running
+	flushErr       error // a background flush failed
 
 	prefix    atomic.Int64 // contiguous written bytes from 0
 	committed atomic.Bool  // fast path for readers once verified
 
-	flushMu sync.Mutex
+	flushMu sync.Mutex     // serialises journal appends and closing
+	flushWG sync.WaitGroup // the background flush, waited for before closing
 
 	hashMu  sync.Mutex
 	hasher  hash.Hash
@@ -97,6 +101,13 @@ func (in *ingest) WriteAt(p []byte, off int64) (int, error) {
 	if in.sealed {
 		in.mu.Unlock()
 		return 0, errors.New("store: write after the fill finished")
+	}
+	if in.flushErr != nil {
+		// A journal that cannot be written means progress cannot be made
+		// durable (typically ENOSPC): stop the fill.
+		err := in.flushErr
+		in.mu.Unlock()
+		return 0, err
 	}
 	// Claim only bytes nobody has written or is writing: written bytes must
 	// never change under readers and the hash.
@@ -134,7 +145,12 @@ func (in *ingest) WriteAt(p []byte, off int64) (int, error) {
 	}
 	in.prefix.Store(in.written.prefix())
 	in.notifyLocked()
-	needFlush := in.unflushedBytes >= in.syncBytes
+	// Adding to flushWG only while not sealed lets closing wait for it safely.
+	startFlush := in.unflushedBytes >= in.syncBytes && !in.flushing && !in.sealed
+	if startFlush {
+		in.flushing = true
+		in.flushWG.Add(1)
+	}
 	in.mu.Unlock()
 
 	if len(gaps) == 1 && gaps[0] == r {
@@ -142,10 +158,10 @@ func (in *ingest) WriteAt(p []byte, off int64) (int, error) {
 	} else {
 		in.advanceHash(nil, 0)
 	}
-	if needFlush {
-		if err := in.flush(false); err != nil {
-			return len(p), err
-		}
+	if startFlush {
+		// fsync runs beside the fill: the filler and the readers following it
+		// go on at page-cache speed while the disk catches up.
+		go in.flushLoop()
 	}
 	return len(p), nil
 }
@@ -168,15 +184,27 @@ func (in *ingest) notifyLocked() {
 	}
 }
 
-// flush makes the bytes written so far durable and journals them. A flush
-// triggered by a write skips if another is running (that one, or the next,
-// covers these bytes); the final flush waits.
-func (in *ingest) flush(wait bool) error {
-	if wait {
-		in.flushMu.Lock()
-	} else if !in.flushMu.TryLock() {
-		return nil
+// flushLoop flushes in the background until less than a batch is pending.
+func (in *ingest) flushLoop() {
+	defer in.flushWG.Done()
+	for {
+		err := in.flush()
+		in.mu.Lock()
+		if err != nil && in.flushErr == nil {
+			in.flushErr = err
+		}
+		if err != nil || in.sealed || in.unflushedBytes < in.syncBytes {
+			in.flushing = false
+			in.mu.Unlock()
+			return
+		}
+		in.mu.Unlock()
 	}
+}
+
+// flush makes the bytes written so far durable and journals them.
+func (in *ingest) flush() error {
+	in.flushMu.Lock()
 	defer in.flushMu.Unlock()
 	in.mu.Lock()
 	recs := in.unflushed
@@ -352,6 +380,7 @@ func (in *ingest) verify() error {
 }
 
 func (in *ingest) closeFiles() {
+	in.flushWG.Wait()
 	in.flushMu.Lock()
 	defer in.flushMu.Unlock()
 	if in.file != nil {
