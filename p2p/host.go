@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	connrate "github.com/libp2p/go-libp2p/x/rate"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,9 +105,7 @@ func New(cfg Config, src Source, opts ...Option) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)),
-		// Its metrics are process-wide collectors; ours suffice.
-		rcmgr.WithMetricsDisabled())
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)), resourceOptions(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
@@ -240,6 +240,34 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 		},
 	}
 	return partial.Build(defaults)
+}
+
+// resourceOptions relaxes libp2p's per-address caps: 8 connections per IPv4
+// address (per /56 in IPv6), opened at 0.2/s after a burst of 16. They defend
+// a public node against one machine posing as many peers; our peers are
+// vetted by Admit and the PSK instead, and several agents may share an
+// address (one machine, a NAT). Loopback stays unlimited as in libp2p.
+func resourceOptions(cfg Config) []rcmgr.Option {
+	conns := 2 * cfg.MaxPeers
+	rateLimit := connrate.Limit{RPS: 10, Burst: conns}
+	return []rcmgr.Option{
+		// Its metrics are process-wide collectors; ours suffice.
+		rcmgr.WithMetricsDisabled(),
+		rcmgr.WithLimitPerSubnet(
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: conns}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: conns}}),
+		rcmgr.WithConnRateLimiters(&connrate.Limiter{
+			NetworkPrefixLimits: []connrate.PrefixLimit{
+				{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
+				{Prefix: netip.MustParsePrefix("::1/128")},
+			},
+			SubnetRateLimiter: connrate.SubnetLimiter{
+				IPv4SubnetLimits: []connrate.SubnetLimit{{PrefixLength: 32, Limit: rateLimit}},
+				IPv6SubnetLimits: []connrate.SubnetLimit{{PrefixLength: 56, Limit: rateLimit}},
+				GracePeriod:      time.Minute,
+			},
+		}),
+	}
 }
 
 // ID is the host's peer ID.
