@@ -40,6 +40,7 @@ type Disk struct {
 	writeAt   func(f *os.File, p []byte, off int64) (int, error)
 	blobsDir  string
 	ingestDir string
+	lock      *os.File // flock'd: one store per directory
 
 	// ctx is the fills' context: fills belong to the store, not to a caller.
 	ctx    context.Context
@@ -89,7 +90,11 @@ func New(cfg Config, opts ...Option) (*Disk, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
+	if d.lock, err = lockDir(cfg.Dir); err != nil {
+		return nil, err
+	}
 	if err := d.scan(); err != nil {
+		d.lock.Close()
 		return nil, err
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -459,7 +464,7 @@ func (d *Disk) fail(in *ingest, err error) {
 	if full && !errors.Is(err, ErrNoSpace) {
 		err = fmt.Errorf("%w: %w", ErrNoSpace, err)
 	}
-	discard := full || errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrSizeMismatch)
+	discard := full || errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrSizeMismatch) || errors.Is(err, errUnreadable)
 	if !discard {
 		in.flushWG.Wait()
 		if ferr := in.flush(); ferr != nil {
@@ -501,7 +506,11 @@ func (d *Disk) fail(in *ingest, err error) {
 		result = resultCanceled
 	}
 	d.metrics.ingests.WithLabelValues(result).Inc()
-	d.log.Warn("store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)
+	level := slog.LevelWarn
+	if result == resultCanceled {
+		level = slog.LevelInfo
+	}
+	d.log.Log(context.Background(), level, "store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)
 	in.complete(fmt.Errorf("store: ingest %s: %w", in.dgst, err))
 }
 
@@ -637,7 +646,21 @@ func (d *Disk) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
-	return nil
+	return d.lock.Close() // releases the flock
+}
+
+// lockDir takes an exclusive lock on dir: two stores sharing a directory
+// would delete each other's ingests as leftovers.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store: %s is in use by another store: %w", dir, err)
+	}
+	return f, nil
 }
 
 func syncDir(dir string) error {

@@ -524,3 +524,52 @@ func TestStrayIngestFilesAreCleaned(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDirLock(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	d := newDisk(t, config(dir))
+	if d2, err := store.New(config(dir)); err == nil {
+		d2.Close()
+		t.Fatal("a second store on the same directory opened")
+	}
+	d.Close()
+	newDisk(t, config(dir))
+}
+
+func TestResumeWithLostData(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	data, dg := storetest.Blob(42, 64<<10)
+	size := int64(len(data))
+	d := newDisk(t, config(dir))
+	r, err := d.Fetch(ctx, dg, size, func(ctx context.Context, w store.Writer) error {
+		w.WriteAt(data[:size/2], 0)
+		return errors.New("stop")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.ReadAll(r)
+	r.Close()
+	d.Close()
+	// The journal records half the blob, but the data is gone.
+	if err := os.Truncate(filepath.Join(dir, "ingest", dg.Encoded()), 10); err != nil {
+		t.Fatal(err)
+	}
+	d2 := newDisk(t, config(dir))
+	var fetched atomic.Int64
+	var missing []store.Range
+	r, err = d2.Fetch(ctx, dg, size, countingFiller(data, 4<<10, &fetched, &missing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := storetest.ReadAll(r); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read: %v", err)
+	}
+	if want := []store.Range{{Off: 0, Len: size}}; !slices.Equal(missing, want) {
+		t.Fatalf("Missing() = %v, want %v", missing, want)
+	}
+}

@@ -18,7 +18,9 @@ import (
 // Writer is what a Filler writes into. It is safe for concurrent use.
 type Writer interface {
 	// WriteAt writes p at off; the bytes are readable once it returns.
-	// Bytes already written are left untouched (a duplicate piece is a no-op).
+	// Bytes already written are left untouched (a duplicate piece is a
+	// no-op), and so are bytes a concurrent WriteAt is writing right now:
+	// they become readable when that call returns.
 	WriteAt(p []byte, off int64) (int, error)
 	// Size is the blob's size.
 	Size() int64
@@ -34,6 +36,10 @@ type Filler func(ctx context.Context, w Writer) error
 
 // hashChunk bounds the buffer used to hash bytes back from disk.
 const hashChunk = 1 << 20
+
+// errUnreadable: the ingest's own file could not be read back; its content
+// cannot be trusted, so the ingest is discarded like a digest mismatch.
+var errUnreadable = errors.New("ingest file unreadable")
 
 // ingest is one running fill of one blob. Locks: mu guards the written state
 // and wakes readers; flushMu serialises journal appends; hashMu serialises the
@@ -271,7 +277,7 @@ func (in *ingest) hashLocked(p []byte, off int64) {
 		}
 		n := min(target-h, int64(len(in.hashBuf)))
 		if _, err := in.file.ReadAt(in.hashBuf[:n], h); err != nil {
-			in.hashErr = fmt.Errorf("store: read back %s for hashing: %w", in.dgst, err)
+			in.hashErr = fmt.Errorf("store: read back %s for hashing: %w: %w", in.dgst, errUnreadable, err)
 			return
 		}
 		in.hasher.Write(in.hashBuf[:n])
@@ -289,6 +295,11 @@ func (in *ingest) prepare(resume bool) error {
 			if size, rs, _, err := parseJournal(b); err == nil && size == in.size {
 				have = rs
 			}
+		}
+		// A data file shorter than its journal claims was tampered with or
+		// lost: trust nothing of it.
+		if fi, err := in.file.Stat(); err != nil || (len(have) > 0 && fi.Size() < have[len(have)-1].end()) {
+			have = nil
 		}
 	}
 	if len(have) == 0 {
