@@ -363,6 +363,9 @@ func (d *Disk) startLocked(dg digest.Digest, size int64) (*ingest, bool, error) 
 		d.usage -= size
 		os.Remove(path + ".journal")
 		d.metrics.size.Set(float64(d.usage))
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %w", ErrNoSpace, err)
+		}
 		return nil, false, fmt.Errorf("store: create ingest %s: %w", dg, err)
 	}
 	in := &ingest{
