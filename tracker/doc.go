@@ -18,7 +18,10 @@
 //
 // Every /v1 route requires "Authorization: Bearer <token>" (401 otherwise).
 // Errors are JSON bodies {"code": "...", "message": "..."} with codes
-// INVALID (400), UNAUTHORIZED (401), NOT_FOUND (404) and UNAVAILABLE (503).
+// PENDING (202), INVALID (400), UNAUTHORIZED (401), NOT_FOUND (404) and
+// UNAVAILABLE (503); the client maps them back to the sentinel errors.
+// Request bodies are bounded (1 MiB) and decoded strictly: unknown fields,
+// trailing data and out-of-range values are rejected.
 //
 //	POST /v1/announce
 //	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}]}
@@ -35,6 +38,7 @@
 //	    digest starts seeding it from registry/repo (registry empty: the
 //	    default upstream); a failed seeding answers 404 (the origin does not
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
+//	    Beyond MaxSeeding seedings at once, a new one answers 503.
 //	GET /healthz → 200, no token (for liveness probes).
 //
 // Metrics are registered on the injected prometheus.Registerer; the caller

@@ -2,6 +2,7 @@ package trackertest
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -10,22 +11,23 @@ import (
 	"github.com/shoal-dev/shoal/tracker"
 )
 
-// Seeder is a scripted tracker.Seeder. Each Seed call for a digest plays the
-// events the test queues with Emit and Finish, in order, and returns at
-// Finish (or when its context ends). Events may be queued before the tracker
-// calls Seed. After a Seed returns, the next one for that digest starts a
-// fresh script.
+// Seeder is a scripted tracker.Seeder. The test writes a script per digest
+// with Emit (progress reports) and Finish (Seed's result); each Seed call for
+// that digest plays the oldest script no other call plays, in order, and
+// returns at its Finish or when its context ends. Scripts may be written
+// before the tracker calls Seed; events after a Finish start the next script.
 type Seeder struct {
 	mu      sync.Mutex
-	scripts map[digest.Digest]*script
+	scripts map[digest.Digest][]*script // oldest first
 	calls   map[digest.Digest]int
 	srcs    []tracker.Source
 }
 
 type script struct {
-	events  chan event
-	started chan struct{}
-	once    sync.Once
+	events   chan event
+	started  chan struct{} // closed when a Seed takes the script
+	taken    bool          // guarded by Seeder.mu
+	finished bool          // guarded by Seeder.mu
 }
 
 type event struct {
@@ -34,7 +36,7 @@ type event struct {
 	err  error
 }
 
-// scriptBuffer is how many events may be queued ahead of the Seed playing
+// scriptBuffer is how many events may be written ahead of the Seed playing
 // them; more block Emit until Seed catches up.
 const scriptBuffer = 1024
 
@@ -42,37 +44,40 @@ var _ tracker.Seeder = (*Seeder)(nil)
 
 // NewSeeder returns a Seeder with no scripts.
 func NewSeeder() *Seeder {
-	return &Seeder{scripts: make(map[digest.Digest]*script), calls: make(map[digest.Digest]int)}
+	return &Seeder{scripts: make(map[digest.Digest][]*script), calls: make(map[digest.Digest]int)}
 }
 
-func (s *Seeder) script(d digest.Digest) *script {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc := s.scripts[d]
-	if sc == nil {
-		sc = &script{events: make(chan event, scriptBuffer), started: make(chan struct{})}
-		s.scripts[d] = sc
+func newScript() *script {
+	return &script{events: make(chan event, scriptBuffer), started: make(chan struct{})}
+}
+
+// writing returns the script the test writes to for d. Caller holds mu.
+func (s *Seeder) writing(d digest.Digest) *script {
+	q := s.scripts[d]
+	if len(q) == 0 || q[len(q)-1].finished {
+		q = append(q, newScript())
+		s.scripts[d] = q
 	}
-	return sc
+	return q[len(q)-1]
 }
 
-func (s *Seeder) drop(d digest.Digest, sc *script) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.scripts[d] == sc {
-		delete(s.scripts, d)
-	}
-}
-
-// Seed plays the script for src.Digest.
+// Seed plays the oldest untaken script for src.Digest.
 func (s *Seeder) Seed(ctx context.Context, src tracker.Source, progress func(*piece.Info)) error {
 	s.mu.Lock()
 	s.calls[src.Digest]++
 	s.srcs = append(s.srcs, src)
+	q := s.scripts[src.Digest]
+	i := slices.IndexFunc(q, func(sc *script) bool { return !sc.taken })
+	if i < 0 {
+		q = append(q, newScript())
+		s.scripts[src.Digest] = q
+		i = len(q) - 1
+	}
+	sc := q[i]
+	sc.taken = true
 	s.mu.Unlock()
-	sc := s.script(src.Digest)
-	defer s.drop(src.Digest, sc)
-	sc.once.Do(func() { close(sc.started) })
+	close(sc.started)
+	defer s.remove(src.Digest, sc)
 	for {
 		select {
 		case ev := <-sc.events:
@@ -86,25 +91,45 @@ func (s *Seeder) Seed(ctx context.Context, src tracker.Source, progress func(*pi
 	}
 }
 
-// Emit queues a progress report for d.
+func (s *Seeder) remove(d digest.Digest, sc *script) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripts[d] = slices.DeleteFunc(s.scripts[d], func(x *script) bool { return x == sc })
+	if len(s.scripts[d]) == 0 {
+		delete(s.scripts, d)
+	}
+}
+
+// Emit writes a progress report for d.
 func (s *Seeder) Emit(d digest.Digest, info *piece.Info) {
-	s.script(d).events <- event{info: info}
+	s.mu.Lock()
+	sc := s.writing(d)
+	s.mu.Unlock()
+	sc.events <- event{info: info}
 }
 
-// Finish queues the end of the seeding of d, with err as Seed's result.
+// Finish ends the script for d with err as Seed's result.
 func (s *Seeder) Finish(d digest.Digest, err error) {
-	s.script(d).events <- event{done: true, err: err}
+	s.mu.Lock()
+	sc := s.writing(d)
+	sc.finished = true
+	s.mu.Unlock()
+	sc.events <- event{done: true, err: err}
 }
 
-// Complete queues info as the final progress of d and a successful end.
+// Complete writes info as the final progress of d and a successful end.
 func (s *Seeder) Complete(info *piece.Info) {
 	s.Emit(info.Digest, info)
 	s.Finish(info.Digest, nil)
 }
 
-// Started returns a channel closed once a Seed of d is playing the current
-// script.
-func (s *Seeder) Started(d digest.Digest) <-chan struct{} { return s.script(d).started }
+// Started returns a channel closed once a Seed plays the script the test
+// writes to for d.
+func (s *Seeder) Started(d digest.Digest) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writing(d).started
+}
 
 // Calls returns how many times Seed was called for d.
 func (s *Seeder) Calls(d digest.Digest) int {
@@ -117,5 +142,5 @@ func (s *Seeder) Calls(d digest.Digest) int {
 func (s *Seeder) Sources() []tracker.Source {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]tracker.Source(nil), s.srcs...)
+	return slices.Clone(s.srcs)
 }
