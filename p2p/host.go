@@ -31,7 +31,8 @@ import (
 )
 
 // Source is what the piece server serves from; the agent implements it over
-// its store and its download sessions.
+// its store and its download sessions. Calls, and reads from the pieces it
+// opens, must end promptly once ctx ends: Close waits for them.
 type Source interface {
 	// Watch returns the verified pieces of dgst now and a channel that
 	// receives each piece verified later. The channel is closed when the
