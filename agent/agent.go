@@ -14,8 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // Agent is the registry backend of a node: it implements
@@ -31,6 +35,12 @@ type Agent struct {
 	mans    *manifestCache
 	metrics *metrics
 	closing atomic.Bool
+
+	// The swarm, when a tracker is configured.
+	host   *p2p.Host
+	swarm  *swarm.Swarm
+	stop   context.CancelFunc
+	origin atomic.Int64 // blob bytes fetched from the upstream
 }
 
 var _ registryshim.Backend = (*Agent)(nil)
@@ -53,15 +63,20 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { 
 // WithClock replaces time.Now (tests of tag expiry).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
+func collect(opts []Option) options {
+	o := options{logger: slog.New(slog.DiscardHandler), registerer: prometheus.NewRegistry(), now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // New opens the agent's store and upstream client.
 func New(cfg Config, opts ...Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{logger: slog.New(slog.DiscardHandler), registerer: prometheus.NewRegistry(), now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := collect(opts)
 	up, err := upstream.New(cfg.Upstream, upstream.WithLogger(o.logger), upstream.WithRegisterer(o.registerer))
 	if err != nil {
 		return nil, err
@@ -82,7 +97,91 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		metrics: newMetrics(o.registerer),
 	}
 	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
+	if cfg.Tracker != "" {
+		if err := a.joinSwarm(o); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+// joinSwarm starts the peer transport and the announce loop.
+func (a *Agent) joinSwarm(o options) error {
+	tc, err := tracker.NewClient(a.cfg.Tracker, a.cfg.TrackerToken, tracker.WithLogger(o.logger))
+	if err != nil {
+		return err
+	}
+	src := &lateSource{}
+	h, err := p2p.New(a.cfg.P2P, src, p2p.WithLogger(o.logger), p2p.WithRegisterer(o.registerer))
+	if err != nil {
+		return err
+	}
+	a.host = h
+	self := tracker.Peer{ID: h.ID().String()}
+	for _, ma := range h.Addrs() {
+		self.Addrs = append(self.Addrs, ma.String())
+	}
+	opts := []swarm.Option{swarm.WithLogger(o.logger), swarm.WithRegisterer(o.registerer)}
+	if a.cfg.Seeder {
+		opts = append(opts, swarm.AsSeeder())
+	}
+	sw, err := swarm.New(a.cfg.Swarm, tc, h, a.store, self, opts...)
+	if err != nil {
+		return err
+	}
+	src.set(sw)
+	a.swarm = sw
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	go sw.Run(ctx)
+	return nil
+}
+
+// lateSource lets the transport start before the swarm that answers it
+// exists (each needs the other); until then it knows no blob.
+type lateSource struct{ p atomic.Pointer[swarm.Swarm] }
+
+func (l *lateSource) set(s *swarm.Swarm) { l.p.Store(s) }
+
+func (l *lateSource) Watch(ctx context.Context, d digest.Digest) (*piece.Bitfield, <-chan int, error) {
+	if s := l.p.Load(); s != nil {
+		return s.Watch(ctx, d)
+	}
+	return nil, nil, p2p.ErrUnknownBlob
+}
+
+func (l *lateSource) Piece(ctx context.Context, d digest.Digest, n int) (io.ReadCloser, int64, error) {
+	if s := l.p.Load(); s != nil {
+		return s.Piece(ctx, d, n)
+	}
+	return nil, 0, p2p.ErrUnknownBlob
+}
+
+// Stats counts the blob bytes this agent received, by source.
+func (a *Agent) Stats() swarm.Stats {
+	var st swarm.Stats
+	if a.swarm != nil {
+		st = a.swarm.Stats()
+	}
+	st.Origin += a.origin.Load()
+	return st
+}
+
+func (a *Agent) countOrigin(n int64) {
+	if a.swarm != nil {
+		a.swarm.CountOrigin(n)
+		return
+	}
+	a.origin.Add(n)
+}
+
+// PeerID is the agent's peer identity ("" without a swarm).
+func (a *Agent) PeerID() string {
+	if a.host == nil {
+		return ""
+	}
+	return a.host.ID().String()
 }
 
 // Handler serves the registry API under /v2/ and the probes /healthz and
@@ -105,8 +204,15 @@ func (a *Agent) Handler() http.Handler {
 // and releases the store.
 func (a *Agent) Close() error {
 	a.closing.Store(true)
+	if a.stop != nil {
+		a.stop()
+	}
+	var errs []error
+	if a.host != nil {
+		errs = append(errs, a.host.Close())
+	}
 	a.up.Close()
-	return a.store.Close()
+	return errors.Join(append(errs, a.store.Close())...)
 }
 
 // Drain marks the agent not ready, so that load balancers and probes stop
@@ -206,6 +312,24 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		return nil, storeError(err)
 	}
 	a.metrics.blobs.WithLabelValues("miss").Inc()
+	if a.swarm != nil {
+		src := tracker.Source{Registry: repo.Registry, Repo: repo.Name, Digest: dgst}
+		info, err := a.swarm.MetaInfo(ctx, src)
+		switch {
+		case err == nil:
+			r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.upstreamFiller(repo, dgst)))
+			if err != nil {
+				return nil, storeError(err)
+			}
+			return r, nil
+		case errors.Is(err, tracker.ErrNotFound):
+			return nil, fmt.Errorf("%w: %w", registryshim.ErrBlobUnknown, err)
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		a.log.Warn("tracker unavailable, pulling from the upstream", "digest", dgst, "err", err)
+		a.metrics.trackerDown.Inc()
+	}
 	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
 	if err != nil {
 		return nil, err
@@ -240,6 +364,7 @@ func (a *Agent) fetchRange(ctx context.Context, repo registryshim.Repo, dgst dig
 	defer body.Close()
 	buf := make([]byte, copyBuffer)
 	n, err := io.CopyBuffer(io.NewOffsetWriter(w, m.Off), io.LimitReader(body, m.Len), buf)
+	a.countOrigin(n)
 	if err == nil && n < m.Len {
 		err = io.ErrUnexpectedEOF
 	}

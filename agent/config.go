@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/p2p"
 )
 
 // Config configures an Agent.
@@ -21,6 +23,16 @@ type Config struct {
 	TagTTL time.Duration
 	// ManifestCacheBytes bounds the in-memory cache of manifests by digest.
 	ManifestCacheBytes int64
+
+	// Tracker is the URL of the cluster's tracker; empty means no swarm:
+	// every blob comes from the upstream.
+	Tracker      string
+	TrackerToken string
+	P2P          p2p.Config
+	Swarm        swarm.Config
+	// Seeder makes this agent the tracker's seeder: it announces itself as
+	// such and rations the copies of each piece it uploads.
+	Seeder bool
 }
 
 // DefaultConfig returns the defaults of every part.
@@ -30,6 +42,8 @@ func DefaultConfig() Config {
 		Upstream:           upstream.DefaultConfig(),
 		TagTTL:             5 * time.Second,
 		ManifestCacheBytes: 64 << 20,
+		P2P:                p2p.DefaultConfig(),
+		Swarm:              swarm.DefaultConfig(),
 	}
 }
 
@@ -44,7 +58,11 @@ func (c Config) Validate() error {
 	if c.ManifestCacheBytes < 0 {
 		return fmt.Errorf("agent: manifest cache of %d bytes", c.ManifestCacheBytes)
 	}
-	return errors.Join(c.storeConfig().Validate(), c.Upstream.Validate())
+	errs := []error{c.storeConfig().Validate(), c.Upstream.Validate()}
+	if c.Tracker != "" {
+		errs = append(errs, c.P2P.Validate(), c.Swarm.Validate())
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) storeConfig() store.Config {

@@ -3,8 +3,9 @@ package agent
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	manifests *prometheus.CounterVec
-	blobs     *prometheus.CounterVec
+	manifests   *prometheus.CounterVec
+	blobs       *prometheus.CounterVec
+	trackerDown prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -17,7 +18,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_agent_blob_lookups_total",
 			Help: "Blob lookups by result: hit (in the store, complete or downloading) or miss (download started or joined).",
 		}, []string{"result"}),
+		trackerDown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_tracker_unavailable_total",
+			Help: "Blob downloads that went straight to the upstream because the tracker could not be reached.",
+		}),
 	}
-	r.MustRegister(m.manifests, m.blobs)
+	r.MustRegister(m.manifests, m.blobs, m.trackerDown)
 	return m
 }

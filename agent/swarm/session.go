@@ -1,0 +1,466 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/picker"
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// ErrNoMetaInfo means the tracker gave no metainfo for a blob.
+var ErrNoMetaInfo = errors.New("swarm: no metainfo")
+
+// MetaInfo asks the tracker for a blob's metainfo, waiting until at least
+// its size and piece size are known. The first ask of a digest makes the
+// tracker start seeding it from the origin.
+func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, error) {
+	for {
+		info, err := s.tr.MetaInfo(ctx, src, -1)
+		if !errors.Is(err, tracker.ErrPending) {
+			return info, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Filler returns a store.Filler that downloads src from the swarm, starting
+// from info, and hands whatever is left to fallback if the swarm stalls.
+func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
+	return func(ctx context.Context, w store.Writer) error {
+		err := s.download(ctx, src, info, w)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("swarm download stalled, finishing from the origin", "digest", src.Digest, "err", err)
+		s.m.fallbacks.Inc()
+		return fallback(ctx, w)
+	}
+}
+
+// session is one blob's download. Only run touches its fields; the
+// goroutines it starts talk to it through events.
+type session struct {
+	s      *Swarm
+	src    tracker.Source
+	count  int         // pieces of the blob; goroutines may read it
+	info   *piece.Info // only the loop: it grows
+	w      store.Writer
+	b      *blob
+	pick   *picker.Picker
+	events chan event
+	ctx    context.Context
+	peers  map[peer.ID]*remote
+	banned map[peer.ID]bool
+	flight map[flightKey]context.CancelFunc
+	total  int // requests in flight
+	last   time.Time
+}
+
+type remote struct {
+	id       peer.ID
+	seeder   bool
+	inflight int
+	busyTill time.Time
+	failures int
+}
+
+type flightKey struct {
+	n int
+	p peer.ID
+}
+
+// event is posted to the session loop by its goroutines.
+type event struct {
+	info  *piece.Info     // metainfo grew
+	peers []tracker.Peer  // a handout
+	from  peer.ID         // watch and fetch events
+	bits  *piece.Bitfield // the peer's pieces now
+	have  int             // a piece the peer verified since (-1: none)
+	gone  bool            // the peer's watch ended
+	n     int             // fetch result: piece
+	data  []byte          // fetch result: verified bytes
+	err   error           // fetch result: failure
+	fetch bool            // this is a fetch result
+}
+
+func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.Info, w store.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+
+	ss := &session{
+		s: s, src: src, count: info.Count(), info: info, w: w, ctx: ctx,
+		b:      s.track(src.Digest, info.Size, info.PieceSize),
+		pick:   picker.New(info.Count(), picker.DefaultOptions()),
+		events: make(chan event, 64),
+		peers:  make(map[peer.ID]*remote),
+		banned: make(map[peer.ID]bool),
+		flight: make(map[flightKey]context.CancelFunc),
+		last:   time.Now(),
+	}
+	ss.pick.SetKnown(len(info.Pieces))
+	ss.resume()
+	if ss.pick.Done() {
+		return nil
+	}
+	known := len(info.Pieces)
+	bg.Go(func() { ss.followMetaInfo(ctx, known) })
+	bg.Go(func() { ss.followPeers(ctx) })
+
+	stall := time.NewTicker(s.cfg.StallTimeout / 4)
+	defer stall.Stop()
+	for !ss.pick.Done() {
+		ss.schedule(&bg)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-ss.events:
+			if err := ss.handle(ev, &bg); err != nil {
+				return err
+			}
+		case <-stall.C:
+			if time.Since(ss.last) > s.cfg.StallTimeout {
+				return fmt.Errorf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers))
+			}
+		}
+	}
+	s.kickAnnounce()
+	return nil
+}
+
+// resume marks the pieces a previous run already wrote.
+func (ss *session) resume() {
+	have := make([]bool, ss.info.Count())
+	for n := range have {
+		have[n] = true
+	}
+	for _, r := range ss.w.Missing() {
+		first := int(r.Off / ss.info.PieceSize)
+		last := int((r.Off + r.Len - 1) / ss.info.PieceSize)
+		for n := first; n <= last && n < len(have); n++ {
+			have[n] = false
+		}
+	}
+	for n, ok := range have {
+		if ok {
+			ss.pick.Have(n)
+			ss.b.markHave(n)
+		}
+	}
+}
+
+func (ss *session) post(ev event) {
+	select {
+	case ss.events <- ev:
+	case <-ss.ctx.Done():
+	}
+}
+
+// followMetaInfo long-polls the tracker while piece hashes are still
+// arriving from the seeder.
+func (ss *session) followMetaInfo(ctx context.Context, have int) {
+	for have < ss.count {
+		info, err := ss.s.tr.MetaInfo(ctx, ss.src, have)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			ss.s.log.Debug("metainfo poll failed", "digest", ss.src.Digest, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if len(info.Pieces) > have {
+			have = len(info.Pieces)
+			ss.post(event{info: info})
+		}
+	}
+}
+
+// followPeers asks the tracker for peers now and then.
+func (ss *session) followPeers(ctx context.Context) {
+	for {
+		peers, err := ss.s.tr.Peers(ctx, ss.src.Digest, ss.s.self.ID)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			ss.s.log.Debug("peer handout failed", "digest", ss.src.Digest, "err", err)
+		} else {
+			ss.post(event{peers: peers})
+		}
+		if !sleep(ctx, ss.s.cfg.PeersRefresh) {
+			return
+		}
+	}
+}
+
+func (ss *session) handle(ev event, bg *sync.WaitGroup) error {
+	switch {
+	case ev.info != nil:
+		if err := ss.grow(ev.info); err != nil {
+			return err
+		}
+	case ev.peers != nil:
+		ss.meet(ev.peers, bg)
+	case ev.fetch:
+		ss.fetched(ev)
+	case ev.bits != nil:
+		if r := ss.peers[ev.from]; r != nil {
+			for n := range ev.bits.Len() {
+				if ev.bits.Has(n) {
+					ss.pick.PeerHas(string(ev.from), n)
+				}
+			}
+		}
+	case ev.gone:
+		ss.drop(ev.from)
+	default:
+		if ss.peers[ev.from] != nil {
+			ss.pick.PeerHas(string(ev.from), ev.have)
+		}
+	}
+	return nil
+}
+
+// grow takes newly published piece hashes; known ones must not change.
+func (ss *session) grow(info *piece.Info) error {
+	if info.Digest != ss.info.Digest || info.Size != ss.info.Size || info.PieceSize != ss.info.PieceSize {
+		return fmt.Errorf("swarm: metainfo of %s changed shape", ss.info.Digest)
+	}
+	for n, c := range ss.info.Pieces {
+		if !info.Pieces[n].Equals(c) {
+			return fmt.Errorf("swarm: metainfo of %s changed piece %d", ss.info.Digest, n)
+		}
+	}
+	ss.info = info
+	ss.pick.SetKnown(len(info.Pieces))
+	ss.last = time.Now()
+	return nil
+}
+
+// meet starts following the peers of a handout it does not follow yet.
+func (ss *session) meet(handout []tracker.Peer, bg *sync.WaitGroup) {
+	for _, tp := range handout {
+		if len(ss.peers) >= ss.s.cfg.MaxPeers {
+			return
+		}
+		ai, err := addrInfo(tp)
+		if err != nil {
+			ss.s.log.Debug("bad peer in handout", "peer", tp.ID, "err", err)
+			continue
+		}
+		if ss.peers[ai.ID] != nil || ss.banned[ai.ID] || tp.ID == ss.s.self.ID {
+			continue
+		}
+		ss.peers[ai.ID] = &remote{id: ai.ID, seeder: tp.Seeder}
+		bg.Go(func() { ss.watch(ai) })
+	}
+}
+
+func addrInfo(p tracker.Peer) (peer.AddrInfo, error) {
+	id, err := peer.Decode(p.ID)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	ai := peer.AddrInfo{ID: id}
+	for _, a := range p.Addrs {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return peer.AddrInfo{}, err
+		}
+		ai.Addrs = append(ai.Addrs, ma)
+	}
+	return ai, nil
+}
+
+// watch connects to a peer and relays what it holds to the loop.
+func (ss *session) watch(ai peer.AddrInfo) {
+	ctx := ss.ctx
+	err := ss.s.tp.Connect(ctx, ai)
+	var bits *piece.Bitfield
+	var haves <-chan int
+	if err == nil {
+		bits, haves, err = ss.s.tp.Watch(ctx, ai.ID, ss.src.Digest, ss.count)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			ss.s.log.Debug("cannot follow peer", "peer", ai.ID, "digest", ss.src.Digest, "err", err)
+		}
+		ss.post(event{from: ai.ID, gone: true})
+		return
+	}
+	ss.post(event{from: ai.ID, bits: bits})
+	for n := range haves {
+		ss.post(event{from: ai.ID, have: n})
+	}
+	// The channel closes when the peer completed (it stays useful: its
+	// bitfield is full) or the stream died; a dead peer shows in fetches.
+}
+
+// schedule fills free request slots: agents first, the seeder last, so
+// the seeder is asked only for what no agent has yet.
+func (ss *session) schedule(bg *sync.WaitGroup) {
+	if ss.total >= ss.s.cfg.MaxInFlight {
+		return
+	}
+	now := time.Now()
+	order := make([]*remote, 0, len(ss.peers))
+	for _, r := range ss.peers {
+		order = append(order, r)
+	}
+	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	seedersLast(order)
+	for _, r := range order {
+		for r.inflight < ss.s.cfg.PerPeer && ss.total < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+			n, ok := ss.pick.Pick(string(r.id))
+			if !ok {
+				break
+			}
+			ss.start(r, n, bg)
+		}
+	}
+}
+
+func seedersLast(rs []*remote) {
+	i := 0
+	for j, r := range rs {
+		if !r.seeder {
+			rs[i], rs[j] = rs[j], rs[i]
+			i++
+		}
+	}
+}
+
+func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
+	ctx, cancel := context.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
+	ss.flight[flightKey{n, r.id}] = cancel
+	r.inflight++
+	ss.total++
+	want := ss.info.Pieces[n]
+	_, length := ss.info.Span(n)
+	dgst := ss.info.Digest
+	bg.Go(func() {
+		defer cancel()
+		buf := ss.s.buffer(length)
+		data, err := ss.s.tp.Fetch(ctx, r.id, dgst, n, want, buf)
+		if err != nil {
+			ss.s.release(buf)
+			data = nil
+		}
+		ss.post(event{fetch: true, from: r.id, n: n, data: data, err: err})
+	})
+}
+
+// fetched takes a fetch result: a verified piece goes to the store and to
+// our watchers; duplicates in flight elsewhere are cancelled.
+func (ss *session) fetched(ev event) {
+	key := flightKey{ev.n, ev.from}
+	if cancel, ok := ss.flight[key]; ok {
+		cancel()
+		delete(ss.flight, key)
+		ss.total--
+	}
+	r := ss.peers[ev.from]
+	if r != nil {
+		r.inflight--
+	}
+	if ev.err != nil {
+		ss.failed(r, ev)
+		return
+	}
+	defer ss.s.release(ev.data)
+	if ss.b.have.Has(ev.n) { // a duplicate from the endgame
+		return
+	}
+	off, _ := ss.info.Span(ev.n)
+	if _, err := ss.w.WriteAt(ev.data, off); err != nil {
+		ss.s.log.Warn("writing piece", "digest", ss.info.Digest, "piece", ev.n, "err", err)
+		ss.pick.Cancel(ev.n, string(ev.from))
+		return
+	}
+	ss.pick.Have(ev.n)
+	ss.b.markHave(ev.n)
+	ss.last = time.Now()
+	ss.s.m.pieces.WithLabelValues("verified").Inc()
+	source := FromPeer
+	if r != nil && r.seeder {
+		source = FromSeeder
+	}
+	ss.s.count(source, int64(len(ev.data)))
+	for k, cancel := range ss.flight {
+		if k.n == ev.n {
+			cancel() // its result comes back as an error and is ignored
+		}
+	}
+	if r != nil {
+		r.failures = 0
+	}
+}
+
+func (ss *session) failed(r *remote, ev event) {
+	ss.pick.Cancel(ev.n, string(ev.from))
+	if r == nil || ss.b.have.Has(ev.n) {
+		return
+	}
+	switch {
+	case errors.Is(ev.err, p2p.ErrBadPiece):
+		ss.s.m.pieces.WithLabelValues("rejected").Inc()
+		ss.s.m.peersDropped.Inc()
+		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", ev.from, "digest", ss.info.Digest, "piece", ev.n)
+		ss.banned[ev.from] = true
+		ss.drop(ev.from)
+	case errors.Is(ev.err, p2p.ErrBusy):
+		r.busyTill = time.Now().Add(busyBackoff)
+	default:
+		ss.s.m.pieces.WithLabelValues("failed").Inc()
+		r.failures++
+		r.busyTill = time.Now().Add(busyBackoff)
+		if r.failures >= maxFailures {
+			ss.s.log.Debug("peer keeps failing, dropped", "peer", ev.from, "digest", ss.info.Digest, "err", ev.err)
+			ss.drop(ev.from)
+		}
+	}
+}
+
+const (
+	busyBackoff = 100 * time.Millisecond
+	maxFailures = 3
+)
+
+// drop forgets a peer; a later handout may bring it back unless banned.
+func (ss *session) drop(id peer.ID) {
+	if ss.peers[id] == nil {
+		return
+	}
+	for k, cancel := range ss.flight {
+		if k.p == id {
+			cancel()
+		}
+	}
+	ss.pick.PeerGone(string(id))
+	delete(ss.peers, id)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,407 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// Tracker is what the swarm asks of the tracker.
+type Tracker interface {
+	MetaInfo(ctx context.Context, src tracker.Source, have int) (*piece.Info, error)
+	Peers(ctx context.Context, dgst digest.Digest, self string) ([]tracker.Peer, error)
+	Announce(ctx context.Context, a tracker.Announce) (time.Duration, error)
+}
+
+// Transport is what the swarm asks of the peer transport (*p2p.Host).
+type Transport interface {
+	Connect(ctx context.Context, ai peer.AddrInfo) error
+	Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error)
+	Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error)
+}
+
+// Store is what the swarm reads pieces from when serving them.
+type Store interface {
+	Open(ctx context.Context, dgst digest.Digest) (store.Reader, error)
+}
+
+// Config tunes downloads.
+type Config struct {
+	// PerPeer is the number of piece requests in flight to one peer.
+	PerPeer int
+	// MaxInFlight bounds the piece requests in flight for one blob.
+	MaxInFlight int
+	// MaxPeers bounds the peers one download follows.
+	MaxPeers int
+	// PeersRefresh is how often a download asks the tracker for peers.
+	PeersRefresh time.Duration
+	// StallTimeout: a download that verifies no piece and learns no new
+	// piece hash for this long hands the rest to the origin.
+	StallTimeout time.Duration
+	// PieceTimeout bounds one piece request (the transport also resets
+	// transfers that make no progress).
+	PieceTimeout time.Duration
+	// SeedCopies, on a seeder, is how many peers get a piece straight from
+	// it before it asks the others to fetch that piece from those peers
+	// instead (refusing with Busy), for SeedRelax after the first upload.
+	SeedCopies int
+	SeedRelax  time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		PerPeer:      4,
+		MaxInFlight:  32,
+		MaxPeers:     24,
+		PeersRefresh: 2 * time.Second,
+		StallTimeout: 20 * time.Second,
+		PieceTimeout: 60 * time.Second,
+		SeedCopies:   2,
+		SeedRelax:    3 * time.Second,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	if c.PerPeer < 1 || c.MaxInFlight < 1 || c.MaxPeers < 1 {
+		return fmt.Errorf("swarm: per-peer %d, max-in-flight %d and max-peers %d must be positive", c.PerPeer, c.MaxInFlight, c.MaxPeers)
+	}
+	if c.PeersRefresh <= 0 || c.StallTimeout <= 0 || c.PieceTimeout <= 0 {
+		return errors.New("swarm: peers-refresh, stall-timeout and piece-timeout must be positive")
+	}
+	if c.SeedCopies < 0 || c.SeedRelax < 0 {
+		return errors.New("swarm: seed-copies and seed-relax must not be negative")
+	}
+	return nil
+}
+
+// Source of bytes, for the stats and metrics.
+const (
+	FromPeer   = "peer"
+	FromSeeder = "seeder"
+	FromOrigin = "origin"
+)
+
+// Stats counts the blob bytes this node received, by source.
+type Stats struct{ Peer, Seeder, Origin int64 }
+
+// Swarm is one node's membership in the swarm.
+type Swarm struct {
+	cfg   Config
+	log   *slog.Logger
+	tr    Tracker
+	tp    Transport
+	store Store
+	self  tracker.Peer
+	seed  bool
+	m     *metrics
+	pool  sync.Pool
+	bytes [3]atomic.Int64 // by source: peer, seeder, origin
+	kick  chan struct{}   // asks the announce loop to announce now
+
+	mu    sync.Mutex
+	blobs map[digest.Digest]*blob
+}
+
+var _ p2p.Source = (*Swarm)(nil)
+
+// Option configures a Swarm.
+type Option func(*Swarm)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(s *Swarm) { s.log = l } }
+
+// WithRegisterer registers the swarm's metrics with r.
+func WithRegisterer(r prometheus.Registerer) Option { return func(s *Swarm) { s.m = newMetrics(r) } }
+
+// AsSeeder makes the node announce itself as the seeder and ration the
+// copies of each piece it uploads.
+func AsSeeder() Option { return func(s *Swarm) { s.seed = true } }
+
+// New returns a Swarm; self is how the tracker hands this node out.
+func New(cfg Config, tr Tracker, tp Transport, st Store, self tracker.Peer, opts ...Option) (*Swarm, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Swarm{
+		cfg: cfg, log: slog.New(slog.DiscardHandler), tr: tr, tp: tp, store: st, self: self,
+		kick:  make(chan struct{}, 1),
+		blobs: make(map[digest.Digest]*blob),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.m == nil {
+		s.m = newMetrics(prometheus.NewRegistry())
+	}
+	s.self.Seeder = s.seed
+	return s, nil
+}
+
+// Stats returns the bytes received so far, by source.
+func (s *Swarm) Stats() Stats {
+	return Stats{Peer: s.bytes[0].Load(), Seeder: s.bytes[1].Load(), Origin: s.bytes[2].Load()}
+}
+
+// CountOrigin records bytes this node fetched from the origin outside a
+// swarm download (the seeder's fetches, direct pulls).
+func (s *Swarm) CountOrigin(n int64) { s.count(FromOrigin, n) }
+
+func (s *Swarm) count(source string, n int64) {
+	switch source {
+	case FromPeer:
+		s.bytes[0].Add(n)
+	case FromSeeder:
+		s.bytes[1].Add(n)
+	default:
+		s.bytes[2].Add(n)
+	}
+	s.m.bytes.WithLabelValues(source).Add(float64(n))
+}
+
+// blob is what this node holds of one blob, shared by its download session
+// (or seeding) and the piece server.
+type blob struct {
+	mu       sync.Mutex
+	size     int64
+	pieces   int
+	psize    int64
+	have     *piece.Bitfield
+	subs     map[chan int]struct{}
+	uploads  []uint8     // seeder: copies served per piece
+	firstUp  []time.Time // seeder: first upload per piece
+	complete bool
+}
+
+// track returns the state of dgst, created for a blob of size.
+func (s *Swarm) track(dgst digest.Digest, size, psize int64) *blob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.blobs[dgst]; ok {
+		return b
+	}
+	n := piece.Count(size, psize)
+	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]struct{})}
+	if s.seed {
+		b.uploads = make([]uint8, n)
+		b.firstUp = make([]time.Time, n)
+	}
+	s.blobs[dgst] = b
+	s.kickAnnounce()
+	return b
+}
+
+func (s *Swarm) lookup(dgst digest.Digest) *blob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blobs[dgst]
+}
+
+// markHave records a verified piece and tells the watchers.
+func (b *blob) markHave(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.have.Set(n) {
+		return
+	}
+	for ch := range b.subs {
+		ch <- n // never blocks: each channel has room for every piece
+	}
+	if b.have.Full() {
+		b.complete = true
+		for ch := range b.subs {
+			close(ch)
+			delete(b.subs, ch)
+		}
+	}
+}
+
+// MarkPiece records that piece n of dgst (a blob of size, cut in pieces of
+// psize) is verified and in the store. The seeder calls it as pieces arrive
+// from the origin.
+func (s *Swarm) MarkPiece(dgst digest.Digest, size, psize int64, n int) {
+	s.track(dgst, size, psize).markHave(n)
+}
+
+// Watch implements p2p.Source.
+func (s *Swarm) Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
+	b, err := s.blobOrStored(ctx, dgst)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	have, _ := piece.ParseBitfield(b.have.Bytes(), b.pieces)
+	ch := make(chan int, b.pieces)
+	if b.complete {
+		close(ch)
+		return have, ch, nil
+	}
+	b.subs[ch] = struct{}{}
+	context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if _, ok := b.subs[ch]; ok {
+			delete(b.subs, ch)
+			close(ch)
+		}
+	})
+	return have, ch, nil
+}
+
+// blobOrStored returns the state of dgst, or makes a complete one for a
+// blob the store holds from before (pieces cut by the default policy).
+func (s *Swarm) blobOrStored(ctx context.Context, dgst digest.Digest) (*blob, error) {
+	if b := s.lookup(dgst); b != nil {
+		return b, nil
+	}
+	r, err := s.store.Open(ctx, dgst)
+	if err != nil {
+		return nil, p2p.ErrUnknownBlob
+	}
+	size := r.Size()
+	r.Close()
+	b := s.track(dgst, size, piece.SizeFor(size))
+	b.mu.Lock()
+	for n := range b.pieces {
+		b.have.Set(n)
+	}
+	b.complete = true
+	b.mu.Unlock()
+	return b, nil
+}
+
+// Piece implements p2p.Source.
+func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
+	b, err := s.blobOrStored(ctx, dgst)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	switch {
+	case !b.have.Has(n):
+		b.mu.Unlock()
+		return nil, 0, p2p.ErrNoPiece
+	case s.seed && !b.complete && !b.rationOK(n, s.cfg):
+		b.mu.Unlock()
+		return nil, 0, p2p.ErrBusy
+	}
+	off := int64(n) * b.psize
+	length := min(b.psize, b.size-off)
+	b.mu.Unlock()
+	r, err := s.store.Open(ctx, dgst)
+	if err != nil {
+		return nil, 0, fmt.Errorf("swarm: piece %d of %s: %w", n, dgst, err)
+	}
+	return readCloser{io.NewSectionReader(r, off, length), r}, length, nil
+}
+
+// rationOK decides whether the seeder uploads piece n once more. Early on,
+// only SeedCopies peers get each piece from the seeder; the rest must get
+// it from them, which spreads the swarm's upload over all agents.
+func (b *blob) rationOK(n int, cfg Config) bool {
+	if cfg.SeedCopies == 0 {
+		return true
+	}
+	now := time.Now()
+	if b.uploads[n] == 0 {
+		b.firstUp[n] = now
+	}
+	if int(b.uploads[n]) < cfg.SeedCopies || now.Sub(b.firstUp[n]) > cfg.SeedRelax {
+		if b.uploads[n] < 255 {
+			b.uploads[n]++
+		}
+		return true
+	}
+	return false
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// Run announces this node's blobs to the tracker until ctx ends, at the
+// interval the tracker asks for, and at once when a download starts.
+func (s *Swarm) Run(ctx context.Context) {
+	interval := time.Second
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		next, err := s.tr.Announce(ctx, s.announcement())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("announce failed", "err", err)
+				s.m.announceErrors.Inc()
+			}
+		} else if next > 0 {
+			interval = next * 2 / 3 // re-announce well within the tracker's TTL
+		}
+		t.Reset(interval)
+	}
+}
+
+func (s *Swarm) kickAnnounce() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Swarm) announcement() tracker.Announce {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := tracker.Announce{Peer: s.self, Blobs: make([]tracker.BlobState, 0, len(s.blobs))}
+	for d, b := range s.blobs {
+		b.mu.Lock()
+		a.Blobs = append(a.Blobs, tracker.BlobState{Digest: d, Have: b.have.Count(), Complete: b.complete})
+		b.mu.Unlock()
+	}
+	return a
+}
+
+// Forget drops the state of a blob the store no longer holds.
+func (s *Swarm) Forget(dgst digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.blobs[dgst]; ok {
+		b.mu.Lock()
+		for ch := range b.subs {
+			close(ch)
+		}
+		b.subs = map[chan int]struct{}{}
+		b.mu.Unlock()
+		delete(s.blobs, dgst)
+	}
+}
+
+func (s *Swarm) buffer(size int64) []byte {
+	if p, ok := s.pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
+		return (*p)[:size]
+	}
+	return make([]byte, size)
+}
+
+func (s *Swarm) release(b []byte) { s.pool.Put(&b) }
