@@ -54,6 +54,8 @@ func (h *Host) servePiece(s network.Stream) {
 		h.refusePiece(s, wire.StatusNoPiece)
 	case errors.Is(err, ErrUnknownBlob):
 		h.refusePiece(s, wire.StatusUnknownBlob)
+	case errors.Is(err, ErrBusy):
+		h.refusePiece(s, wire.StatusBusy)
 	case errors.Is(err, errBeforeHeader):
 		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
 		h.refusePiece(s, wire.StatusInternal)
@@ -72,7 +74,7 @@ var errBeforeHeader = errors.New("source failed")
 // upload sends the header and the bytes of the requested piece.
 func (h *Host) upload(s network.Stream, req wire.PieceRequest) (int64, error) {
 	rc, size, err := h.src.Piece(h.ctx, req.Digest, req.Index)
-	if errors.Is(err, ErrNoPiece) || errors.Is(err, ErrUnknownBlob) {
+	if errors.Is(err, ErrNoPiece) || errors.Is(err, ErrUnknownBlob) || errors.Is(err, ErrBusy) {
 		return 0, err
 	}
 	if err != nil {
