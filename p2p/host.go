@@ -41,7 +41,6 @@ type Source interface {
 	Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error)
 	// Piece opens verified piece n of dgst and returns its length.
 	// ErrNoPiece if it is not held (yet), ErrUnknownBlob if nothing of
-	// ErrNoPiece if it is not held (yet), ErrUnknownBlob if nothing of
 	// dgst is, ErrBusy if the source rations it (a seeder asking peers to
 	// get it from each other).
 	Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error)
