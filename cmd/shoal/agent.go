@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,12 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/agent/upstream"
 )
 
-type agentFlags struct {
+// nodeFlags are the settings shared by the agent and the tracker's seeder:
+// where blobs come from, where they are kept, how peers are reached.
+type nodeFlags struct {
 	logFlags        `mapstructure:",squash"`
 	Listen          string        `mapstructure:"listen"`
 	Upstream        string        `mapstructure:"upstream"`
@@ -28,11 +33,47 @@ type agentFlags struct {
 	Insecure        []string      `mapstructure:"insecure-registry"`
 	DockerConfig    string        `mapstructure:"docker-config"`
 	UpstreamTimeout time.Duration `mapstructure:"upstream-timeout"`
-	TagTTL          time.Duration `mapstructure:"tag-ttl"`
 	StoreCapacity   int64         `mapstructure:"store-capacity"`
 	StoreHigh       float64       `mapstructure:"store-high-watermark"`
 	StoreLow        float64       `mapstructure:"store-low-watermark"`
 	ShutdownTimeout time.Duration `mapstructure:"shutdown-timeout"`
+	P2PListen       []string      `mapstructure:"p2p-listen"`
+	P2PKeyFile      string        `mapstructure:"p2p-key-file"`
+	P2PSecurity     string        `mapstructure:"p2p-security"`
+	P2PPSKFile      string        `mapstructure:"p2p-psk-file"`
+	MaxUploads      int           `mapstructure:"max-uploads"`
+	UploadRate      int64         `mapstructure:"upload-rate"`
+	DownloadRate    int64         `mapstructure:"download-rate"`
+}
+
+func addNodeFlags(fs *pflag.FlagSet, listen string) {
+	def := agent.DefaultConfig()
+	addLogFlags(fs)
+	fs.String("listen", listen, "address to serve HTTP on")
+	fs.String("upstream", "", "default upstream registry URL, for requests without ?ns= (e.g. http://127.0.0.1:15000)")
+	fs.String("data-dir", "/var/lib/shoal", "directory for the content store and state")
+	fs.StringSlice("registry", nil, "upstream registry as HOST or HOST=ENDPOINT-URL (repeatable)")
+	fs.StringSlice("insecure-registry", nil, "registry HOST allowed over plain HTTP (repeatable)")
+	fs.String("docker-config", "", "docker config.json with registry credentials (default: the docker keychain)")
+	fs.Duration("upstream-timeout", def.Upstream.Timeout, "bound on connecting to, and silence from, an upstream registry")
+	fs.Int64("store-capacity", 0, "content store capacity in bytes (0: unlimited)")
+	fs.Float64("store-high-watermark", def.Store.HighWatermark, "start evicting above this fraction of the capacity")
+	fs.Float64("store-low-watermark", def.Store.LowWatermark, "evict down to this fraction of the capacity")
+	fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight responses may finish on shutdown")
+	fs.StringSlice("p2p-listen", []string{"/ip4/0.0.0.0/tcp/4001"}, "libp2p listen multiaddrs for the piece protocol")
+	fs.String("p2p-key-file", "", "peer identity key file (default: DATA-DIR/identity.key)")
+	fs.String("p2p-security", def.P2P.Security, "peer channel security: tls or noise (the same on every node)")
+	fs.String("p2p-psk-file", "", "file holding the cluster's 32-byte private network key (hex or raw); empty: no private network")
+	fs.Int("max-uploads", def.P2P.MaxUploads, "piece uploads served at once; more are refused as busy")
+	fs.Int64("upload-rate", 0, "piece upload cap in bytes/s (0: unlimited)")
+	fs.Int64("download-rate", 0, "piece download cap in bytes/s (0: unlimited)")
+}
+
+type agentFlags struct {
+	nodeFlags    `mapstructure:",squash"`
+	Tracker      string        `mapstructure:"tracker"`
+	TrackerToken string        `mapstructure:"tracker-token"`
+	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 }
 
 func newAgentCmd() *cobra.Command {
@@ -41,21 +82,11 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run the node agent: a local OCI registry that pulls through the swarm",
 		Args:  cobra.NoArgs,
 	}
-	def := agent.DefaultConfig()
 	fs := cmd.Flags()
-	addLogFlags(fs)
-	fs.String("listen", "127.0.0.1:5050", "address of the registry endpoint")
-	fs.String("upstream", "", "default upstream registry URL, for requests without ?ns= (e.g. http://127.0.0.1:15000)")
-	fs.String("data-dir", "/var/lib/shoal", "directory for the content store and state")
-	fs.StringSlice("registry", nil, "upstream registry as HOST or HOST=ENDPOINT-URL (repeatable)")
-	fs.StringSlice("insecure-registry", nil, "registry HOST allowed over plain HTTP (repeatable)")
-	fs.String("docker-config", "", "docker config.json with registry credentials (default: the docker keychain)")
-	fs.Duration("upstream-timeout", def.Upstream.Timeout, "bound on connecting to, and silence from, an upstream registry")
-	fs.Duration("tag-ttl", def.TagTTL, "how long a tag's resolution is reused before asking the upstream again")
-	fs.Int64("store-capacity", 0, "content store capacity in bytes (0: unlimited)")
-	fs.Float64("store-high-watermark", def.Store.HighWatermark, "start evicting above this fraction of the capacity")
-	fs.Float64("store-low-watermark", def.Store.LowWatermark, "evict down to this fraction of the capacity")
-	fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight responses may finish on shutdown")
+	addNodeFlags(fs, "127.0.0.1:5050")
+	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
+	fs.String("tracker-token", "", "cluster token for the tracker")
+	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f agentFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -65,19 +96,36 @@ func newAgentCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cfg, err := f.config()
+		cfg, err := f.nodeFlags.config()
 		if err != nil {
 			return err
 		}
-		return runAgent(cmd.Context(), cfg, f, log)
+		cfg.TagTTL = f.TagTTL
+		cfg.Tracker = f.Tracker
+		cfg.TrackerToken = f.TrackerToken
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		reg := newRegistry()
+		a, err := agent.New(cfg, agent.WithLogger(log), agent.WithRegisterer(reg))
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		ln, err := net.Listen("tcp", f.Listen)
+		if err != nil {
+			return err
+		}
+		log.Info("agent listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Default,
+			"data_dir", cfg.DataDir, "tracker", cfg.Tracker, "peer", a.PeerID())
+		return serve(cmd.Context(), ln, withMetrics(a.Handler(), reg), f.ShutdownTimeout, a.Drain, log)
 	}
 	return cmd
 }
 
-func (f agentFlags) config() (agent.Config, error) {
+func (f nodeFlags) config() (agent.Config, error) {
 	cfg := agent.DefaultConfig()
 	cfg.DataDir = f.DataDir
-	cfg.TagTTL = f.TagTTL
 	cfg.Store.Capacity = f.StoreCapacity
 	cfg.Store.HighWatermark = f.StoreHigh
 	cfg.Store.LowWatermark = f.StoreLow
@@ -99,26 +147,54 @@ func (f agentFlags) config() (agent.Config, error) {
 	for h := range insecure {
 		cfg.Upstream.Registries = append(cfg.Upstream.Registries, upstream.Registry{Host: h, Insecure: true})
 	}
-	return cfg, cfg.Validate()
+	cfg.P2P.ListenAddrs = f.P2PListen
+	cfg.P2P.KeyFile = f.P2PKeyFile
+	if cfg.P2P.KeyFile == "" {
+		cfg.P2P.KeyFile = filepath.Join(f.DataDir, "identity.key")
+	}
+	cfg.P2P.Security = f.P2PSecurity
+	cfg.P2P.MaxUploads = f.MaxUploads
+	cfg.P2P.UploadRate = f.UploadRate
+	cfg.P2P.DownloadRate = f.DownloadRate
+	if f.P2PPSKFile != "" {
+		psk, err := readPSK(f.P2PPSKFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.P2P.PSK = psk
+	}
+	return cfg, nil
 }
 
-func runAgent(ctx context.Context, cfg agent.Config, f agentFlags, log *slog.Logger) error {
+// readPSK reads a 32-byte key, raw or as 64 hex digits.
+func readPSK(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if s := strings.TrimSpace(string(b)); len(s) == 64 {
+		var key [32]byte
+		if _, err := fmt.Sscanf(s, "%x", &key); err == nil {
+			return key[:], nil
+		}
+	}
+	if len(b) != 32 {
+		return nil, fmt.Errorf("p2p-psk-file %s: want 32 raw bytes or 64 hex digits", path)
+	}
+	return b, nil
+}
+
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := agent.New(cfg, agent.WithLogger(log), agent.WithRegisterer(reg))
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	ln, err := net.Listen("tcp", f.Listen)
-	if err != nil {
-		return err
-	}
+	return reg
+}
+
+func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/", a.Handler())
+	mux.Handle("/", h)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	log.Info("agent listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Default, "data_dir", cfg.DataDir)
-	return serve(ctx, ln, mux, f.ShutdownTimeout, a.Drain, log)
+	return mux
 }
 
 // serve runs an HTTP server until ctx ends, then lets in-flight requests

@@ -11,6 +11,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd())
+	root.AddCommand(newAgentCmd(), newTrackerCmd())
 	return root
 }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+type trackerFlags struct {
+	nodeFlags        `mapstructure:",squash"`
+	Token            string        `mapstructure:"token"`
+	TokenFile        string        `mapstructure:"token-file"`
+	AnnounceInterval time.Duration `mapstructure:"announce-interval"`
+	TLSCert          string        `mapstructure:"tls-cert"`
+	TLSKey           string        `mapstructure:"tls-key"`
+}
+
+func newTrackerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tracker",
+		Short: "Run the tracker and its seeder, which fetches each blob from the origin once",
+		Args:  cobra.NoArgs,
+	}
+	fs := cmd.Flags()
+	addNodeFlags(fs, "0.0.0.0:7070")
+	fs.String("token", "", "cluster token agents must present")
+	fs.String("token-file", "", "file holding the cluster token")
+	fs.Duration("announce-interval", tracker.DefaultConfig().AnnounceInterval, "how often agents announce")
+	fs.String("tls-cert", "", "TLS certificate for the tracker API (with --tls-key)")
+	fs.String("tls-key", "", "TLS key for the tracker API")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var f trackerFlags
+		if err := loadConfig(cmd, &f); err != nil {
+			return err
+		}
+		log, err := stderrLogger(f.logFlags)
+		if err != nil {
+			return err
+		}
+		tcfg := tracker.DefaultConfig()
+		tcfg.Token = f.Token
+		if f.TokenFile != "" {
+			b, err := os.ReadFile(f.TokenFile)
+			if err != nil {
+				return err
+			}
+			tcfg.Token = strings.TrimSpace(string(b))
+		}
+		if tcfg.Token == "" {
+			return errors.New("a cluster token is required: --token, --token-file or SHOAL_TOKEN")
+		}
+		tcfg.AnnounceInterval = f.AnnounceInterval
+		tcfg.PeerTTL = 3 * f.AnnounceInterval
+		if err := tcfg.Validate(); err != nil {
+			return err
+		}
+		seed, err := f.nodeFlags.config()
+		if err != nil {
+			return err
+		}
+		// The seeder fetches only from the configured upstreams: agents must
+		// not make the tracker reach arbitrary hosts.
+		seed.Upstream.AllowUnknown = false
+		ln, err := net.Listen("tcp", f.Listen)
+		if err != nil {
+			return err
+		}
+		scheme := "http://"
+		if f.TLSCert != "" {
+			cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+			if err != nil {
+				return err
+			}
+			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+			scheme = "https://"
+		}
+		self := scheme + loopbackFor(ln.Addr().String())
+		reg := newRegistry()
+		node, err := agent.NewTrackerNode(self, tcfg, seed, agent.WithLogger(log), agent.WithRegisterer(reg))
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		log.Info("tracker listening", "addr", ln.Addr().String(), "upstream", seed.Upstream.Default, "seeder", node.Seeder.PeerID())
+		return serve(cmd.Context(), ln, withMetrics(node.Handler(), reg), f.ShutdownTimeout, node.Seeder.Drain, log)
+	}
+	return cmd
+}
+
+// loopbackFor turns a wildcard listen address into one the seeder, in the
+// same process, can dial.
+func loopbackFor(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
