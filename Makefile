@@ -46,3 +46,6 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# Benchmark and testbed targets live beside their code.
+-include deploy/*.mk
