@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	stdlog "log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+type demoFlags struct {
+	logFlags  `mapstructure:",squash"`
+	Agents    int   `mapstructure:"agents"`
+	Layers    int   `mapstructure:"layers"`
+	LayerSize int64 `mapstructure:"layer-size"`
+	Keep      bool  `mapstructure:"keep"`
+}
+
+func newDemoCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a local demo swarm: an origin, a tracker and agents all pulling one generated image at once",
+		Args:  cobra.NoArgs,
+	}
+	fs := cmd.Flags()
+	addLogFlags(fs)
+	fs.Lookup("log-level").DefValue = "warn"
+	_ = fs.Set("log-level", "warn")
+	fs.Int("agents", 8, "agents pulling at once")
+	fs.Int("layers", 5, "layers of the generated image")
+	fs.Int64("layer-size", 16<<20, "bytes per layer")
+	fs.Bool("keep", false, "keep the data directory")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var f demoFlags
+		if err := loadConfig(cmd, &f); err != nil {
+			return err
+		}
+		if f.Agents < 1 || f.Agents > 200 || f.Layers < 1 || f.LayerSize < 1 {
+			return fmt.Errorf("want 1–200 agents, at least one layer of at least one byte")
+		}
+		log, err := stderrLogger(f.logFlags)
+		if err != nil {
+			return err
+		}
+		return runDemo(cmd.Context(), cmd.OutOrStdout(), f, log)
+	}
+	return cmd
+}
+
+// countingOrigin is go-containerregistry's in-process registry, counting
+// the blob bytes it sends.
+type countingOrigin struct {
+	reg  http.Handler
+	sent atomic.Int64
+}
+
+func (o *countingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+		w = &countingWriter{ResponseWriter: w, n: &o.sent}
+	}
+	o.reg.ServeHTTP(w, r)
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) error {
+	dir, err := os.MkdirTemp("", "shoal-demo-")
+	if err != nil {
+		return err
+	}
+	if !f.Keep {
+		defer os.RemoveAll(dir)
+	}
+	var servers []*http.Server
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	serveOn := func(h http.Handler) (string, error) {
+		ln, err := listenLoopback()
+		if err != nil {
+			return "", err
+		}
+		s := &http.Server{Handler: h, ErrorLog: stdlog.New(io.Discard, "", 0)}
+		servers = append(servers, s)
+		go s.Serve(ln)
+		return agent.ListenURL(ln), nil
+	}
+
+	// The origin registry, with a generated image.
+	origin := &countingOrigin{reg: registry.New(registry.Logger(stdlog.New(io.Discard, "", 0)))}
+	originURL, err := serveOn(origin)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "generating an image of %d layers × %s and pushing it to the origin at %s\n", f.Layers, mib(f.LayerSize), originURL)
+	img, err := random.Image(f.LayerSize, int64(f.Layers))
+	if err != nil {
+		return err
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(originURL, "http://")+"/demo/app:v1", name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+		return fmt.Errorf("push to origin: %w", err)
+	}
+	size, err := imageSize(img)
+	if err != nil {
+		return err
+	}
+	origin.sent.Store(0)
+
+	// The tracker and its seeder.
+	tln, err := listenLoopback()
+	if err != nil {
+		return err
+	}
+	tcfg := tracker.DefaultConfig()
+	tcfg.Token = "demo-token"
+	tcfg.AnnounceInterval = time.Second
+	tcfg.PeerTTL = 3 * time.Second
+	seed := demoAgentConfig(filepath.Join(dir, "seeder"), originURL)
+	tn, err := agent.NewTrackerNode(agent.ListenURL(tln), tcfg, seed, agent.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer tn.Close()
+	ts := &http.Server{Handler: tn.Handler()}
+	servers = append(servers, ts)
+	go ts.Serve(tln)
+
+	// The agents.
+	agents := make([]*agent.Agent, f.Agents)
+	addrs := make([]string, f.Agents)
+	for i := range agents {
+		cfg := demoAgentConfig(filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL)
+		cfg.Tracker, cfg.TrackerToken = tn.URL, tcfg.Token
+		a, err := agent.New(cfg, agent.WithLogger(log.With("agent", i)))
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		agents[i] = a
+		u, err := serveOn(a.Handler())
+		if err != nil {
+			return err
+		}
+		addrs[i] = strings.TrimPrefix(u, "http://")
+	}
+	fmt.Fprintf(out, "tracker at %s; %d agents; all pulling demo/app:v1 (%s) at once through their local registry endpoints\n\n", tn.URL, f.Agents, mib(size))
+
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	results := make([]result, f.Agents)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range agents {
+		wg.Go(func() {
+			t0 := time.Now()
+			err := pullImage(ctx, addrs[i]+"/demo/app:v1")
+			results[i] = result{time.Since(t0), err}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "agent\ttime\tfrom peers\tfrom seeder\tfrom origin\tresult\t")
+	var failed int
+	var peers int64
+	for i, a := range agents {
+		st := a.Stats()
+		peers += st.Peer
+		res := "ok, digests verified"
+		if results[i].err != nil {
+			res = results[i].err.Error()
+			failed++
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", i, results[i].took.Round(time.Millisecond), mib(st.Peer), mib(st.Seeder), mib(st.Origin), res)
+	}
+	tw.Flush()
+	sent := origin.sent.Load()
+	fmt.Fprintf(out, "\nall %d agents done in %s; the origin sent %s for a %s image (%.2f copies); %s of %s moved between agents\n",
+		f.Agents, wall.Round(time.Millisecond), mib(sent), mib(size), float64(sent)/float64(size), mib(peers), mib(size*int64(f.Agents)))
+	if failed > 0 {
+		return fmt.Errorf("%d of %d pulls failed", failed, f.Agents)
+	}
+	return nil
+}
+
+func demoAgentConfig(dir, originURL string) agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.DataDir = dir
+	cfg.Upstream.Default = originURL
+	cfg.Swarm.PeersRefresh = 500 * time.Millisecond
+	return cfg
+}
+
+// pullImage pulls ref like a runtime does: manifest, config, every layer,
+// each checked against its digest.
+func pullImage(ctx context.Context, ref string) error {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	img, err := remote.Image(r, remote.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	if _, err := img.RawConfigFile(); err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		want, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		d := digest.SHA256.Digester()
+		_, err = io.Copy(d.Hash(), rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		if d.Digest().String() != want.String() {
+			return fmt.Errorf("layer %s: got %s", want, d.Digest())
+		}
+	}
+	return nil
+}
+
+func imageSize(img v1.Image) (int64, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return 0, err
+	}
+	raw, err := img.RawConfigFile()
+	total := int64(len(raw))
+	for _, l := range layers {
+		n, err := l.Size()
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, err
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
