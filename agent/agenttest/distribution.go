@@ -42,6 +42,9 @@ type DistributionOptions struct {
 	// ListenHost is the IP the origin is exposed on; default 127.0.0.1.
 	// Tests in network namespaces expose it on a bridge address.
 	ListenHost string
+	// Rate caps the bytes per second the origin sends, over all clients
+	// together (0: no cap). Origin.SetRate changes it later.
+	Rate int64
 }
 
 // Origin is a running docker-registry behind a counting TCP proxy.
@@ -130,6 +133,7 @@ func StartDistribution(t testing.TB, opts DistributionOptions) *Origin {
 		t.Fatalf("agenttest: origin proxy: %v", err)
 	}
 	o.proxy = newCountingProxy(ln, o.BackendAddr)
+	o.proxy.setRate(opts.Rate)
 	o.Addr = ln.Addr().String()
 	o.URL = "http://" + o.Addr
 	t.Cleanup(func() { _ = o.Stop() })
@@ -234,6 +238,23 @@ func (o *Origin) BlobGets() int {
 		}
 	}
 	return n
+}
+
+// SetRate caps the bytes per second the origin sends, over all clients
+// together, from now on; 0 removes the cap. Pushes are not slowed: only
+// what the origin sends is capped.
+func (o *Origin) SetRate(bytesPerSecond int64) { o.proxy.setRate(bytesPerSecond) }
+
+// BlobGetsOf returns the GET requests for the blob with digest d (as
+// "sha256:<hex>"), in arrival order per connection.
+func (o *Origin) BlobGetsOf(d string) []Request {
+	var out []Request
+	for _, r := range o.proxy.snapshot() {
+		if r.IsBlobGet() && strings.HasSuffix(r.Path, "/blobs/"+d) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // ResetCounters zeroes the byte counters and forgets the requests seen, so

@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/time/rate"
 )
 
 // Request is one HTTP request seen on the way to an origin.
@@ -16,6 +19,7 @@ type Request struct {
 	Method string
 	Path   string
 	Query  string // raw, e.g. "ns=docker.io" from a containerd mirror
+	Range  string // the Range header, e.g. "bytes=1048576-" from a resuming client
 }
 
 // IsBlobGet reports whether r fetches a blob (GET /v2/<name>/blobs/<digest>).
@@ -35,6 +39,13 @@ type countingProxy struct {
 	sent     atomic.Int64 // backend → clients
 	received atomic.Int64 // clients → backend
 
+	// limit caps the bytes per second the backend sends, summed over all
+	// connections, like an origin's uplink. rate.Inf means no cap.
+	limit *rate.Limiter
+	// ctx ends at close, so that no writer stays parked in the limiter.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu       sync.Mutex
 	requests []Request
 
@@ -45,7 +56,9 @@ type countingProxy struct {
 }
 
 func newCountingProxy(ln net.Listener, backend string) *countingProxy {
-	p := &countingProxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
+	p := &countingProxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{},
+		limit: rate.NewLimiter(rate.Inf, throttleChunk)}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go p.accept()
 	return p
@@ -118,7 +131,7 @@ func (p *countingProxy) serve(client net.Conn) {
 		done <- struct{}{}
 	}()
 	go func() {
-		_, _ = io.Copy(countWriter{client, &p.sent}, backend)
+		_, _ = io.Copy(throttledWriter{countWriter{client, &p.sent}, p}, backend)
 		closeWrite(client)
 		done <- struct{}{}
 	}()
@@ -141,7 +154,7 @@ func (p *countingProxy) parseRequests(r io.Reader) {
 			return
 		}
 		p.mu.Lock()
-		p.requests = append(p.requests, Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery})
+		p.requests = append(p.requests, Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Range: req.Header.Get("Range")})
 		p.mu.Unlock()
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
 			return
@@ -167,6 +180,7 @@ func (p *countingProxy) reset() {
 // goroutine the proxy started.
 func (p *countingProxy) close() error {
 	err := p.ln.Close()
+	p.cancel()
 	p.connMu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -200,4 +214,41 @@ func (c countWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// throttleChunk is the most a throttled write sends at once; it is also the
+// limiter's burst, so a cap holds over any span longer than a few chunks.
+const throttleChunk = 32 << 10
+
+// setRate caps what the backend sends to bytesPerSecond over all
+// connections; 0 or less removes the cap.
+func (p *countingProxy) setRate(bytesPerSecond int64) {
+	if bytesPerSecond <= 0 {
+		p.limit.SetLimit(rate.Inf)
+		return
+	}
+	p.limit.SetLimit(rate.Limit(bytesPerSecond))
+}
+
+// throttledWriter writes in chunks, each waiting for the proxy's limiter.
+type throttledWriter struct {
+	w io.Writer
+	p *countingProxy
+}
+
+func (t throttledWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), throttleChunk)
+		if err := t.p.limit.WaitN(t.p.ctx, n); err != nil {
+			return written, err
+		}
+		m, err := t.w.Write(b[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
 }
