@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent"
 )
@@ -37,6 +38,8 @@ type origin struct {
 	down      atomic.Bool
 	// cutAfter, when > 0, ends the next blob body after that many bytes.
 	cutAfter atomic.Int64
+	// slow, when > 0, is a pause (ns) after every write of a blob body.
+	slow atomic.Int64
 }
 
 func newOrigin(t *testing.T) *origin {
@@ -52,7 +55,7 @@ func newOrigin(t *testing.T) *origin {
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			o.blobGets.Add(1)
-			cw := &countingWriter{ResponseWriter: w, n: &o.blobBytes, limit: o.cutAfter.Swap(0)}
+			cw := &countingWriter{ResponseWriter: w, n: &o.blobBytes, limit: o.cutAfter.Swap(0), pause: time.Duration(o.slow.Load())}
 			reg.ServeHTTP(cw, r)
 			return
 		}
@@ -69,6 +72,7 @@ type countingWriter struct {
 	n       *atomic.Int64
 	limit   int64
 	written int64
+	pause   time.Duration
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
@@ -78,6 +82,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		c.n.Add(int64(n))
 		panic(http.ErrAbortHandler) // cut the connection mid-body
 	}
+	time.Sleep(c.pause)
 	n, err := c.ResponseWriter.Write(p)
 	c.written += int64(n)
 	c.n.Add(int64(n))
@@ -99,6 +104,7 @@ func push(t *testing.T, o *origin, repo, tag string, img v1.Image) name.Referenc
 type node struct {
 	*agent.Agent
 	srv *httptest.Server
+	reg *prometheus.Registry
 }
 
 func startAgent(t *testing.T, dir string, mutate func(*agent.Config)) *node {
@@ -109,12 +115,13 @@ func startAgent(t *testing.T, dir string, mutate func(*agent.Config)) *node {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := agent.New(cfg)
+	reg := prometheus.NewRegistry()
+	a, err := agent.New(cfg, agent.WithRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
-	n := &node{Agent: a, srv: srv}
+	n := &node{Agent: a, srv: srv, reg: reg}
 	t.Cleanup(func() { srv.Close(); a.Close() })
 	return n
 }

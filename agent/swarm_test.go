@@ -1,23 +1,30 @@
 package agent_test
 
 import (
+	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
 const clusterToken = "test-cluster-token"
 
 // startTracker runs a tracker with its seeder in front of the origin.
-func startTracker(t *testing.T, originURL string) *agent.TrackerNode {
+func startTracker(t *testing.T, originURL string) (tn *agent.TrackerNode, stop func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,14 +37,16 @@ func startTracker(t *testing.T, originURL string) *agent.TrackerNode {
 	seed := agent.DefaultConfig()
 	seed.DataDir = t.TempDir()
 	seed.Upstream.Default = originURL
-	tn, err := agent.NewTrackerNode(agent.ListenURL(ln), tcfg, seed)
+	tn, err = agent.NewTrackerNode(agent.ListenURL(ln), tcfg, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: tn.Handler()}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close(); tn.Close() })
-	return tn
+	var once sync.Once
+	stop = func() { once.Do(func() { srv.Close(); tn.Close() }) }
+	t.Cleanup(stop)
+	return tn, stop
 }
 
 func swarmConfig(tn *agent.TrackerNode, originURL string) func(*agent.Config) {
@@ -67,7 +76,7 @@ func TestSwarmRolloutOriginSendsOnce(t *testing.T) {
 	o := newOrigin(t)
 	img, _ := random.Image(6<<20, 3)
 	push(t, o, "app/rollout", "v1", img)
-	tn := startTracker(t, o.URL)
+	tn, _ := startTracker(t, o.URL)
 
 	const n = 10
 	nodes := make([]*node, n)
@@ -96,4 +105,144 @@ func TestSwarmRolloutOriginSendsOnce(t *testing.T) {
 			t.Errorf("agent %d fetched %d bytes from the origin", i, st.Origin)
 		}
 	}
+}
+
+// A peer that serves corrupt pieces is dropped; nobody stores or serves its
+// bytes, and every pull completes with verified digests.
+func TestSwarmCorruptPeerIsDropped(t *testing.T) {
+	o := newOrigin(t)
+	img, _ := random.Image(3<<20, 2)
+	push(t, o, "app/corrupt", "v1", img)
+	tn, _ := startTracker(t, o.URL)
+
+	// The liar: a libp2p host that claims every layer and serves garbage.
+	src := p2ptest.NewMemorySource()
+	src.SetCorrupt(true)
+	layers, _ := img.Layers()
+	var blobs []tracker.BlobState
+	for _, l := range layers {
+		rc, _ := l.Compressed()
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		info := src.AddBlob(data, piece.SizeFor(int64(len(data))))
+		blobs = append(blobs, tracker.BlobState{Digest: info.Digest, Have: info.Count(), Complete: true})
+	}
+	liar, err := p2p.New(p2p.DefaultConfig(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { liar.Close() })
+	self := tracker.Peer{ID: liar.ID().String()}
+	for _, a := range liar.Addrs() {
+		self.Addrs = append(self.Addrs, a.String())
+	}
+	tc, err := tracker.NewClient(tn.URL, clusterToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var announcing sync.WaitGroup
+	announcing.Go(func() {
+		for ctx.Err() == nil {
+			tc.Announce(ctx, tracker.Announce{Peer: self, Blobs: blobs})
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
+	t.Cleanup(func() { cancel(); announcing.Wait() })
+	time.Sleep(300 * time.Millisecond) // the liar is known before anyone asks
+
+	nodes := []*node{startAgent(t, t.TempDir(), swarmConfig(tn, o.URL)), startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))}
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Go(func() { pull(t, nd, "app/corrupt", ":v1") })
+	}
+	wg.Wait()
+	// Every pulled byte was verified by pull(); the liar's pieces were
+	// refused, so it was asked at least once and dropped.
+	dropped := 0.0
+	for _, nd := range nodes {
+		dropped += metricValue(t, nd, "shoal_swarm_peers_dropped_total")
+	}
+	if dropped == 0 {
+		t.Error("no agent dropped the peer serving corrupt pieces")
+	}
+}
+
+// An agent that dies in the middle of a rollout costs the others nothing
+// but its in-flight pieces.
+func TestSwarmPeerKilledMidway(t *testing.T) {
+	o := newOrigin(t)
+	o.slow.Store(int64(time.Millisecond)) // ~30 MB/s: the rollout lasts a moment
+	img, _ := random.Image(8<<20, 2)
+	push(t, o, "app/kill", "v1", img)
+	tn, _ := startTracker(t, o.URL)
+	nodes := make([]*node, 4)
+	for i := range nodes {
+		nodes[i] = startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
+	}
+	var wg sync.WaitGroup
+	for _, nd := range nodes[1:] {
+		wg.Go(func() { pull(t, nd, "app/kill", ":v1") })
+	}
+	victim := nodes[0]
+	wg.Go(func() {
+		r, _ := name.ParseReference(victim.host()+"/app/kill:v1", name.Insecure)
+		if img, err := remote.Image(r); err == nil {
+			layers, _ := img.Layers()
+			for _, l := range layers {
+				if rc, err := l.Compressed(); err == nil {
+					io.Copy(io.Discard, rc) // fails once the victim is gone
+					rc.Close()
+				}
+			}
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for victim.Stats().Peer+victim.Stats().Seeder < 1<<20 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	victim.srv.CloseClientConnections()
+	victim.srv.Close()
+	victim.Close()
+	wg.Wait()
+}
+
+// With the tracker gone, agents pull straight from the upstream.
+func TestSwarmTrackerDownFallsBackToUpstream(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	img, _ := random.Image(1<<20, 2)
+	push(t, o, "app/notracker", "v1", img)
+	tn, stop := startTracker(t, o.URL)
+	a := startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
+	stop()
+	pull(t, a, "app/notracker", ":v1")
+	if st := a.Stats(); st.Origin == 0 || st.Peer+st.Seeder != 0 {
+		t.Errorf("stats %+v: want every byte from the origin", st)
+	}
+	if v := metricValue(t, a, "shoal_agent_tracker_unavailable_total"); v == 0 {
+		t.Error("tracker outage not counted")
+	}
+}
+
+// metricValue sums a metric's samples from the agent's registerer.
+func metricValue(t *testing.T, n *node, metric string) float64 {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != metric {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
