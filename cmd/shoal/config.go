@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -75,4 +76,13 @@ func (l logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log-format %q: want text or json", l.Format)
 }
 
-func stderrLogger(l logFlags) (*slog.Logger, error) { return l.logger(os.Stderr) }
+// stderrLogger makes the process's logger and routes libp2p's own logs
+// into it, so that one handler and one level govern everything.
+func stderrLogger(l logFlags) (*slog.Logger, error) {
+	log, err := l.logger(os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	gologshim.SetDefaultHandler(log.With("component", "libp2p").Handler())
+	return log, nil
+}
