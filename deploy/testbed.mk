@@ -1,0 +1,18 @@
+# `make bench-swarm`: the swarm rollout benchmark in network namespaces
+# (deploy/testbed). Runs as root; writes out/bench-swarm/{report.txt,
+# report.json,chart.svg,logs/}. Sizes in MiB, rates in MB/s (10^6 bytes).
+N           ?= 20
+SIZE_MIB    ?= 200
+LAYERS      ?= 5
+HOST_MBPS   ?= 20
+ORIGIN_MBPS ?= 20
+BENCH_SWARM_OUT   ?= out/bench-swarm
+BENCH_SWARM_FLAGS ?=
+
+.PHONY: bench-swarm
+bench-swarm: deps
+	$(GO) build -o $(BIN)/shoal ./cmd/shoal
+	$(GO) build -o $(BIN)/testbed ./deploy/testbed/cmd/testbed
+	$(BIN)/testbed -n $(N) -size-mib $(SIZE_MIB) -layers $(LAYERS) \
+		-host-mbps $(HOST_MBPS) -origin-mbps $(ORIGIN_MBPS) \
+		-shoal $(BIN)/shoal -crane $(GOBIN)/crane -out $(BENCH_SWARM_OUT) $(BENCH_SWARM_FLAGS)

@@ -1,0 +1,246 @@
+package testbed
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of Run, written as JSON, a table and a chart.
+type Report struct {
+	Started time.Time `json:"started"`
+	Hosts   int       `json:"hosts"`
+	// ImageBytes is S: manifest, config and layers.
+	ImageBytes int64 `json:"image_bytes"`
+	Layers     int   `json:"layers"`
+	// HostRate is B, each host's download cap, in bytes/s.
+	HostRate    int64 `json:"host_download_bytes_per_second"`
+	HostUpload  int64 `json:"host_upload_bytes_per_second"`
+	OriginRate  int64 `json:"origin_bytes_per_second"`
+	TrackerRate int64 `json:"tracker_bytes_per_second"`
+	// LimitSeconds is S ÷ B, the fastest any host can get the image.
+	LimitSeconds float64 `json:"limit_seconds"`
+	// BaselineExpectedSeconds is N × S ÷ B_origin, what the last host
+	// waits when the origin sends every copy.
+	BaselineExpectedSeconds float64    `json:"baseline_expected_seconds"`
+	SampleMillis            int64      `json:"sample_interval_ms"`
+	P2P                     *RunReport `json:"p2p"`
+	Baseline                *RunReport `json:"baseline,omitempty"`
+}
+
+// RunReport is one rollout: through the swarm, or the baseline.
+type RunReport struct {
+	Name   string       `json:"name"`
+	Hosts  []HostResult `json:"hosts"`
+	Failed int          `json:"failed"`
+	// Times are over the hosts whose pull succeeded; absent if none did.
+	Times *Times `json:"completion,omitempty"`
+	// OriginEgressBytes is what the origin's interface sent during the
+	// rollout; OriginEgressCopies is that over the image size.
+	OriginEgressBytes  int64   `json:"origin_egress_bytes"`
+	OriginEgressCopies float64 `json:"origin_egress_copies"`
+	// Received sums what the agents got from each source (P2P only).
+	Received *Received     `json:"received,omitempty"`
+	Agents   []AgentResult `json:"agents,omitempty"`
+	// AgentPeakRSS and AgentCPU summarize Agents.
+	AgentPeakRSS *Spread    `json:"agent_peak_rss_bytes,omitempty"`
+	AgentCPU     *Spread    `json:"agent_cpu_seconds,omitempty"`
+	Tracker      *ProcStats `json:"tracker,omitempty"`
+	// Series is sampled during the rollout: cumulative bytes received by
+	// source over all agents, and the origin's egress.
+	Series []Point `json:"series"`
+}
+
+// HostResult is one host's pull, timed from the common start.
+type HostResult struct {
+	Host    string  `json:"host"`
+	Seconds float64 `json:"seconds"`
+	Err     string  `json:"error,omitempty"`
+}
+
+// AgentResult is one agent's share and cost.
+type AgentResult struct {
+	Host     string   `json:"host"`
+	Received Received `json:"received"`
+	ProcStats
+	Err string `json:"error,omitempty"`
+}
+
+// Point is one sample of a rollout.
+type Point struct {
+	Seconds  float64  `json:"t"`
+	Received Received `json:"received"`
+	OriginTx int64    `json:"origin_tx"`
+}
+
+// Times are completion-time statistics, each also as a ratio to S ÷ B.
+type Times struct {
+	Min Stat `json:"min"`
+	P50 Stat `json:"p50"`
+	P99 Stat `json:"p99"`
+	Max Stat `json:"max"`
+}
+
+// Stat is a completion time and its ratio to the physical limit.
+type Stat struct {
+	Seconds float64 `json:"seconds"`
+	Ratio   float64 `json:"ratio_to_limit"`
+}
+
+// Spread is min, median and max of one quantity over the agents.
+type Spread struct {
+	Min float64 `json:"min"`
+	P50 float64 `json:"p50"`
+	Max float64 `json:"max"`
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
+
+// finish computes every run's summary from its raw results.
+func (r *Report) finish() {
+	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
+		if rr != nil {
+			rr.summarize(r.LimitSeconds, r.ImageBytes)
+		}
+	}
+}
+
+func (rr *RunReport) summarize(limit float64, imageBytes int64) {
+	var secs []float64
+	rr.Failed = 0
+	for _, h := range rr.Hosts {
+		if h.Err != "" {
+			rr.Failed++
+			continue
+		}
+		secs = append(secs, h.Seconds)
+	}
+	slices.Sort(secs)
+	if len(secs) > 0 {
+		stat := func(v float64) Stat { return Stat{Seconds: round2(v), Ratio: round2(v / limit)} }
+		rr.Times = &Times{
+			Min: stat(secs[0]),
+			P50: stat(percentile(secs, 50)),
+			P99: stat(percentile(secs, 99)),
+			Max: stat(secs[len(secs)-1]),
+		}
+	}
+	if imageBytes > 0 {
+		rr.OriginEgressCopies = round2(float64(rr.OriginEgressBytes) / float64(imageBytes))
+	}
+	if len(rr.Agents) == 0 {
+		return
+	}
+	var total Received
+	var rss, cpu []float64
+	for _, a := range rr.Agents {
+		total = total.add(a.Received)
+		if a.Err == "" {
+			rss = append(rss, float64(a.PeakRSSBytes))
+			cpu = append(cpu, a.CPUSeconds)
+		}
+	}
+	rr.Received = &total
+	rr.AgentPeakRSS, rr.AgentCPU = spread(rss), spread(cpu)
+}
+
+func spread(v []float64) *Spread {
+	if len(v) == 0 {
+		return nil
+	}
+	slices.Sort(v)
+	return &Spread{Min: round2(v[0]), P50: round2(percentile(v, 50)), Max: round2(v[len(v)-1])}
+}
+
+// WriteJSON writes the report, indented.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes the report for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "Shoal swarm rollout: %d hosts, %s image in %d layers; hosts %s down / %s up, origin %s, tracker %s\n",
+		r.Hosts, mib(r.ImageBytes), r.Layers, mbps(r.HostRate), mbps(r.HostUpload), mbps(r.OriginRate), mbps(r.TrackerRate))
+	fmt.Fprintf(&sb, "physical limit S/B = %.2f s; baseline if the origin sends every copy, N*S/B_origin = %.1f s\n\n",
+		r.LimitSeconds, r.BaselineExpectedSeconds)
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tdone\tmin\tp50\tp99\tmax\torigin egress\t")
+	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
+		if rr == nil {
+			continue
+		}
+		row := []string{rr.Name, fmt.Sprintf("%d/%d", len(rr.Hosts)-rr.Failed, len(rr.Hosts))}
+		if t := rr.Times; t != nil {
+			for _, s := range []Stat{t.Min, t.P50, t.P99, t.Max} {
+				row = append(row, fmt.Sprintf("%.2f s (%.2fx)", s.Seconds, s.Ratio))
+			}
+		} else {
+			row = append(row, "-", "-", "-", "-")
+		}
+		row = append(row, fmt.Sprintf("%s (%.2f copies)", mib(rr.OriginEgressBytes), rr.OriginEgressCopies))
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if rr := r.P2P; rr != nil && rr.Received != nil {
+		t := rr.Received
+		fmt.Fprintf(&sb, "\nagents received %s: peers %s (%.1f%%), seeder %s (%.1f%%), origin %s (%.1f%%)\n",
+			mib(t.Total()), mib(t.Peer), pct(t.Peer, t.Total()), mib(t.Seeder), pct(t.Seeder, t.Total()), mib(t.Origin), pct(t.Origin, t.Total()))
+		if m, c := rr.AgentPeakRSS, rr.AgentCPU; m != nil && c != nil {
+			fmt.Fprintf(&sb, "agent peak RSS min/p50/max: %.0f / %.0f / %.0f MB; CPU min/p50/max: %.2f / %.2f / %.2f s\n",
+				m.Min/1e6, m.P50/1e6, m.Max/1e6, c.Min, c.P50, c.Max)
+		}
+		if tr := rr.Tracker; tr != nil {
+			fmt.Fprintf(&sb, "tracker+seeder peak RSS %.0f MB, CPU %.2f s\n", float64(tr.PeakRSSBytes)/1e6, tr.CPUSeconds)
+		}
+	}
+	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
+		if rr == nil {
+			continue
+		}
+		for _, h := range rr.Hosts {
+			if h.Err != "" {
+				fmt.Fprintf(&sb, "%s: %s failed after %.2f s: %s\n", rr.Name, h.Host, h.Seconds, firstLine(h.Err))
+			}
+		}
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func mbps(n int64) string { return fmt.Sprintf("%g MB/s", float64(n)/MBps) }
+
+func pct(a, b int64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return 100 * float64(a) / float64(b)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}

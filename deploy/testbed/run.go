@@ -1,0 +1,321 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Scenario is the rollout Run plays on a bed.
+type Scenario struct {
+	// ImageSize is the image's layer bytes in total, split over Layers.
+	ImageSize int64
+	Layers    int
+	// Seed picks the image's bytes; the baseline uses Seed+1 so that it
+	// moves fresh data.
+	Seed uint64
+	// Repo is the repository the images are pushed to.
+	Repo string
+	// SampleInterval is how often agents' counters are scraped.
+	SampleInterval time.Duration
+	// PullTimeout bounds one host's pull.
+	PullTimeout time.Duration
+	// Baseline also runs the rollout with every host pulling straight from
+	// the origin, after the swarm has been stopped.
+	Baseline bool
+	// TrackerArgs and AgentArgs are appended to the shoal command lines
+	// (for example "--log-level", "debug").
+	TrackerArgs, AgentArgs []string
+	// OnSample, if set, sees every sample of the P2P rollout as it is
+	// taken; tests use it to kill a peer halfway.
+	OnSample func(Sample)
+}
+
+// DefaultScenario is the issue's: 200 MiB in 5 layers, with a baseline.
+func DefaultScenario() Scenario {
+	return Scenario{
+		ImageSize:      200 << 20,
+		Layers:         5,
+		Seed:           1,
+		Repo:           "bench",
+		SampleInterval: 500 * time.Millisecond,
+		PullTimeout:    15 * time.Minute,
+		Baseline:       true,
+	}
+}
+
+// Validate reports the first problem with s.
+func (s Scenario) Validate() error {
+	switch {
+	case s.Layers < 1 || s.Layers > 100:
+		return fmt.Errorf("%w: layers %d: want 1..100", ErrConfig, s.Layers)
+	case s.ImageSize < int64(s.Layers)*1024 || s.ImageSize > 64<<30:
+		return fmt.Errorf("%w: image size %d: want at least 1 KiB per layer and at most 64 GiB", ErrConfig, s.ImageSize)
+	case s.Repo == "" || !repoRE.MatchString(s.Repo):
+		return fmt.Errorf("%w: repository %q", ErrConfig, s.Repo)
+	case s.SampleInterval < 10*time.Millisecond:
+		return fmt.Errorf("%w: sample interval %s: want at least 10ms", ErrConfig, s.SampleInterval)
+	case s.PullTimeout <= 0:
+		return fmt.Errorf("%w: pull timeout %s", ErrConfig, s.PullTimeout)
+	}
+	return nil
+}
+
+// Sample is the swarm's state at one moment of the P2P rollout.
+type Sample struct {
+	// Elapsed is the time since every pull started.
+	Elapsed time.Duration
+	// Received is what each host's agent has received (index as Bed.Hosts);
+	// zero for an agent that did not answer.
+	Received []Received
+	// Done tells which hosts' pulls have ended, well or not.
+	Done []bool
+	// OriginTx is what the origin has sent since the rollout started.
+	OriginTx int64
+}
+
+// Run plays s on b: it starts the origin, pushes the image, starts the
+// tracker and the agents, has every host pull through its own agent at
+// the same instant while sampling the agents, then (if s.Baseline) stops
+// the swarm and has every host pull a fresh image straight from the origin.
+// A host whose pull fails is reported, not fatal; Run fails only when the
+// bed itself does.
+func Run(ctx context.Context, b *Bed, s Scenario, log *slog.Logger) (*Report, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rep := &Report{
+		Hosts:        len(b.Hosts),
+		Layers:       s.Layers,
+		HostRate:     b.cfg.HostDownload,
+		OriginRate:   b.cfg.OriginRate,
+		TrackerRate:  b.cfg.TrackerRate,
+		HostUpload:   b.cfg.HostUpload,
+		Started:      time.Now().UTC(),
+		SampleMillis: s.SampleInterval.Milliseconds(),
+	}
+	if err := b.StartOrigin(ctx); err != nil {
+		return nil, err
+	}
+	imgDir := filepath.Join(b.cfg.WorkDir, "images")
+	defer os.RemoveAll(imgDir)
+	genStart := time.Now()
+	p2pImg, err := GenerateImage(filepath.Join(imgDir, "p2p"), s.ImageSize, s.Layers, s.Seed)
+	if err != nil {
+		return nil, err
+	}
+	var baseImg Image
+	if s.Baseline {
+		if baseImg, err = GenerateImage(filepath.Join(imgDir, "baseline"), s.ImageSize, s.Layers, s.Seed+1); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("images generated", "bytes", p2pImg.Size(), "duration", time.Since(genStart).Round(time.Millisecond))
+	rep.ImageBytes = p2pImg.Size()
+	rep.LimitSeconds = float64(rep.ImageBytes) / float64(b.cfg.HostDownload)
+	rep.BaselineExpectedSeconds = float64(len(b.Hosts)) * float64(rep.ImageBytes) / float64(b.cfg.OriginRate)
+	if _, err := b.Push(ctx, p2pImg, s.Repo+":p2p"); err != nil {
+		return nil, err
+	}
+	var baseRef string
+	if s.Baseline {
+		if baseRef, err = b.Push(ctx, baseImg, s.Repo+":baseline"); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.StartTracker(ctx, s.TrackerArgs...); err != nil {
+		return nil, err
+	}
+	if err := b.StartAgents(ctx, s.AgentArgs...); err != nil {
+		return nil, err
+	}
+	log.Info("swarm ready, pulling through the agents", "hosts", len(b.Hosts), "limit_s", round2(rep.LimitSeconds))
+	if rep.P2P, err = rollout(ctx, b, s, p2pImg, AgentRef(s.Repo+":p2p"), true, log); err != nil {
+		return nil, err
+	}
+	if err := b.StopSwarm(); err != nil {
+		// Agents that die on shutdown are a product bug worth a line, not a
+		// reason to lose the run.
+		log.Warn("swarm did not stop cleanly", "err", err)
+	}
+	if s.Baseline {
+		log.Info("pulling straight from the origin (baseline)", "hosts", len(b.Hosts))
+		if rep.Baseline, err = rollout(ctx, b, s, baseImg, baseRef, false, log); err != nil {
+			return nil, err
+		}
+	}
+	rep.finish()
+	return rep, nil
+}
+
+// rollout has every host pull ref at once and measures it. With swarm set,
+// the agents are sampled and their resource use read at the end.
+func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swarm bool, log *slog.Logger) (*RunReport, error) {
+	name := "baseline"
+	if swarm {
+		name = "p2p"
+	}
+	pullDir := filepath.Join(b.cfg.WorkDir, "pulls", name)
+	if err := os.RemoveAll(pullDir); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	defer os.RemoveAll(pullDir)
+	tx0, err := b.OriginTxBytes()
+	if err != nil {
+		return nil, err
+	}
+	n := len(b.Hosts)
+	rr := &RunReport{Name: name, Hosts: make([]HostResult, n)}
+	var mu sync.Mutex // guards done and rr.Hosts while pulls run
+	// last keeps each agent's latest counters, so that one that stops
+	// answering (or was killed) still counts what it had received.
+	last := make([]Received, n)
+	done := make([]bool, n)
+	var wg sync.WaitGroup
+	allDone := make(chan struct{})
+	start := time.Now()
+	for i, h := range b.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, s.PullTimeout)
+			defer cancel()
+			err := b.Pull(pctx, h, ref, filepath.Join(pullDir, h.Name))
+			elapsed := time.Since(start).Seconds()
+			mu.Lock()
+			defer mu.Unlock()
+			done[i] = true
+			rr.Hosts[i] = HostResult{Host: h.Name, Seconds: elapsed}
+			if err != nil {
+				rr.Hosts[i].Err = err.Error()
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(allDone) }()
+
+	sample := func() Sample {
+		smp := Sample{Elapsed: time.Since(start)}
+		if tx, err := b.OriginTxBytes(); err == nil {
+			smp.OriginTx = tx - tx0
+		}
+		if swarm {
+			for i, r := range scrapeAll(ctx, b, s.SampleInterval) {
+				if r != nil {
+					last[i] = *r
+				}
+			}
+			smp.Received = append([]Received(nil), last...)
+		}
+		mu.Lock()
+		smp.Done = append([]bool(nil), done...)
+		mu.Unlock()
+		return smp
+	}
+	record := func(smp Sample) {
+		var total Received
+		for _, r := range smp.Received {
+			total = total.add(r)
+		}
+		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx})
+		if swarm && s.OnSample != nil {
+			s.OnSample(smp)
+		}
+	}
+	tick := time.NewTicker(s.SampleInterval)
+	defer tick.Stop()
+	lastLog := time.Now()
+loop:
+	for {
+		select {
+		case <-allDone:
+			break loop
+		case <-ctx.Done():
+			<-allDone
+			return nil, ctx.Err()
+		case <-tick.C:
+			smp := sample()
+			record(smp)
+			if time.Since(lastLog) >= 5*time.Second {
+				lastLog = time.Now()
+				log.Info("rollout progress", "run", name, "elapsed_s", round2(smp.Elapsed.Seconds()), "done", count(smp.Done), "of", n, "origin_tx_mib", smp.OriginTx>>20)
+			}
+		}
+	}
+	final := sample()
+	record(final)
+	tx1, err := b.OriginTxBytes()
+	if err != nil {
+		return nil, err
+	}
+	rr.OriginEgressBytes = tx1 - tx0
+	if swarm {
+		for i, h := range b.Hosts {
+			ar := AgentResult{Host: h.Name, Received: final.Received[i]}
+			st, err := b.AgentStats(i)
+			if err != nil {
+				ar.Err = "agent gone: " + err.Error()
+			}
+			ar.ProcStats = st
+			rr.Agents = append(rr.Agents, ar)
+		}
+		if st, err := b.TrackerStats(); err == nil {
+			rr.Tracker = &st
+		}
+	}
+	// Verification after the clock stopped: its hashing must not slow
+	// the pulls it checks.
+	for i, h := range b.Hosts {
+		if rr.Hosts[i].Err != "" {
+			continue
+		}
+		if err := VerifyLayout(filepath.Join(pullDir, h.Name), img); err != nil {
+			rr.Hosts[i].Err = err.Error()
+		}
+	}
+	for _, hr := range rr.Hosts {
+		if hr.Err != "" {
+			log.Warn("pull failed", "run", name, "host", hr.Host, "err", hr.Err)
+		}
+	}
+	return rr, nil
+}
+
+// scrapeAll asks every agent for its counters at once; an agent that does
+// not answer within the sampling interval (or a second) gets nil.
+func scrapeAll(ctx context.Context, b *Bed, within time.Duration) []*Received {
+	ctx, cancel := context.WithTimeout(ctx, max(within, time.Second))
+	defer cancel()
+	out := make([]*Received, len(b.Hosts))
+	var wg sync.WaitGroup
+	for i := range b.Hosts {
+		if b.agents[i].exited() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r, err := b.AgentReceived(ctx, i); err == nil {
+				out[i] = &r
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
