@@ -80,7 +80,7 @@ func BenchmarkPull(b *testing.B) {
 			for b.Loop() {
 				dir := filepath.Join(base, strconv.Itoa(n))
 				n++
-				if _, err := Pull(b.Context(), Options{Ref: ref, Dir: dir, Platform: "linux/amd64", Jobs: bc.jobs, stdGzip: bc.stdGzip}); err != nil {
+				if _, err := Pull(b.Context(), Options{Ref: ref, Dir: dir, Platform: "linux/amd64", Jobs: bc.jobs, StdGzip: bc.stdGzip}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()

@@ -341,7 +341,7 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 	closeDecoder := func() {}
 	switch comp {
 	case "gzip":
-		if p.o.stdGzip {
+		if p.o.StdGzip {
 			zr, err := gzip.NewReader(br)
 			if err != nil {
 				return nil, p.digestOr(fmt.Errorf("gzip: %w", err), l, br, fetched, st.Digest)
