@@ -32,7 +32,8 @@ func via(agent *agenttest.Shoal, ref string) string {
 
 // TestAgentClients pulls OCI and Docker images and indexes through one
 // agent per kind of origin (anonymous, basic auth, token auth) with crane,
-// skopeo (dir: and oci:) and containerd as a mirror, every blob checked
+// skopeo (dir: and oci:, by the agent's address and as a mirror) and
+// containerd as a mirror, every blob checked
 // against its digest. The clients hold no credentials: the agent has them.
 // All the pulls through the agent fetch each blob from the origin once.
 func TestAgentClients(t *testing.T) {
@@ -74,6 +75,15 @@ func TestAgentClients(t *testing.T) {
 					} else {
 						agenttest.RequireContent(t, got, o.obj)
 					}
+				}
+			})
+			t.Run("skopeo-mirror", func(t *testing.T) {
+				// skopeo asks the agent as the origin's mirror, without
+				// ?ns=: the agent's default upstream answers.
+				conf := agenttest.WriteRegistriesConf(t, origin.Addr, agent.Addr)
+				for _, o := range objs {
+					dir := agenttest.SkopeoCopy(t, o.ref, agenttest.SkopeoOptions{All: true, RegistriesConf: conf})
+					agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), o.obj)
 				}
 			})
 			t.Run("ctr", func(t *testing.T) {
