@@ -244,7 +244,9 @@ loop:
 			record(smp)
 			if time.Since(lastLog) >= 5*time.Second {
 				lastLog = time.Now()
-				log.Info("rollout progress", "run", name, "elapsed_s", round2(smp.Elapsed.Seconds()), "done", count(smp.Done), "of", n, "origin_tx_mib", smp.OriginTx>>20)
+				p := rr.Series[len(rr.Series)-1]
+				log.Info("rollout progress", "run", name, "elapsed_s", round2(smp.Elapsed.Seconds()), "done", count(smp.Done), "of", n,
+					"origin_tx_mib", smp.OriginTx>>20, "from_peers_mib", p.Received.Peer>>20, "from_seeder_mib", p.Received.Seeder>>20, "from_origin_mib", p.Received.Origin>>20)
 			}
 		}
 	}

@@ -1,0 +1,116 @@
+package testbed
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseReceived(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		text    string
+		want    Received
+		wantErr bool
+	}{
+		{name: "empty", text: "", want: Received{}},
+		{
+			name: "all sources",
+			text: "# HELP shoal_swarm_received_bytes_total Bytes.\n# TYPE shoal_swarm_received_bytes_total counter\n" +
+				"shoal_swarm_received_bytes_total{source=\"origin\"} 10\n" +
+				"shoal_swarm_received_bytes_total{source=\"peer\"} 2.097152e+06\n" +
+				"shoal_swarm_received_bytes_total{source=\"seeder\"} 4096 1700000000000\n" +
+				"shoal_swarm_received_bytes_total_other{source=\"peer\"} 99\n" +
+				"process_resident_memory_bytes 1.2e+07\n",
+			want: Received{Peer: 2097152, Seeder: 4096, Origin: 10},
+		},
+		{name: "other labels", text: `shoal_swarm_received_bytes_total{kind="x",source="peer"} 7`, want: Received{Peer: 7}},
+		{name: "unknown source", text: `shoal_swarm_received_bytes_total{source="moon"} 7`, want: Received{}},
+		{name: "bad value", text: `shoal_swarm_received_bytes_total{source="peer"} lots`, wantErr: true},
+		{name: "negative", text: `shoal_swarm_received_bytes_total{source="peer"} -1`, wantErr: true},
+		{name: "nan", text: `shoal_swarm_received_bytes_total{source="peer"} NaN`, wantErr: true},
+		{name: "unterminated", text: `shoal_swarm_received_bytes_total{source="peer" 1`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseReceived(tt.text)
+			if tt.wantErr {
+				if !errors.Is(err, ErrParse) {
+					t.Fatalf("err %v, want ErrParse", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseReceived(f *testing.F) {
+	f.Add("shoal_swarm_received_bytes_total{source=\"peer\"} 1\n")
+	f.Add("shoal_swarm_received_bytes_total{source=\"seeder\",x=\"}\"} 1e300\n")
+	f.Add("shoal_swarm_received_bytes_total{")
+	f.Fuzz(func(t *testing.T, text string) {
+		r, err := parseReceived(text)
+		if err == nil && (r.Peer < 0 || r.Seeder < 0 || r.Origin < 0) {
+			t.Fatalf("negative counters %+v from %q", r, text)
+		}
+	})
+}
+
+func TestParseProc(t *testing.T) {
+	t.Parallel()
+	status := "Name:\tshoal\nVmPeak:\t 900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n"
+	if got, err := parseVmHWM(status); err != nil || got != 51200<<10 {
+		t.Fatalf("VmHWM %d, %v", got, err)
+	}
+	for _, bad := range []string{"", "VmHWM: lots kB\n", "VmHWM: 12 MB\n"} {
+		if _, err := parseVmHWM(bad); !errors.Is(err, ErrParse) {
+			t.Errorf("VmHWM of %q: err %v, want ErrParse", bad, err)
+		}
+	}
+	// The command name holds a space and a parenthesis, as a hostile
+	// process may choose.
+	stat := "4242 (sh (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0"
+	if got, err := parseCPU(stat); err != nil || got != 3.0 {
+		t.Fatalf("cpu %v, %v; want 3.0", got, err)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 x y 0"} {
+		if _, err := parseCPU(bad); !errors.Is(err, ErrParse) {
+			t.Errorf("cpu of %q: err %v, want ErrParse", bad, err)
+		}
+	}
+	netdev := `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
+  eth0: 5000000    4000    0    0    0     0          0         0 209715200  150000    0    0    0     0       0          0
+`
+	if got, err := parseTxBytes(netdev, "eth0"); err != nil || got != 209715200 {
+		t.Fatalf("tx %d, %v", got, err)
+	}
+	if _, err := parseTxBytes(netdev, "eth1"); !errors.Is(err, ErrParse) {
+		t.Fatalf("missing device: err %v", err)
+	}
+	if _, err := parseTxBytes("eth0: 1 2 3\n", "eth0"); !errors.Is(err, ErrParse) {
+		t.Fatalf("short line: err %v", err)
+	}
+}
+
+func FuzzParseProc(f *testing.F) {
+	f.Add("4242 (sh) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0")
+	f.Add("VmHWM:\t 12 kB\n")
+	f.Add("  eth0: 1 2 3 4 5 6 7 8 9 10\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		if v, err := parseCPU(text); err == nil && v < 0 {
+			t.Fatalf("negative cpu %v", v)
+		}
+		if v, err := parseVmHWM(text); err == nil && v < 0 {
+			t.Fatalf("negative rss %v", v)
+		}
+		if v, err := parseTxBytes(text, "eth0"); err == nil && v < 0 {
+			t.Fatalf("negative tx %v", v)
+		}
+	})
+}
