@@ -257,6 +257,45 @@ func parseStatus(r io.Reader) (Memory, error) {
 	return m, nil
 }
 
+// CPU returns the CPU time (user and system) the process has used so far.
+func (s *Shoal) CPU() (time.Duration, error) { return ProcessCPU(s.Pid()) }
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// ProcessCPU reads utime+stime from /proc/pid/stat.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStat(string(b))
+}
+
+// parseStat reads fields 14 and 15 (utime, stime) of a /proc/PID/stat
+// line. The command name, field 2, may hold spaces and parentheses, so
+// fields are counted from its closing parenthesis.
+func parseStat(line string) (time.Duration, error) {
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	f := strings.Fields(line[i+1:]) // f[0] is field 3
+	if len(f) < 13 {
+		return 0, fmt.Errorf("stat: %d fields after the name, want at least 13", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("stat: bad time %q", s)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
+}
+
 // hasFlag reports whether args set --name (as "--name v" or "--name=v").
 func hasFlag(args []string, name string) bool {
 	_, ok := flagValue(args, name)

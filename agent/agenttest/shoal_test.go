@@ -196,3 +196,32 @@ func TestCountingProxyRate(t *testing.T) {
 		t.Fatal("a transfer cut by close reported success")
 	}
 }
+
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	line := "4242 (shoal (x) y) S 1 4242 4242 0 -1 4194560 2417 0 0 0 150 25 0 0 20 0 9 0 123 456 789\n"
+	got, err := parseStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 1750*time.Millisecond {
+		t.Fatalf("cpu %v, want 1.75s", got)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 -1 0"} {
+		if _, err := parseStat(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	if cpu, err := ProcessCPU(os.Getpid()); err == nil && cpu < 0 {
+		t.Fatalf("own cpu %v", cpu)
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add("1 (shoal) S 1 1 1 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 1 1 1")
+	f.Fuzz(func(t *testing.T, in string) {
+		if d, err := parseStat(in); err == nil && d < 0 {
+			t.Fatalf("negative cpu %v", d)
+		}
+	})
+}
