@@ -303,7 +303,10 @@ func (p *puller) stage(ctx context.Context, i int, st *LayerStats) (_ *Layer, er
 	defer func() {
 		st.CompressedBytes, st.UnpackedBytes, st.Stage = fetched.n.Load(), unpacked.n.Load(), time.Since(start)
 		if err != nil {
-			if ctx.Err() == nil || !errors.Is(err, context.Cause(ctx)) {
+			// A layer stopped because another one failed is not a
+			// failure of its own: only the first is reported.
+			if cause := context.Cause(ctx); ctx.Err() == nil || errors.Is(cause, context.Canceled) ||
+				errors.Is(cause, context.DeadlineExceeded) {
 				p.event(i, LayerFailed, err, st.CompressedBytes, st.UnpackedBytes)
 			}
 			err = p.layerErr(i, err)
