@@ -132,6 +132,14 @@ func (p *TermProgress) Update(e Event) {
 	if e.Layer < 0 || e.Layer >= len(p.lines) {
 		return
 	}
+	// Failures and some events carry no digest or size: keep the known ones.
+	prev := p.lines[e.Layer]
+	if e.Digest == "" {
+		e.Digest = prev.Digest
+	}
+	if e.Size == 0 {
+		e.Size = prev.Size
+	}
 	p.lines[e.Layer] = e
 	// Byte counts are throttled; state changes are always shown.
 	if e.Kind == LayerBytes && time.Since(p.last) < p.interval {
@@ -156,12 +164,20 @@ func (p *TermProgress) draw() {
 	if p.drawn > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", p.drawn) // back to the top of the block
 	}
+	var done int
+	var fetched, size, unpacked int64
 	for _, e := range p.lines {
 		b.WriteString("\x1b[2K\r")
 		b.WriteString(formatLine(e))
 		b.WriteByte('\n')
+		if e.Kind == LayerApplied {
+			done++
+		}
+		fetched, size, unpacked = fetched+e.Fetched, size+e.Size, unpacked+e.Unpacked
 	}
-	p.drawn = len(p.lines)
+	b.WriteString("\x1b[2K\r")
+	fmt.Fprintf(&b, "%-12s %d/%-6d %9s / %-9s unpacked %9s\n", "total", done, len(p.lines), humanBytes(fetched), humanBytes(size), humanBytes(unpacked))
+	p.drawn = len(p.lines) + 1
 	p.last = time.Now()
 	_, _ = io.WriteString(p.w, b.String())
 }

@@ -510,7 +510,7 @@ func TestProgress(t *testing.T) {
 	p.Update(Event{Kind: LayerFailed, Layer: 0, Layers: 2, Err: errors.New("boom")})
 	p.Close()
 	out := buf.String()
-	for _, want := range []string{"\x1b[2A", "abababababab", "3.0 MiB", "unpacked", "FAILED", "boom"} {
+	for _, want := range []string{"\x1b[3A", "abababababab FAILED", "3.0 MiB", "unpacked", "boom", "total        0/2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, out)
 		}
