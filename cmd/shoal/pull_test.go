@@ -24,8 +24,15 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"go.uber.org/goleak"
+
 	"github.com/shoal-dev/shoal/agent"
 )
+
+// TestMain checks that no command leaves goroutines behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // testImage is a two-layer image whose second layer replaces a file of
 // the first and removes another.
