@@ -127,10 +127,10 @@ func (b *Bed) build(ctx context.Context) error {
 			return fmt.Errorf("testbed: bridge: %w", err)
 		}
 	}
-	if err := addHost(ctx, b.bridgeNS, b.Origin, b.cfg.OriginRate, b.cfg.OriginRate); err != nil {
+	if err := addHost(ctx, b.bridgeNS, b.Origin, b.cfg.OriginRate, b.cfg.OriginRate, b.cfg.QueueDelay); err != nil {
 		return fmt.Errorf("testbed: origin host: %w", err)
 	}
-	if err := addHost(ctx, b.bridgeNS, b.Tracker, b.cfg.TrackerRate, b.cfg.TrackerRate); err != nil {
+	if err := addHost(ctx, b.bridgeNS, b.Tracker, b.cfg.TrackerRate, b.cfg.TrackerRate, b.cfg.QueueDelay); err != nil {
 		return fmt.Errorf("testbed: tracker host: %w", err)
 	}
 	// ip and tc are quick but there are many of them; a few at a time
@@ -144,7 +144,7 @@ func (b *Bed) build(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := addHost(ctx, b.bridgeNS, h, b.cfg.HostUpload, b.cfg.HostDownload); err != nil {
+			if err := addHost(ctx, b.bridgeNS, h, b.cfg.HostUpload, b.cfg.HostDownload, b.cfg.QueueDelay); err != nil {
 				errs[i] = fmt.Errorf("testbed: host %s: %w", h.Name, err)
 			}
 		}()

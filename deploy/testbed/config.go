@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"time"
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -32,6 +33,11 @@ type Config struct {
 	OriginRate int64
 	// TrackerRate caps the tracker's link in both directions.
 	TrackerRate int64
+	// QueueDelay bounds each capped link's queue to this much time at its
+	// rate (a byte FIFO under the HTB class). Zero keeps the kernel's
+	// default, a FIFO of txqueuelen packets: with GSO that can hold
+	// seconds of data and delays every request queued behind uploads.
+	QueueDelay time.Duration
 	// WorkDir holds registry storage, agent data, pulled images and logs.
 	WorkDir string
 	// ShoalBin, RegistryBin and CraneBin are the programs the bed runs.
@@ -73,6 +79,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: subnet %s: want a private IPv4 /16 such as 10.213.0.0/16", ErrConfig, c.Subnet)
 	case c.HostUpload <= 0 || c.HostDownload <= 0 || c.OriginRate <= 0 || c.TrackerRate <= 0:
 		return fmt.Errorf("%w: every rate must be positive", ErrConfig)
+	case c.QueueDelay < 0:
+		return fmt.Errorf("%w: queue delay %s", ErrConfig, c.QueueDelay)
 	case c.WorkDir == "":
 		return fmt.Errorf("%w: no work directory", ErrConfig)
 	case c.ShoalBin == "" || c.RegistryBin == "" || c.CraneBin == "":

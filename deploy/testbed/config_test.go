@@ -26,6 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		{"wrong size", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.213.0.0/24") }},
 		{"unmasked", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.213.1.0/16") }},
 		{"zero rate", func(c *Config) { c.OriginRate = 0 }},
+		{"negative queue", func(c *Config) { c.QueueDelay = -time.Millisecond }},
 		{"no work dir", func(c *Config) { c.WorkDir = "" }},
 		{"no crane", func(c *Config) { c.CraneBin = "" }},
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,8 +109,9 @@ func deleteNS(ctx context.Context, ns string) error {
 	return run(ctx, "ip", "netns", "del", ns)
 }
 
-// htb caps what leaves dev in namespace ns at rate bytes/s.
-func htb(ctx context.Context, ns, dev string, rate int64) error {
+// htb caps what leaves dev in namespace ns at rate bytes/s, with a queue of
+// queue's worth of bytes at that rate (kernel default if zero).
+func htb(ctx context.Context, ns, dev string, rate int64, queue time.Duration) error {
 	bits := strconv.FormatInt(rate*8, 10) + "bit"
 	// HTB must be allowed to send a whole GSO segment (up to 64 KiB on a
 	// veth) at once, and at high rates a timer tick's worth of bytes, or it
@@ -118,13 +120,21 @@ func htb(ctx context.Context, ns, dev string, rate int64) error {
 	if err := run(ctx, "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10"); err != nil {
 		return err
 	}
-	return run(ctx, "tc", "-n", ns, "class", "replace", "dev", dev, "parent", "1:", "classid", "1:10",
-		"htb", "rate", bits, "ceil", bits, "burst", burst, "cburst", burst)
+	if err := run(ctx, "tc", "-n", ns, "class", "replace", "dev", dev, "parent", "1:", "classid", "1:10",
+		"htb", "rate", bits, "ceil", bits, "burst", burst, "cburst", burst); err != nil {
+		return err
+	}
+	if queue == 0 {
+		return nil
+	}
+	// Never below a few full-size GSO segments, or TCP cannot fill the link.
+	limit := max(int64(queue.Seconds()*float64(rate)), 256<<10)
+	return run(ctx, "tc", "-n", ns, "qdisc", "replace", "dev", dev, "parent", "1:10", "handle", "10:", "bfifo", "limit", strconv.FormatInt(limit, 10))
 }
 
 // addHost creates h's namespace, its veth pair (made in the bridge
 // namespace, one end moved into h's), its address and both caps.
-func addHost(ctx context.Context, bridgeNS string, h Host, up, down int64) error {
+func addHost(ctx context.Context, bridgeNS string, h Host, up, down int64, queue time.Duration) error {
 	steps := [][]string{
 		{"ip", "netns", "add", h.NS},
 		{"ip", "-n", h.NS, "link", "set", "lo", "up"},
@@ -138,10 +148,10 @@ func addHost(ctx context.Context, bridgeNS string, h Host, up, down int64) error
 			return err
 		}
 	}
-	if err := htb(ctx, h.NS, ifname, up); err != nil {
+	if err := htb(ctx, h.NS, ifname, up, queue); err != nil {
 		return err
 	}
-	return htb(ctx, bridgeNS, h.port, down)
+	return htb(ctx, bridgeNS, h.port, down, queue)
 }
 
 // nsDialer dials from inside a named network namespace: a socket belongs to

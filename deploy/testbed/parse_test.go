@@ -114,3 +114,23 @@ func FuzzParseProc(f *testing.F) {
 		}
 	})
 }
+
+func TestParseCPUTimes(t *testing.T) {
+	t.Parallel()
+	a, err := parseCPUTimes("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n")
+	if err != nil || a.total != 1000 || a.idle != 850 {
+		t.Fatalf("%+v, %v", a, err)
+	}
+	b := cpuTimes{total: 2000, idle: 1350}
+	if got := busy(a, b); got != 0.5 {
+		t.Fatalf("busy %v, want 0.5", got)
+	}
+	if busy(b, a) != 0 {
+		t.Fatal("busy with time going backwards")
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 x 4 5 6"} {
+		if _, err := parseCPUTimes(bad); !errors.Is(err, ErrParse) {
+			t.Errorf("%q: err %v, want ErrParse", bad, err)
+		}
+	}
+}

@@ -116,3 +116,48 @@ func parseTxBytes(netdev, dev string) (int64, error) {
 	}
 	return 0, fmt.Errorf("%w: no %s in /proc net/dev", ErrParse, dev)
 }
+
+// cpuTimes is the machine's CPU time in USER_HZ ticks, from the "cpu" line
+// of /proc/stat: all of it, and the idle part (idle and iowait).
+type cpuTimes struct{ total, idle uint64 }
+
+func readCPUTimes() (cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return parseCPUTimes(string(b))
+}
+
+func parseCPUTimes(stat string) (cpuTimes, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("%w: /proc/stat cpu line %q", ErrParse, line)
+	}
+	var t cpuTimes
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("%w: /proc/stat cpu field %q", ErrParse, s)
+		}
+		// user nice system idle iowait irq softirq steal; guest time is
+		// already inside user and nice.
+		if i >= 8 {
+			break
+		}
+		t.total += v
+		if i == 3 || i == 4 {
+			t.idle += v
+		}
+	}
+	return t, nil
+}
+
+// busy is the fraction of CPU time used between a and b.
+func busy(a, b cpuTimes) float64 {
+	if b.total <= a.total || b.idle < a.idle {
+		return 0
+	}
+	return 1 - float64(b.idle-a.idle)/float64(b.total-a.total)
+}

@@ -51,6 +51,10 @@ type RunReport struct {
 	AgentPeakRSS *Spread    `json:"agent_peak_rss_bytes,omitempty"`
 	AgentCPU     *Spread    `json:"agent_cpu_seconds,omitempty"`
 	Tracker      *ProcStats `json:"tracker,omitempty"`
+	// MachineCPUBusy is the fraction of the whole machine's CPU time in use
+	// during the rollout (every process and the kernel's networking, the
+	// shaping included); near 1 the cores, not the links, set the pace.
+	MachineCPUBusy float64 `json:"machine_cpu_busy"`
 	// Series is sampled during the rollout: cumulative bytes received by
 	// source over all agents, and the origin's egress.
 	Series []Point `json:"series"`
@@ -181,7 +185,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&sb, "physical limit S/B = %.2f s; baseline if the origin sends every copy, N*S/B_origin = %.1f s\n\n",
 		r.LimitSeconds, r.BaselineExpectedSeconds)
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tdone\tmin\tp50\tp99\tmax\torigin egress\t")
+	fmt.Fprintln(tw, "run\tdone\tmin\tp50\tp99\tmax\torigin egress\tmachine CPU\t")
 	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
 		if rr == nil {
 			continue
@@ -194,7 +198,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		} else {
 			row = append(row, "-", "-", "-", "-")
 		}
-		row = append(row, fmt.Sprintf("%s (%.2f copies)", mib(rr.OriginEgressBytes), rr.OriginEgressCopies))
+		row = append(row, fmt.Sprintf("%s (%.2f copies)", mib(rr.OriginEgressBytes), rr.OriginEgressCopies), fmt.Sprintf("%.0f%%", 100*rr.MachineCPUBusy))
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {

@@ -171,6 +171,7 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swa
 	if err != nil {
 		return nil, err
 	}
+	cpu0, cpuErr := readCPUTimes()
 	n := len(b.Hosts)
 	rr := &RunReport{Name: name, Hosts: make([]HostResult, n)}
 	var mu sync.Mutex // guards done and rr.Hosts while pulls run
@@ -257,6 +258,9 @@ loop:
 		return nil, err
 	}
 	rr.OriginEgressBytes = tx1 - tx0
+	if cpu1, err := readCPUTimes(); err == nil && cpuErr == nil {
+		rr.MachineCPUBusy = round2(busy(cpu0, cpu1))
+	}
 	if swarm {
 		for i, h := range b.Hosts {
 			ar := AgentResult{Host: h.Name, Received: final.Received[i]}

@@ -53,6 +53,7 @@ func run() error {
 	flag.StringVar(&cfg.ShoalBin, "shoal", "bin/shoal", "shoal binary")
 	flag.StringVar(&cfg.CraneBin, "crane", "", "crane binary (default: from PATH or Go's bin directory)")
 	flag.StringVar(&cfg.RegistryBin, "registry", cfg.RegistryBin, "docker-registry binary")
+	flag.DurationVar(&cfg.QueueDelay, "queue", cfg.QueueDelay, "each capped link's queue, in time at its rate (0: the kernel's default FIFO of txqueuelen packets)")
 	flag.DurationVar(&sc.SampleInterval, "sample", sc.SampleInterval, "how often agents' counters are sampled")
 	flag.Parse()
 	if flag.NArg() > 0 {
