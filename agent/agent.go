@@ -2,15 +2,18 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent/store"
@@ -39,8 +42,11 @@ type Agent struct {
 	// The swarm, when a tracker is configured.
 	host   *p2p.Host
 	swarm  *swarm.Swarm
-	stop   context.CancelFunc
 	origin atomic.Int64 // blob bytes fetched from the upstream
+
+	ctx  context.Context // ends when Close starts; background work uses it
+	stop context.CancelFunc
+	bg   sync.WaitGroup // prefetches and the announce loop
 }
 
 var _ registryshim.Backend = (*Agent)(nil)
@@ -96,6 +102,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		mans:    newManifestCache(cfg.ManifestCacheBytes),
 		metrics: newMetrics(o.registerer),
 	}
+	a.ctx, a.stop = context.WithCancel(context.Background())
 	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
 	if cfg.Tracker != "" {
 		if err := a.joinSwarm(o); err != nil {
@@ -132,9 +139,7 @@ func (a *Agent) joinSwarm(o options) error {
 	}
 	src.set(sw)
 	a.swarm = sw
-	ctx, cancel := context.WithCancel(context.Background())
-	a.stop = cancel
-	go sw.Run(ctx)
+	a.bg.Go(func() { sw.Run(a.ctx) })
 	return nil
 }
 
@@ -204,9 +209,8 @@ func (a *Agent) Handler() http.Handler {
 // and releases the store.
 func (a *Agent) Close() error {
 	a.closing.Store(true)
-	if a.stop != nil {
-		a.stop()
-	}
+	a.stop()
+	a.bg.Wait()
 	var errs []error
 	if a.host != nil {
 		errs = append(errs, a.host.Close())
@@ -220,11 +224,51 @@ func (a *Agent) Close() error {
 func (a *Agent) Drain() { a.closing.Store(true) }
 
 // Manifest resolves ref, a tag or a digest, through the upstream.
-func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string, _ bool) (*registryshim.Manifest, error) {
-	if d, err := digest.Parse(ref); err == nil {
-		return a.manifestByDigest(ctx, repo, d)
+func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string, head bool) (*registryshim.Manifest, error) {
+	var m *registryshim.Manifest
+	var err error
+	if d, perr := digest.Parse(ref); perr == nil {
+		m, err = a.manifestByDigest(ctx, repo, d)
+	} else {
+		m, err = a.manifestByTag(ctx, repo, ref)
 	}
-	return a.manifestByTag(ctx, repo, ref)
+	if err == nil && !head && a.cfg.Prefetch {
+		a.prefetch(repo, m)
+	}
+	return m, err
+}
+
+// prefetch starts downloading the config and layers of an image manifest
+// a runtime just fetched: it will ask for them next, and in a rollout the
+// swarm starts moving every layer at once instead of the runtime's few at
+// a time.
+func (a *Agent) prefetch(repo registryshim.Repo, m *registryshim.Manifest) {
+	var man struct {
+		Config v1.Descriptor   `json:"config"`
+		Layers []v1.Descriptor `json:"layers"`
+	}
+	if json.Unmarshal(m.Body, &man) != nil || len(man.Layers) == 0 {
+		return // an index, or not an image manifest
+	}
+	for _, d := range append(man.Layers, man.Config) {
+		if d.Digest.Validate() != nil || d.Size <= 0 {
+			continue
+		}
+		if _, err := a.store.Stat(a.ctx, d.Digest); err == nil {
+			continue
+		}
+		if a.closing.Load() {
+			return
+		}
+		a.bg.Go(func() {
+			r, err := a.Blob(a.ctx, repo, d.Digest)
+			if err != nil {
+				a.log.Debug("prefetch failed", "digest", d.Digest, "err", err)
+				return
+			}
+			r.Close() // the download goes on in the store
+		})
+	}
 }
 
 func (a *Agent) manifestByDigest(ctx context.Context, repo registryshim.Repo, d digest.Digest) (*registryshim.Manifest, error) {

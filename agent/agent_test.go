@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,7 +118,7 @@ func startAgent(t *testing.T, dir string, mutate func(*agent.Config)) *node {
 		mutate(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := agent.New(cfg, agent.WithRegisterer(reg))
+	a, err := agent.New(cfg, agent.WithRegisterer(reg), agent.WithLogger(testLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +126,15 @@ func startAgent(t *testing.T, dir string, mutate func(*agent.Config)) *node {
 	n := &node{Agent: a, srv: srv, reg: reg}
 	t.Cleanup(func() { srv.Close(); a.Close() })
 	return n
+}
+
+// testLogger logs to stderr when SHOAL_TEST_LOG names a level.
+func testLogger() *slog.Logger {
+	var level slog.Level
+	if level.UnmarshalText([]byte(os.Getenv("SHOAL_TEST_LOG"))) != nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func (n *node) host() string { return strings.TrimPrefix(n.srv.URL, "http://") }

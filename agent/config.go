@@ -24,6 +24,10 @@ type Config struct {
 	// ManifestCacheBytes bounds the in-memory cache of manifests by digest.
 	ManifestCacheBytes int64
 
+	// Prefetch starts downloading an image's config and layers when a
+	// runtime fetches its manifest.
+	Prefetch bool
+
 	// Tracker is the URL of the cluster's tracker; empty means no swarm:
 	// every blob comes from the upstream.
 	Tracker      string
@@ -42,6 +46,7 @@ func DefaultConfig() Config {
 		Upstream:           upstream.DefaultConfig(),
 		TagTTL:             5 * time.Second,
 		ManifestCacheBytes: 64 << 20,
+		Prefetch:           true,
 		P2P:                p2p.DefaultConfig(),
 		Swarm:              swarm.DefaultConfig(),
 	}
