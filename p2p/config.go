@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 	return Config{
 		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0"},
 		Security:       SecurityTLS,
-		MaxUploads:     32,
+		MaxUploads:     4,
 		MaxPeers:       512,
 		RequestTimeout: 10 * time.Second,
 		StallTimeout:   15 * time.Second,

@@ -57,8 +57,9 @@ type Config struct {
 	// transfers that make no progress).
 	PieceTimeout time.Duration
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
-	// it before it asks the others to fetch that piece from those peers
-	// instead (refusing with Busy), for SeedRelax after the first upload.
+	// it; the others are refused with Busy and fetch it from those peers,
+	// until SeedRelax after the first of those uploads finished (by then
+	// its recipient has announced it, or failed).
 	SeedCopies int
 	SeedRelax  time.Duration
 }
@@ -66,14 +67,14 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		PerPeer:      4,
-		MaxInFlight:  32,
+		PerPeer:      2,
+		MaxInFlight:  8,
 		MaxPeers:     24,
 		PeersRefresh: 2 * time.Second,
 		StallTimeout: 20 * time.Second,
 		PieceTimeout: 60 * time.Second,
-		SeedCopies:   2,
-		SeedRelax:    3 * time.Second,
+		SeedCopies:   1,
+		SeedRelax:    time.Second,
 	}
 }
 
@@ -184,8 +185,8 @@ type blob struct {
 	psize    int64
 	have     *piece.Bitfield
 	subs     map[chan int]struct{}
-	uploads  []uint8     // seeder: copies served per piece
-	firstUp  []time.Time // seeder: first upload per piece
+	uploads  []uint8     // seeder: copies started per piece
+	doneAt   []time.Time // seeder: when the first upload of a piece ended
 	complete bool
 }
 
@@ -200,7 +201,7 @@ func (s *Swarm) track(dgst digest.Digest, size, psize int64) *blob {
 	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]struct{})}
 	if s.seed {
 		b.uploads = make([]uint8, n)
-		b.firstUp = make([]time.Time, n)
+		b.doneAt = make([]time.Time, n)
 	}
 	s.blobs[dgst] = b
 	s.kickAnnounce()
@@ -309,7 +310,11 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 	if err != nil {
 		return nil, 0, fmt.Errorf("swarm: piece %d of %s: %w", n, dgst, err)
 	}
-	return readCloser{io.NewSectionReader(r, off, length), r}, length, nil
+	rc := readCloser{Reader: io.NewSectionReader(r, off, length), r: r}
+	if s.seed {
+		rc.done = func() { b.uploadEnded(n) }
+	}
+	return rc, length, nil
 }
 
 // rationOK decides whether the seeder uploads piece n once more. Early on,
@@ -319,11 +324,8 @@ func (b *blob) rationOK(n int, cfg Config) bool {
 	if cfg.SeedCopies == 0 {
 		return true
 	}
-	now := time.Now()
-	if b.uploads[n] == 0 {
-		b.firstUp[n] = now
-	}
-	if int(b.uploads[n]) < cfg.SeedCopies || now.Sub(b.firstUp[n]) > cfg.SeedRelax {
+	relaxed := !b.doneAt[n].IsZero() && time.Since(b.doneAt[n]) > cfg.SeedRelax
+	if int(b.uploads[n]) < cfg.SeedCopies || relaxed {
 		if b.uploads[n] < 255 {
 			b.uploads[n]++
 		}
@@ -332,9 +334,25 @@ func (b *blob) rationOK(n int, cfg Config) bool {
 	return false
 }
 
+func (b *blob) uploadEnded(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.doneAt[n].IsZero() {
+		b.doneAt[n] = time.Now()
+	}
+}
+
 type readCloser struct {
 	io.Reader
-	io.Closer
+	r    store.Reader
+	done func()
+}
+
+func (rc readCloser) Close() error {
+	if rc.done != nil {
+		rc.done()
+	}
+	return rc.r.Close()
 }
 
 // Run announces this node's blobs to the tracker until ctx ends, at the
