@@ -27,7 +27,7 @@ func DefaultConfig() Config {
 	return Config{
 		HighWatermark:    0.9,
 		LowWatermark:     0.75,
-		JournalSyncBytes: 32 << 20,
+		JournalSyncBytes: 4 << 20,
 	}
 }
 
