@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -23,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/tracker"
@@ -34,6 +36,7 @@ type demoFlags struct {
 	Layers    int   `mapstructure:"layers"`
 	LayerSize int64 `mapstructure:"layer-size"`
 	Keep      bool  `mapstructure:"keep"`
+	Rate      int64 `mapstructure:"rate"`
 }
 
 func newDemoCmd() *cobra.Command {
@@ -50,6 +53,7 @@ func newDemoCmd() *cobra.Command {
 	fs.Int("layers", 5, "layers of the generated image")
 	fs.Int64("layer-size", 16<<20, "bytes per layer")
 	fs.Bool("keep", false, "keep the data directory")
+	fs.Int64("rate", 0, "bandwidth cap in bytes/s for every node's peer traffic and for the origin (0: unlimited)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f demoFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -72,24 +76,40 @@ func newDemoCmd() *cobra.Command {
 type countingOrigin struct {
 	reg  http.Handler
 	sent atomic.Int64
+	lim  *rate.Limiter // nil: unlimited
 }
 
 func (o *countingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
-		w = &countingWriter{ResponseWriter: w, n: &o.sent}
+		w = &countingWriter{ResponseWriter: w, o: o, ctx: r.Context()}
 	}
 	o.reg.ServeHTTP(w, r)
 }
 
 type countingWriter struct {
 	http.ResponseWriter
-	n *atomic.Int64
+	o   *countingOrigin
+	ctx context.Context
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
+	var written int
+	for len(p) > 0 {
+		chunk := p[:min(len(p), 32<<10)]
+		if c.o.lim != nil {
+			if err := c.o.lim.WaitN(c.ctx, len(chunk)); err != nil {
+				return written, err
+			}
+		}
+		n, err := c.ResponseWriter.Write(chunk)
+		written += n
+		c.o.sent.Add(int64(n))
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
 }
 
 func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
@@ -121,6 +141,9 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 
 	// The origin registry, with a generated image.
 	origin := &countingOrigin{reg: registry.New(registry.Logger(stdlog.New(io.Discard, "", 0)))}
+	if f.Rate > 0 {
+		origin.lim = rate.NewLimiter(rate.Limit(f.Rate), 64<<10)
+	}
 	originURL, err := serveOn(origin)
 	if err != nil {
 		return err
@@ -152,7 +175,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	tcfg.Token = "demo-token"
 	tcfg.AnnounceInterval = time.Second
 	tcfg.PeerTTL = 3 * time.Second
-	seed := demoAgentConfig(filepath.Join(dir, "seeder"), originURL)
+	seed := demoAgentConfig(filepath.Join(dir, "seeder"), originURL, f.Rate)
 	tn, err := agent.NewTrackerNode(agent.ListenURL(tln), tcfg, seed, agent.WithLogger(log))
 	if err != nil {
 		return err
@@ -166,7 +189,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	agents := make([]*agent.Agent, f.Agents)
 	addrs := make([]string, f.Agents)
 	for i := range agents {
-		cfg := demoAgentConfig(filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL)
+		cfg := demoAgentConfig(filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
 		cfg.Tracker, cfg.TrackerToken = tn.URL, tcfg.Token
 		a, err := agent.New(cfg, agent.WithLogger(log.With("agent", i)))
 		if err != nil {
@@ -188,6 +211,19 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	}
 	results := make([]result, f.Agents)
 	start := time.Now()
+	if os.Getenv("SHOAL_DEMO_TRACE") != "" {
+		go func() {
+			for range time.Tick(time.Second) {
+				var p, sd int64
+				for _, a := range agents {
+					st := a.Stats()
+					p += st.Peer
+					sd += st.Seeder
+				}
+				fmt.Fprintf(os.Stderr, "t=%4.1fs origin %s  seeder→agents %s  agent→agent %s\n", time.Since(start).Seconds(), mib(origin.sent.Load()), mib(sd), mib(p))
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for i := range agents {
 		wg.Go(func() {
@@ -214,6 +250,15 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", i, results[i].took.Round(time.Millisecond), mib(st.Peer), mib(st.Seeder), mib(st.Origin), res)
 	}
 	tw.Flush()
+	if f.Rate > 0 {
+		limit := time.Duration(float64(size) / float64(f.Rate) * float64(time.Second))
+		var slowest time.Duration
+		for _, r := range results {
+			slowest = max(slowest, r.took)
+		}
+		fmt.Fprintf(out, "\nphysical limit (image size ÷ per-node bandwidth): %s; slowest agent %s (%.2f×)\n",
+			limit.Round(time.Millisecond), slowest.Round(time.Millisecond), float64(slowest)/float64(limit))
+	}
 	sent := origin.sent.Load()
 	fmt.Fprintf(out, "\nall %d agents done in %s; the origin sent %s for a %s image (%.2f copies); %s of %s moved between agents\n",
 		f.Agents, wall.Round(time.Millisecond), mib(sent), mib(size), float64(sent)/float64(size), mib(peers), mib(size*int64(f.Agents)))
@@ -223,16 +268,17 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	return nil
 }
 
-func demoAgentConfig(dir, originURL string) agent.Config {
+func demoAgentConfig(dir, originURL string, rate int64) agent.Config {
 	cfg := agent.DefaultConfig()
+	cfg.P2P.UploadRate, cfg.P2P.DownloadRate = rate, rate
 	cfg.DataDir = dir
 	cfg.Upstream.Default = originURL
 	cfg.Swarm.PeersRefresh = 500 * time.Millisecond
 	return cfg
 }
 
-// pullImage pulls ref like a runtime does: manifest, config, every layer,
-// each checked against its digest.
+// pullImage pulls ref like a runtime does: manifest, config, then the
+// layers concurrently, each checked against its digest.
 func pullImage(ctx context.Context, ref string) error {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
@@ -249,24 +295,31 @@ func pullImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	for _, l := range layers {
-		want, err := l.Digest()
-		if err != nil {
-			return err
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return err
-		}
-		d := digest.SHA256.Digester()
-		_, err = io.Copy(d.Hash(), rc)
-		rc.Close()
-		if err != nil {
-			return err
-		}
-		if d.Digest().String() != want.String() {
-			return fmt.Errorf("layer %s: got %s", want, d.Digest())
-		}
+	errs := make([]error, len(layers))
+	var wg sync.WaitGroup
+	for i, l := range layers {
+		wg.Go(func() { errs[i] = verifyLayer(l) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func verifyLayer(l v1.Layer) error {
+	want, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	d := digest.SHA256.Digester()
+	if _, err := io.Copy(d.Hash(), rc); err != nil {
+		return fmt.Errorf("layer %s: %w", want, err)
+	}
+	if d.Digest().String() != want.String() {
+		return fmt.Errorf("layer %s: got %s", want, d.Digest())
 	}
 	return nil
 }
