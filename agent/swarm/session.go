@@ -72,6 +72,8 @@ type session struct {
 type remote struct {
 	id       peer.ID
 	seeder   bool
+	has      int                // pieces it announced
+	stop     context.CancelFunc // ends its watch
 	inflight int
 	busyTill time.Time
 	failures int
@@ -87,9 +89,11 @@ type event struct {
 	info  *piece.Info     // metainfo grew
 	peers []tracker.Peer  // a handout
 	from  peer.ID         // watch and fetch events
+	r     *remote         // watch events: which following of the peer
 	bits  *piece.Bitfield // the peer's pieces now
 	have  int             // a piece the peer verified since (-1: none)
-	gone  bool            // the peer's watch ended
+	gone  bool            // the peer cannot be followed
+	ended bool            // the peer's watch stream closed
 	n     int             // fetch result: piece
 	data  []byte          // fetch result: verified bytes
 	err   error           // fetch result: failure
@@ -217,19 +221,29 @@ func (ss *session) handle(ev event, bg *sync.WaitGroup) error {
 		ss.meet(ev.peers, bg)
 	case ev.fetch:
 		ss.fetched(ev)
+	case ss.peers[ev.from] != ev.r:
+		// from an earlier following of a peer since dropped
 	case ev.bits != nil:
 		if r := ss.peers[ev.from]; r != nil {
 			for n := range ev.bits.Len() {
 				if ev.bits.Has(n) {
 					ss.pick.PeerHas(string(ev.from), n)
+					r.has++
 				}
 			}
 		}
 	case ev.gone:
 		ss.drop(ev.from)
+	case ev.ended:
+		// A complete peer ends its announcements; any other peer whose
+		// stream closed is followed again from the next handout.
+		if r := ss.peers[ev.from]; r != nil && r.has < ss.count {
+			ss.drop(ev.from)
+		}
 	default:
-		if ss.peers[ev.from] != nil {
+		if r := ss.peers[ev.from]; r != nil {
 			ss.pick.PeerHas(string(ev.from), ev.have)
+			r.has++
 		}
 	}
 	return nil
@@ -254,8 +268,10 @@ func (ss *session) grow(info *piece.Info) error {
 // meet starts following the peers of a handout it does not follow yet.
 func (ss *session) meet(handout []tracker.Peer, bg *sync.WaitGroup) {
 	for _, tp := range handout {
-		if len(ss.peers) >= ss.s.cfg.MaxPeers {
-			return
+		// The seeder may hold pieces nobody else has yet: it is always
+		// followed, whatever else is.
+		if len(ss.peers) >= ss.s.cfg.MaxPeers && !tp.Seeder {
+			continue
 		}
 		ai, err := addrInfo(tp)
 		if err != nil {
@@ -265,8 +281,10 @@ func (ss *session) meet(handout []tracker.Peer, bg *sync.WaitGroup) {
 		if ss.peers[ai.ID] != nil || ss.banned[ai.ID] || tp.ID == ss.s.self.ID {
 			continue
 		}
-		ss.peers[ai.ID] = &remote{id: ai.ID, seeder: tp.Seeder}
-		bg.Go(func() { ss.watch(ai) })
+		ctx, stop := context.WithCancel(ss.ctx)
+		r := &remote{id: ai.ID, seeder: tp.Seeder, stop: stop}
+		ss.peers[ai.ID] = r
+		bg.Go(func() { ss.watch(ctx, r, ai) })
 	}
 }
 
@@ -287,8 +305,7 @@ func addrInfo(p tracker.Peer) (peer.AddrInfo, error) {
 }
 
 // watch connects to a peer and relays what it holds to the loop.
-func (ss *session) watch(ai peer.AddrInfo) {
-	ctx := ss.ctx
+func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 	err := ss.s.tp.Connect(ctx, ai)
 	var bits *piece.Bitfield
 	var haves <-chan int
@@ -299,15 +316,14 @@ func (ss *session) watch(ai peer.AddrInfo) {
 		if ctx.Err() == nil {
 			ss.s.log.Debug("cannot follow peer", "peer", ai.ID, "digest", ss.src.Digest, "err", err)
 		}
-		ss.post(event{from: ai.ID, gone: true})
+		ss.post(event{from: ai.ID, r: r, gone: true})
 		return
 	}
-	ss.post(event{from: ai.ID, bits: bits})
+	ss.post(event{from: ai.ID, r: r, bits: bits})
 	for n := range haves {
-		ss.post(event{from: ai.ID, have: n})
+		ss.post(event{from: ai.ID, r: r, have: n})
 	}
-	// The channel closes when the peer completed (it stays useful: its
-	// bitfield is full) or the stream died; a dead peer shows in fetches.
+	ss.post(event{from: ai.ID, r: r, ended: true})
 }
 
 // schedule fills free request slots: agents first, the seeder last, so
@@ -428,7 +444,7 @@ func (ss *session) failed(r *remote, ev event) {
 		ss.s.m.pieces.WithLabelValues("failed").Inc()
 		r.failures++
 		r.busyTill = time.Now().Add(busyBackoff)
-		if r.failures >= maxFailures {
+		if r.failures >= maxFailures && !r.seeder {
 			ss.s.log.Debug("peer keeps failing, dropped", "peer", ev.from, "digest", ss.info.Digest, "err", ev.err)
 			ss.drop(ev.from)
 		}
@@ -450,6 +466,7 @@ func (ss *session) drop(id peer.ID) {
 			cancel()
 		}
 	}
+	ss.peers[id].stop()
 	ss.pick.PeerGone(string(id))
 	delete(ss.peers, id)
 }

@@ -69,7 +69,7 @@ func DefaultConfig() Config {
 	return Config{
 		PerPeer:      2,
 		MaxInFlight:  8,
-		MaxPeers:     24,
+		MaxPeers:     32,
 		PeersRefresh: 2 * time.Second,
 		StallTimeout: 20 * time.Second,
 		PieceTimeout: 60 * time.Second,
