@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,17 @@ func newDemoCmd() *cobra.Command {
 		log, err := stderrLogger(f.logFlags)
 		if err != nil {
 			return err
+		}
+		if path := os.Getenv("SHOAL_DEMO_CPUPROFILE"); path != "" {
+			pf, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			defer pf.Close()
+			if err := pprof.StartCPUProfile(pf); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
 		}
 		return runDemo(cmd.Context(), cmd.OutOrStdout(), f, log)
 	}
