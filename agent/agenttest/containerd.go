@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/deploy/conf"
 )
 
 // ContainerdBinary is where Debian's containerd package installs the daemon.
@@ -55,7 +57,7 @@ func StartContainerd(t testing.TB) *Containerd {
 		Root:    filepath.Join(t.TempDir(), "root"),
 	}
 	cfg := filepath.Join(short, "config.toml")
-	if err := os.WriteFile(cfg, []byte(containerdConfig(c.Root, filepath.Join(short, "state"), c.Address)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(conf.Containerd(c.Root, filepath.Join(short, "state"), c.Address)), 0o600); err != nil {
 		t.Fatalf("agenttest: containerd config: %v", err)
 	}
 	c.proc = StartProcess(t, ProcessOptions{}, ContainerdBinary, "--config", cfg)
@@ -67,23 +69,6 @@ func StartContainerd(t testing.TB) *Containerd {
 		c.Snapshotter = "overlayfs"
 	}
 	return c
-}
-
-func containerdConfig(root, state, sock string) string {
-	return fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = %q
-
-[debug]
-  level = "warn"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, root, state, sock, filepath.Join(root, "opt"))
 }
 
 // hasPluginOK finds a "TYPE ID PLATFORMS STATUS" row of `ctr plugins ls`.

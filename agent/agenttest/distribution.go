@@ -2,8 +2,6 @@ package agenttest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-dev/shoal/deploy/conf"
 )
 
 // DistributionBinary is where Debian's docker-registry package installs
@@ -112,7 +112,7 @@ func StartDistribution(t testing.TB, opts DistributionOptions) *Origin {
 	for attempt := 0; attempt < 3; attempt++ {
 		backend := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 		cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", attempt))
-		if err := os.WriteFile(cfg, []byte(distributionConfig(o.RootDir, backend, auth)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(conf.Distribution(o.RootDir, backend, auth)), 0o600); err != nil {
 			t.Fatalf("agenttest: registry config: %v", err)
 		}
 		proc := StartProcess(t, ProcessOptions{}, DistributionBinary, "serve", cfg)
@@ -138,31 +138,6 @@ func StartDistribution(t testing.TB, opts DistributionOptions) *Origin {
 	o.URL = "http://" + o.Addr
 	t.Cleanup(func() { _ = o.Stop() })
 	return o
-}
-
-func distributionConfig(root, addr, auth string) string {
-	var secret [16]byte
-	_, _ = rand.Read(secret[:])
-	return fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %q
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %q
-  secret: %q
-health:
-  storagedriver:
-    enabled: false
-%s`, root, addr, hex.EncodeToString(secret[:]), auth)
 }
 
 func writeHtpasswd(path string, ba BasicAuth) error {

@@ -2,14 +2,14 @@ package testbed
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/deploy/conf"
 )
 
 // OriginHost is host:port of the origin registry, as agents and the
@@ -26,7 +26,7 @@ func (b *Bed) StartOrigin(ctx context.Context) error {
 		return fmt.Errorf("testbed: %w", err)
 	}
 	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(registryConfig(filepath.Join(dir, "storage"), fmt.Sprintf("0.0.0.0:%d", registryPort))), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(conf.Distribution(filepath.Join(dir, "storage"), fmt.Sprintf("0.0.0.0:%d", registryPort), "")), 0o600); err != nil {
 		return fmt.Errorf("testbed: %w", err)
 	}
 	p, err := b.start(b.Origin, "origin", b.cfg.RegistryBin, "serve", cfg)
@@ -38,29 +38,6 @@ func (b *Bed) StartOrigin(ctx context.Context) error {
 	}
 	b.registry = p
 	return nil
-}
-
-func registryConfig(root, addr string) string {
-	var secret [16]byte
-	_, _ = rand.Read(secret[:])
-	return fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %q
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %q
-  secret: %q
-health:
-  storagedriver:
-    enabled: false
-`, root, addr, hex.EncodeToString(secret[:]))
 }
 
 // Push uploads img to the origin as repoTag (like "bench:v1") with crane,

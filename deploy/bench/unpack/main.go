@@ -22,8 +22,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -51,6 +49,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/shoal-dev/shoal/deploy/conf"
 )
 
 type config struct {
@@ -522,23 +522,7 @@ func startRegistry(ctx context.Context, dir string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var secret [16]byte
-	_, _ = rand.Read(secret[:])
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %q
-http:
-  addr: %q
-  secret: %q
-health:
-  storagedriver:
-    enabled: false
-`, filepath.Join(dir, "storage"), addr, hex.EncodeToString(secret[:]))
+	cfg := conf.Distribution(filepath.Join(dir, "storage"), addr, "")
 	path := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return "", nil, err
@@ -611,20 +595,7 @@ func startContainerd(ctx context.Context, dir string) (*containerd, error) {
 		return nil, err
 	}
 	d := &containerd{sock: filepath.Join(short, "sock")}
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = %q
-
-[debug]
-  level = "warn"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, filepath.Join(dir, "root"), filepath.Join(short, "state"), d.sock, filepath.Join(dir, "root", "opt"))
+	cfg := conf.Containerd(filepath.Join(dir, "root"), filepath.Join(short, "state"), d.sock)
 	path := filepath.Join(short, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
