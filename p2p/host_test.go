@@ -601,7 +601,9 @@ func TestSwarm(t *testing.T) {
 	ctx := testContext(t)
 	holders := make([][]peer.ID, pieces)
 	for i := range seeders {
-		s := newNode(t, nil)
+		// Every fetch below is in flight at once: serve them all rather
+		// than refuse some as busy.
+		s := newNode(t, func(c *p2p.Config) { c.MaxUploads = pieces })
 		if err := s.src.Register(info); err != nil {
 			t.Fatal(err)
 		}
