@@ -64,8 +64,7 @@ type session struct {
 	ctx    context.Context
 	peers  map[peer.ID]*remote
 	banned map[peer.ID]bool
-	flight map[flightKey]context.CancelFunc
-	total  int // requests in flight
+	flight map[*request]struct{} // piece requests in flight
 	last   time.Time
 }
 
@@ -79,9 +78,13 @@ type remote struct {
 	failures int
 }
 
-type flightKey struct {
-	n int
-	p peer.ID
+// request is one piece fetch in flight. Results are matched to their
+// request, not to (piece, peer): a peer dropped and followed again may be
+// asked for the same piece while the old fetch is still being cancelled.
+type request struct {
+	n      int
+	r      *remote
+	cancel context.CancelFunc
 }
 
 // event is posted to the session loop by its goroutines.
@@ -94,7 +97,7 @@ type event struct {
 	have  int             // a piece the peer verified since (-1: none)
 	gone  bool            // the peer cannot be followed
 	ended bool            // the peer's watch stream closed
-	n     int             // fetch result: piece
+	req   *request        // fetch result: the request
 	data  []byte          // fetch result: verified bytes
 	err   error           // fetch result: failure
 	fetch bool            // this is a fetch result
@@ -112,7 +115,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		events: make(chan event, 64),
 		peers:  make(map[peer.ID]*remote),
 		banned: make(map[peer.ID]bool),
-		flight: make(map[flightKey]context.CancelFunc),
+		flight: make(map[*request]struct{}),
 		last:   time.Now(),
 	}
 	ss.pick.SetKnown(len(info.Pieces))
@@ -329,7 +332,7 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 // schedule fills free request slots: agents first, the seeder last, so
 // the seeder is asked only for what no agent has yet.
 func (ss *session) schedule(bg *sync.WaitGroup) {
-	if ss.total >= ss.s.cfg.MaxInFlight {
+	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
 		return
 	}
 	now := time.Now()
@@ -340,7 +343,7 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	seedersLast(order)
 	for _, r := range order {
-		for r.inflight < ss.s.cfg.PerPeer && ss.total < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
 			n, ok := ss.pick.Pick(string(r.id))
 			if !ok {
 				break
@@ -362,9 +365,9 @@ func seedersLast(rs []*remote) {
 
 func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
 	ctx, cancel := context.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
-	ss.flight[flightKey{n, r.id}] = cancel
+	req := &request{n: n, r: r, cancel: cancel}
+	ss.flight[req] = struct{}{}
 	r.inflight++
-	ss.total++
 	want := ss.info.Pieces[n]
 	_, length := ss.info.Span(n)
 	dgst := ss.info.Digest
@@ -376,77 +379,76 @@ func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
 			ss.s.release(buf)
 			data = nil
 		}
-		ss.post(event{fetch: true, from: r.id, n: n, data: data, err: err})
+		ss.post(event{fetch: true, req: req, data: data, err: err})
 	})
 }
 
 // fetched takes a fetch result: a verified piece goes to the store and to
 // our watchers; duplicates in flight elsewhere are cancelled.
 func (ss *session) fetched(ev event) {
-	key := flightKey{ev.n, ev.from}
-	if cancel, ok := ss.flight[key]; ok {
-		cancel()
-		delete(ss.flight, key)
-		ss.total--
-	}
-	r := ss.peers[ev.from]
-	if r != nil {
-		r.inflight--
-	}
+	req, r := ev.req, ev.req.r
+	req.cancel()
+	delete(ss.flight, req)
+	r.inflight--
+	followed := ss.peers[r.id] == r // not dropped since the request
 	if ev.err != nil {
-		ss.failed(r, ev)
+		if followed {
+			ss.failed(req, ev.err)
+		}
 		return
 	}
 	defer ss.s.release(ev.data)
-	if ss.b.have.Has(ev.n) { // a duplicate from the endgame
+	if ss.b.have.Has(req.n) { // a duplicate from the endgame
 		return
 	}
-	off, _ := ss.info.Span(ev.n)
+	off, _ := ss.info.Span(req.n)
 	if _, err := ss.w.WriteAt(ev.data, off); err != nil {
-		ss.s.log.Warn("writing piece", "digest", ss.info.Digest, "piece", ev.n, "err", err)
-		ss.pick.Cancel(ev.n, string(ev.from))
+		ss.s.log.Warn("writing piece", "digest", ss.info.Digest, "piece", req.n, "err", err)
+		if followed {
+			ss.pick.Cancel(req.n, string(r.id))
+		}
 		return
 	}
-	ss.pick.Have(ev.n)
-	ss.b.markHave(ev.n)
+	ss.pick.Have(req.n)
+	ss.b.markHave(req.n)
 	ss.last = time.Now()
 	ss.s.m.pieces.WithLabelValues("verified").Inc()
 	source := FromPeer
-	if r != nil && r.seeder {
+	if r.seeder {
 		source = FromSeeder
 	}
 	ss.s.count(source, int64(len(ev.data)))
-	for k, cancel := range ss.flight {
-		if k.n == ev.n {
-			cancel() // its result comes back as an error and is ignored
+	for other := range ss.flight {
+		if other.n == req.n {
+			other.cancel() // its result comes back as an error and is ignored
 		}
 	}
-	if r != nil {
-		r.failures = 0
-	}
+	r.failures = 0
 }
 
-func (ss *session) failed(r *remote, ev event) {
-	ss.pick.Cancel(ev.n, string(ev.from))
-	if r == nil || ss.b.have.Has(ev.n) {
-		return
+// failed handles a failed request to a peer still followed.
+func (ss *session) failed(req *request, err error) {
+	r := req.r
+	ss.pick.Cancel(req.n, string(r.id))
+	if ss.b.have.Has(req.n) {
+		return // a cancelled duplicate
 	}
 	switch {
-	case errors.Is(ev.err, p2p.ErrBadPiece):
+	case errors.Is(err, p2p.ErrBadPiece):
 		ss.s.m.pieces.WithLabelValues("rejected").Inc()
 		ss.s.m.peersDropped.Inc()
-		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", ev.from, "digest", ss.info.Digest, "piece", ev.n)
-		ss.banned[ev.from] = true
-		ss.drop(ev.from)
-	case errors.Is(ev.err, p2p.ErrBusy):
+		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", r.id, "digest", ss.info.Digest, "piece", req.n)
+		ss.banned[r.id] = true
+		ss.drop(r.id)
+	case errors.Is(err, p2p.ErrBusy):
 		r.busyTill = time.Now().Add(busyBackoff)
 	default:
 		ss.s.m.pieces.WithLabelValues("failed").Inc()
 		r.failures++
 		r.busyTill = time.Now().Add(busyBackoff)
 		if r.failures >= maxFailures && !r.seeder {
-			ss.s.log.Debug("peer keeps failing, dropped", "peer", ev.from, "digest", ss.info.Digest, "err", ev.err)
-			ss.drop(ev.from)
+			ss.s.log.Debug("peer keeps failing, dropped", "peer", r.id, "digest", ss.info.Digest, "err", err)
+			ss.drop(r.id)
 		}
 	}
 }
@@ -461,12 +463,13 @@ func (ss *session) drop(id peer.ID) {
 	if ss.peers[id] == nil {
 		return
 	}
-	for k, cancel := range ss.flight {
-		if k.p == id {
-			cancel()
+	r := ss.peers[id]
+	for req := range ss.flight {
+		if req.r == r {
+			req.cancel()
 		}
 	}
-	ss.peers[id].stop()
+	r.stop()
 	ss.pick.PeerGone(string(id))
 	delete(ss.peers, id)
 }
