@@ -75,6 +75,7 @@ type remote struct {
 	stop     context.CancelFunc // ends its watch
 	inflight int
 	busyTill time.Time
+	busy     int // refusals in a row
 	failures int
 }
 
@@ -423,7 +424,7 @@ func (ss *session) fetched(ev event) {
 			other.cancel() // its result comes back as an error and is ignored
 		}
 	}
-	r.failures = 0
+	r.failures, r.busy = 0, 0
 }
 
 // failed handles a failed request to a peer still followed.
@@ -441,7 +442,8 @@ func (ss *session) failed(req *request, err error) {
 		ss.banned[r.id] = true
 		ss.drop(r.id)
 	case errors.Is(err, p2p.ErrBusy):
-		r.busyTill = time.Now().Add(busyBackoff)
+		r.busy++
+		r.busyTill = time.Now().Add(r.backoff())
 	default:
 		ss.s.m.pieces.WithLabelValues("failed").Inc()
 		r.failures++
@@ -456,7 +458,28 @@ func (ss *session) failed(req *request, err error) {
 const (
 	busyBackoff = 100 * time.Millisecond
 	maxFailures = 3
+	// seederBackoff is the first pause after the seeder refused: it
+	// rations each new piece to SeedCopies agents, and the others get it
+	// from them, so asking it again soon mostly earns another refusal.
+	seederBackoff = 250 * time.Millisecond
+	maxBackoff    = time.Second
 )
+
+// backoff is how long to leave r alone after its r.busy-th refusal in a
+// row: doubling from busyBackoff (seederBackoff for the seeder) up to
+// maxBackoff. Every refusal costs both sides a stream; a peer whose slots
+// stay full is asked less and less often, while the many other agents that
+// ask it keep its slots in use.
+func (r *remote) backoff() time.Duration {
+	d := busyBackoff
+	if r.seeder {
+		d = seederBackoff
+	}
+	for i := 1; i < r.busy && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
 
 // drop forgets a peer; a later handout may bring it back unless banned.
 func (ss *session) drop(id peer.ID) {

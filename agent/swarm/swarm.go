@@ -112,7 +112,7 @@ type Swarm struct {
 	self  tracker.Peer
 	seed  bool
 	m     *metrics
-	pool  sync.Pool
+	bufs  buffers
 	bytes [3]atomic.Int64 // by source: peer, seeder, origin
 	kick  chan struct{}   // asks the announce loop to announce now
 
@@ -415,11 +415,44 @@ func (s *Swarm) Forget(dgst digest.Digest) {
 	}
 }
 
-func (s *Swarm) buffer(size int64) []byte {
-	if p, ok := s.pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
-		return (*p)[:size]
+func (s *Swarm) buffer(size int64) []byte { return s.bufs.get(size) }
+
+func (s *Swarm) release(b []byte) { s.bufs.put(b) }
+
+// maxFreeBuffers bounds the bytes of piece buffers kept for reuse.
+const maxFreeBuffers = 64 << 20
+
+// buffers is a free list of piece buffers. Not a sync.Pool: every GC cycle
+// empties one, and a download allocating a fresh piece-sized buffer per
+// piece faults in new pages and drives the GC for nothing.
+type buffers struct {
+	mu    sync.Mutex
+	free  [][]byte
+	bytes int64
+}
+
+func (p *buffers) get(size int64) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.free) - 1; i >= 0; i-- {
+		if b := p.free[i]; int64(cap(b)) >= size {
+			p.free = append(p.free[:i], p.free[i+1:]...)
+			p.bytes -= int64(cap(b))
+			return b[:size]
+		}
 	}
 	return make([]byte, size)
 }
 
-func (s *Swarm) release(b []byte) { s.pool.Put(&b) }
+func (p *buffers) put(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bytes+int64(cap(b)) > maxFreeBuffers {
+		return
+	}
+	p.free = append(p.free, b[:cap(b)])
+	p.bytes += int64(cap(b))
+}
