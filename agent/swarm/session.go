@@ -197,8 +197,12 @@ func (ss *session) followMetaInfo(ctx context.Context, have int) {
 	}
 }
 
-// followPeers asks the tracker for peers now and then.
+// followPeers asks the tracker for peers now and then: every PeersRefresh
+// while handouts bring peers it has not seen, less often (up to 8 times
+// that) while they bring none, so a settled swarm does not poll its tracker.
 func (ss *session) followPeers(ctx context.Context) {
+	seen := make(map[string]bool)
+	every := ss.s.cfg.PeersRefresh
 	for {
 		peers, err := ss.s.tr.Peers(ctx, ss.src.Digest, ss.s.self.ID)
 		if ctx.Err() != nil {
@@ -206,10 +210,22 @@ func (ss *session) followPeers(ctx context.Context) {
 		}
 		if err != nil {
 			ss.s.log.Debug("peer handout failed", "digest", ss.src.Digest, "err", err)
+			every = ss.s.cfg.PeersRefresh
 		} else {
+			fresh := false
+			for _, p := range peers {
+				if !seen[p.ID] {
+					seen[p.ID], fresh = true, true
+				}
+			}
+			if fresh {
+				every = ss.s.cfg.PeersRefresh
+			} else {
+				every = min(2*every, 8*ss.s.cfg.PeersRefresh)
+			}
 			ss.post(event{peers: peers})
 		}
-		if !sleep(ctx, ss.s.cfg.PeersRefresh) {
+		if !sleep(ctx, every) {
 			return
 		}
 	}
