@@ -47,6 +47,21 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
+// runCPU is run that also returns the CPU time (user and system) the
+// command used.
+func runCPU(ctx context.Context, name string, args ...string) (time.Duration, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	out, err := cmd.CombinedOutput()
+	var cpu time.Duration
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = ps.UserTime() + ps.SystemTime()
+	}
+	if err != nil {
+		return cpu, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return cpu, nil
+}
+
 // Probe checks that this process may create network namespaces, bridges,
 // veth pairs and HTB qdiscs, with a throw-away namespace named after
 // prefix. It wraps ErrUnavailable when the machine cannot (not root, no

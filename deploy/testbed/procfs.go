@@ -154,6 +154,14 @@ func parseCPUTimes(stat string) (cpuTimes, error) {
 	return t, nil
 }
 
+// busySeconds is the CPU time, all cores together, used between a and b.
+func busySeconds(a, b cpuTimes) float64 {
+	if b.total <= a.total || b.idle < a.idle {
+		return 0
+	}
+	return float64((b.total-a.total)-(b.idle-a.idle)) / userHZ
+}
+
 // busy is the fraction of CPU time used between a and b.
 func busy(a, b cpuTimes) float64 {
 	if b.total <= a.total || b.idle < a.idle {

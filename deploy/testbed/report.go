@@ -55,6 +55,10 @@ type RunReport struct {
 	// during the rollout (every process and the kernel's networking, the
 	// shaping included); near 1 the cores, not the links, set the pace.
 	MachineCPUBusy float64 `json:"machine_cpu_busy"`
+	// MachineCPUSeconds is the CPU time the machine used in all, and
+	// ClientCPUSeconds what the hosts' clients (crane) used of it.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
+	ClientCPUSeconds  float64 `json:"client_cpu_seconds"`
 	// Series is sampled during the rollout: cumulative bytes received by
 	// source over all agents, and the origin's egress.
 	Series []Point `json:"series"`
@@ -64,7 +68,9 @@ type RunReport struct {
 type HostResult struct {
 	Host    string  `json:"host"`
 	Seconds float64 `json:"seconds"`
-	Err     string  `json:"error,omitempty"`
+	// ClientCPUSeconds is the CPU time of the host's client (crane).
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	Err              string  `json:"error,omitempty"`
 }
 
 // AgentResult is one agent's share and cost.
@@ -125,8 +131,9 @@ func (r *Report) finish() {
 
 func (rr *RunReport) summarize(limit float64, imageBytes int64) {
 	var secs []float64
-	rr.Failed = 0
+	rr.Failed, rr.ClientCPUSeconds = 0, 0
 	for _, h := range rr.Hosts {
+		rr.ClientCPUSeconds += h.ClientCPUSeconds
 		if h.Err != "" {
 			rr.Failed++
 			continue
@@ -160,6 +167,22 @@ func (rr *RunReport) summarize(limit float64, imageBytes int64) {
 	}
 	rr.Received = &total
 	rr.AgentPeakRSS, rr.AgentCPU = spread(rss), spread(cpu)
+}
+
+// swarmCPU names the CPU time of the agents and the tracker, if measured.
+func (rr *RunReport) swarmCPU() string {
+	var agents float64
+	for _, a := range rr.Agents {
+		agents += a.CPUSeconds
+	}
+	if len(rr.Agents) == 0 {
+		return ""
+	}
+	s := fmt.Sprintf(", agents %.1f s", agents)
+	if rr.Tracker != nil {
+		s += fmt.Sprintf(", tracker+seeder %.1f s", rr.Tracker.CPUSeconds)
+	}
+	return s
 }
 
 func spread(v []float64) *Spread {
@@ -214,6 +237,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if tr := rr.Tracker; tr != nil {
 			fmt.Fprintf(&sb, "tracker+seeder peak RSS %.0f MB, CPU %.2f s\n", float64(tr.PeakRSSBytes)/1e6, tr.CPUSeconds)
+		}
+	}
+	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
+		if rr != nil && rr.MachineCPUSeconds > 0 {
+			fmt.Fprintf(&sb, "%s CPU: machine %.1f s (%.0f%% busy), of which clients %.1f s%s\n",
+				rr.Name, rr.MachineCPUSeconds, 100*rr.MachineCPUBusy, rr.ClientCPUSeconds, rr.swarmCPU())
 		}
 	}
 	for _, rr := range []*RunReport{r.P2P, r.Baseline} {

@@ -35,10 +35,11 @@ func sampleReport() *Report {
 		P2P: &RunReport{
 			Name: "p2p",
 			Hosts: []HostResult{
-				{Host: "h001", Seconds: 12}, {Host: "h002", Seconds: 11},
+				{Host: "h001", Seconds: 12, ClientCPUSeconds: 1.5}, {Host: "h002", Seconds: 11, ClientCPUSeconds: 1.25},
 				{Host: "h003", Seconds: 13}, {Host: "h004", Seconds: 5, Err: "crane: connection refused\nmore"},
 			},
 			OriginEgressBytes: 110 << 20,
+			MachineCPUSeconds: 20, MachineCPUBusy: 0.77,
 			Agents: []AgentResult{
 				{Host: "h001", Received: Received{Peer: 60 << 20, Seeder: 40 << 20}, ProcStats: ProcStats{PeakRSSBytes: 50e6, CPUSeconds: 2}},
 				{Host: "h004", Received: Received{Origin: 1 << 20}, Err: "agent gone"},
@@ -72,6 +73,9 @@ func TestReportSummary(t *testing.T) {
 	if p.Received.Origin != 1<<20 || p.AgentPeakRSS.Max != 50e6 || p.AgentCPU.Min != 2 {
 		t.Fatalf("agents %+v %+v %+v", p.Received, p.AgentPeakRSS, p.AgentCPU)
 	}
+	if p.ClientCPUSeconds != 2.75 {
+		t.Fatalf("client CPU %v, want 2.75", p.ClientCPUSeconds)
+	}
 	allFailed := &RunReport{Hosts: []HostResult{{Host: "h", Err: "x"}}}
 	allFailed.summarize(1, 1)
 	if allFailed.Times != nil || allFailed.Failed != 1 {
@@ -86,7 +90,8 @@ func TestReportOutputs(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"p2p", "baseline", "3/4", "4/4", "S/B = 10.49 s", "h004 failed", "1.10 copies"} {
+	for _, want := range []string{"p2p", "baseline", "3/4", "4/4", "S/B = 10.49 s", "h004 failed", "1.10 copies",
+		"p2p CPU: machine 20.0 s (77% busy), of which clients 2.8 s, agents 2.0 s"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -188,12 +188,12 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swa
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, s.PullTimeout)
 			defer cancel()
-			err := b.Pull(pctx, h, ref, filepath.Join(pullDir, h.Name))
+			cpu, err := b.Pull(pctx, h, ref, filepath.Join(pullDir, h.Name))
 			elapsed := time.Since(start).Seconds()
 			mu.Lock()
 			defer mu.Unlock()
 			done[i] = true
-			rr.Hosts[i] = HostResult{Host: h.Name, Seconds: elapsed}
+			rr.Hosts[i] = HostResult{Host: h.Name, Seconds: elapsed, ClientCPUSeconds: round2(cpu.Seconds())}
 			if err != nil {
 				rr.Hosts[i].Err = err.Error()
 			}
@@ -260,6 +260,7 @@ loop:
 	rr.OriginEgressBytes = tx1 - tx0
 	if cpu1, err := readCPUTimes(); err == nil && cpuErr == nil {
 		rr.MachineCPUBusy = round2(busy(cpu0, cpu1))
+		rr.MachineCPUSeconds = round2(busySeconds(cpu0, cpu1))
 	}
 	if swarm {
 		for i, h := range b.Hosts {

@@ -48,21 +48,22 @@ func (b *Bed) Push(ctx context.Context, img Image, repoTag string) (string, erro
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	ref := fmt.Sprintf("127.0.0.1:%d/%s", registryPort, repoTag)
-	if err := b.crane(ctx, b.Origin, "push", img.Dir, ref); err != nil {
+	if _, err := b.crane(ctx, b.Origin, "push", img.Dir, ref); err != nil {
 		return "", err
 	}
 	return b.OriginHost() + "/" + repoTag, nil
 }
 
 // crane runs crane in h's namespace, anonymously: an empty DOCKER_CONFIG
-// keeps the machine's credentials out.
-func (b *Bed) crane(ctx context.Context, h Host, args ...string) error {
+// keeps the machine's credentials out. It returns crane's CPU time.
+func (b *Bed) crane(ctx context.Context, h Host, args ...string) (time.Duration, error) {
 	cfg, err := b.emptyDockerConfig()
 	if err != nil {
-		return err
+		return 0, err
 	}
+	// ip and env exec in place: the process waited for is crane itself.
 	full := append([]string{"netns", "exec", h.NS, "env", "DOCKER_CONFIG=" + cfg, b.cfg.CraneBin, "--insecure"}, args...)
-	return run(ctx, "ip", full...)
+	return runCPU(ctx, "ip", full...)
 }
 
 func (b *Bed) emptyDockerConfig() (string, error) {
@@ -77,8 +78,8 @@ func (b *Bed) emptyDockerConfig() (string, error) {
 }
 
 // Pull runs `crane pull --format oci ref dst` in h's namespace. The time it
-// takes is the host's completion time.
-func (b *Bed) Pull(ctx context.Context, h Host, ref, dst string) error {
+// takes is the host's completion time; it returns the CPU time crane used.
+func (b *Bed) Pull(ctx context.Context, h Host, ref, dst string) (time.Duration, error) {
 	return b.crane(ctx, h, "pull", "--format", "oci", ref, dst)
 }
 
