@@ -52,6 +52,24 @@ func DefaultConfig() Config {
 	}
 }
 
+// The seeder's upload defaults. Every new piece crosses the seeder's link
+// once, so the link must never idle: requests wait in line for a slot
+// rather than be refused, and there are slots enough to send to every agent
+// at once (each transfer gets only its fair share of an agent's download
+// link, which the agents' own exchanges fill too).
+const (
+	SeedUploadQueue = 2 * time.Second
+	SeedMaxUploads  = 16
+)
+
+// DefaultSeederConfig returns the defaults for the tracker's seeder.
+func DefaultSeederConfig() Config {
+	c := DefaultConfig()
+	c.P2P.UploadQueue = SeedUploadQueue
+	c.P2P.MaxUploads = SeedMaxUploads
+	return c
+}
+
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
 	if c.DataDir == "" && c.Store.Dir == "" {

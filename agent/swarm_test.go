@@ -34,7 +34,7 @@ func startTracker(t *testing.T, originURL string) (tn *agent.TrackerNode, stop f
 	tcfg.Token = clusterToken
 	tcfg.AnnounceInterval = 500 * time.Millisecond
 	tcfg.PeerTTL = 5 * time.Second
-	seed := agent.DefaultConfig()
+	seed := agent.DefaultSeederConfig()
 	seed.DataDir = t.TempDir()
 	seed.Upstream.Default = originURL
 	tn, err = agent.NewTrackerNode(agent.ListenURL(ln), tcfg, seed)

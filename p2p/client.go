@@ -21,7 +21,7 @@ import (
 
 // Fetch asks p for piece n of dgst, reads it into buf (grown if needed) and
 // checks it against want. It returns the piece bytes, or an error wrapping
-// ErrNoPiece, ErrBusy or ErrUnknownBlob when the peer refuses, ErrBadPiece
+// ErrNoPiece, ErrBusy, ErrRationed or ErrUnknownBlob when the peer refuses, ErrBadPiece
 // when the bytes do not match want (drop the peer for this blob),
 // ErrProtocol when the peer breaks the protocol. The stream is reset on
 // any error; ctx bounds the whole fetch.
@@ -146,6 +146,8 @@ func statusError(st wire.Status) error {
 		return ErrNoPiece
 	case wire.StatusBusy:
 		return ErrBusy
+	case wire.StatusRationed:
+		return ErrRationed
 	case wire.StatusUnknownBlob:
 		return ErrUnknownBlob
 	}

@@ -21,9 +21,15 @@ type Config struct {
 	// PSK, if set, is the 32-byte key of a libp2p private network shared
 	// by all cluster members; hosts with another key cannot connect.
 	PSK []byte
-	// MaxUploads bounds the piece uploads served at once; requests beyond
-	// it are refused with Busy, never queued, so the client goes elsewhere.
-	MaxUploads int
+	// MaxUploads bounds the piece uploads served at once. A request beyond
+	// it waits up to UploadQueue for a slot, first come first served, with
+	// at most MaxQueued others waiting; past either it is refused with Busy
+	// and the client asks elsewhere. Zero UploadQueue refuses at once: an
+	// agent does, so that clients move on to idle peers; a seeder waits,
+	// so that its link, which every new piece must cross once, never idles.
+	MaxUploads  int
+	UploadQueue time.Duration
+	MaxQueued   int
 	// UploadRate and DownloadRate cap the piece bytes per second sent and
 	// received, shared by all transfers; 0 means unlimited.
 	UploadRate   int64
@@ -54,7 +60,8 @@ func DefaultConfig() Config {
 	return Config{
 		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0"},
 		Security:       SecurityTLS,
-		MaxUploads:     4,
+		MaxUploads:     8,
+		MaxQueued:      64,
 		MaxPeers:       512,
 		RequestTimeout: 10 * time.Second,
 		StallTimeout:   15 * time.Second,
@@ -82,6 +89,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: private network key of %d bytes, want 32", ErrInvalidConfig, len(c.PSK))
 	case c.MaxUploads < 1:
 		return fmt.Errorf("%w: max uploads %d", ErrInvalidConfig, c.MaxUploads)
+	case c.UploadQueue < 0 || c.MaxQueued < 0:
+		return fmt.Errorf("%w: negative upload queue", ErrInvalidConfig)
+	case c.UploadQueue >= c.StallTimeout:
+		return fmt.Errorf("%w: upload queue %s must be shorter than the stall timeout %s, when clients give up", ErrInvalidConfig, c.UploadQueue, c.StallTimeout)
 	case c.UploadRate < 0 || c.DownloadRate < 0:
 		return fmt.Errorf("%w: negative rate limit", ErrInvalidConfig)
 	case c.MaxPeers < 1:

@@ -25,8 +25,11 @@
 //	server → PieceHeader{status, length}, then exactly length raw bytes, then closes
 //
 // A status other than OK carries no bytes: NoPiece (not held yet), Busy
-// (MaxUploads uploads under way; ask someone else, nothing is queued),
-// UnknownBlob, BadRequest, Internal. The client checks the bytes against the
+// (MaxUploads uploads under way and no room or time left to wait in line
+// for one: ask someone else), Rationed (a seeder gives this piece to a few
+// peers only: get it from them, other pieces may still be asked for),
+// UnknownBlob, BadRequest, Internal. The server consults its source before
+// it takes an upload slot, so refusals never wait in line. The client checks the bytes against the
 // piece CID it already knows from the metainfo, so a lying peer is caught
 // (ErrBadPiece) and never trusted for the content.
 //

@@ -9,6 +9,9 @@ var (
 	ErrUnknownBlob = errors.New("p2p: unknown blob")
 	// ErrBusy: the peer is serving as many uploads as it allows.
 	ErrBusy = errors.New("p2p: peer busy")
+	// ErrRationed: the peer gives this piece to a few peers only (a seeder
+	// spreading new pieces); get it from them. A Source returns it too.
+	ErrRationed = errors.New("p2p: piece rationed")
 	// ErrBadPiece: the bytes received do not match the piece's CID. Drop the
 	// peer for this blob.
 	ErrBadPiece = errors.New("p2p: piece does not match its CID")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -41,8 +42,8 @@ type Source interface {
 	Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error)
 	// Piece opens verified piece n of dgst and returns its length.
 	// ErrNoPiece if it is not held (yet), ErrUnknownBlob if nothing of
-	// dgst is, ErrBusy if the source rations it (a seeder asking peers to
-	// get it from each other).
+	// dgst is, ErrRationed if the source rations it (a seeder asking peers
+	// to get it from each other).
 	Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error)
 }
 
@@ -54,6 +55,7 @@ type Host struct {
 	log      *slog.Logger
 	m        *metrics
 	uploads  chan struct{} // one token per upload under way
+	queued   atomic.Int64  // requests waiting for an upload slot
 	upRate   *rate.Limiter // nil: unlimited
 	downRate *rate.Limiter
 	bufs     sync.Pool // *[]byte of chunk bytes, for sources that are not io.WriterTo

@@ -120,6 +120,9 @@ func TestConfigValidate(t *testing.T) {
 		"empty security":   {func(c *p2p.Config) { c.Security = "" }, false},
 		"short psk":        {func(c *p2p.Config) { c.PSK = make([]byte, 16) }, false},
 		"zero uploads":     {func(c *p2p.Config) { c.MaxUploads = 0 }, false},
+		"queue":            {func(c *p2p.Config) { c.UploadQueue = time.Second }, true},
+		"negative queue":   {func(c *p2p.Config) { c.UploadQueue = -1 }, false},
+		"queue past stall": {func(c *p2p.Config) { c.UploadQueue = c.StallTimeout }, false},
 		"negative rate":    {func(c *p2p.Config) { c.UploadRate = -1 }, false},
 		"zero peers":       {func(c *p2p.Config) { c.MaxPeers = 0 }, false},
 		"zero stall":       {func(c *p2p.Config) { c.StallTimeout = 0 }, false},
@@ -256,8 +259,9 @@ func TestFetchBadPiece(t *testing.T) {
 	}
 }
 
-// gatedSource holds every Piece call until release is closed, after
-// announcing it on entered.
+// gatedSource holds the first read of every piece, which happens with an
+// upload slot taken, until release is closed, after announcing it on
+// entered.
 type gatedSource struct {
 	*p2ptest.MemorySource
 	entered chan struct{}
@@ -265,13 +269,31 @@ type gatedSource struct {
 }
 
 func (g *gatedSource) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
-	g.entered <- struct{}{}
-	select {
-	case <-g.release:
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+	rc, size, err := g.MemorySource.Piece(ctx, dgst, n)
+	if err != nil {
+		return nil, 0, err
 	}
-	return g.MemorySource.Piece(ctx, dgst, n)
+	return &gatedReader{ReadCloser: rc, g: g, ctx: ctx}, size, nil
+}
+
+type gatedReader struct {
+	io.ReadCloser
+	g      *gatedSource
+	ctx    context.Context
+	passed bool
+}
+
+func (r *gatedReader) Read(p []byte) (int, error) {
+	if !r.passed {
+		r.passed = true
+		r.g.entered <- struct{}{}
+		select {
+		case <-r.g.release:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	return r.ReadCloser.Read(p)
 }
 
 func TestFetchBusy(t *testing.T) {
@@ -303,6 +325,74 @@ func TestFetchBusy(t *testing.T) {
 	}
 	if got := counter(t, server.reg, "shoal_p2p_uploads_total"); got != 3 {
 		t.Errorf("server counted %v uploads, want 3", got)
+	}
+}
+
+// A request beyond MaxUploads waits in line for UploadQueue, first come
+// first served, and is refused as busy only when the wait runs out.
+func TestFetchQueued(t *testing.T) {
+	t.Parallel()
+	src := &gatedSource{MemorySource: p2ptest.NewMemorySource(), entered: make(chan struct{}, 2), release: make(chan struct{})}
+	info := src.AddBlob(randomBytes(t, 2048), 1024)
+	server := newNodeWith(t, func(c *p2p.Config) { c.MaxUploads, c.UploadQueue = 1, 5*time.Second }, src)
+	client := newNode(t, nil)
+	connect(t, client, server)
+	ctx := testContext(t)
+
+	results := make(chan error, 2)
+	for n := range 2 {
+		go func() {
+			_, err := client.Fetch(ctx, server.ID(), info.Digest, n, info.Pieces[n], nil)
+			results <- err
+		}()
+	}
+	<-src.entered // one upload holds the slot, the other waits in line
+	close(src.release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatalf("Fetch: %v, want both served", err)
+		}
+	}
+
+	// A wait that runs out is a refusal.
+	short := &gatedSource{MemorySource: p2ptest.NewMemorySource(), entered: make(chan struct{}, 2), release: make(chan struct{})}
+	info = short.AddBlob(randomBytes(t, 2048), 1024)
+	server = newNodeWith(t, func(c *p2p.Config) { c.MaxUploads, c.UploadQueue = 1, 50*time.Millisecond }, short)
+	connect(t, client, server)
+	first := make(chan error, 1)
+	go func() {
+		_, err := client.Fetch(ctx, server.ID(), info.Digest, 0, info.Pieces[0], nil)
+		first <- err
+	}()
+	<-short.entered
+	if _, err := client.Fetch(ctx, server.ID(), info.Digest, 1, info.Pieces[1], nil); !errors.Is(err, p2p.ErrBusy) {
+		t.Fatalf("Fetch after the wait ran out = %v, want ErrBusy", err)
+	}
+	close(short.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rationedSource refuses every piece as rationed, as a seeder does.
+type rationedSource struct{ *p2ptest.MemorySource }
+
+func (rationedSource) Piece(context.Context, digest.Digest, int) (io.ReadCloser, int64, error) {
+	return nil, 0, p2p.ErrRationed
+}
+
+func TestFetchRationed(t *testing.T) {
+	t.Parallel()
+	src := rationedSource{p2ptest.NewMemorySource()}
+	info := src.AddBlob(randomBytes(t, 1024), 1024)
+	server := newNodeWith(t, nil, src)
+	client := newNode(t, nil)
+	connect(t, client, server)
+	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); !errors.Is(err, p2p.ErrRationed) {
+		t.Fatalf("Fetch = %v, want ErrRationed", err)
+	}
+	if got := counter(t, server.reg, "shoal_p2p_uploads_total"); got != 1 {
+		t.Errorf("server counted %v uploads, want 1 (rationed)", got)
 	}
 }
 

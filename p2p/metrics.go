@@ -8,6 +8,7 @@ const (
 	resultNoPiece     = "no_piece"
 	resultUnknownBlob = "unknown_blob"
 	resultBusy        = "busy"
+	resultRationed    = "rationed"
 	resultBadPiece    = "bad_piece"
 	resultError       = "error"
 )

@@ -33,29 +33,42 @@ func (h *Host) servePiece(s network.Stream) {
 		return
 	}
 	p := s.Conn().RemotePeer()
-	select {
-	case h.uploads <- struct{}{}:
-		defer func() { <-h.uploads }()
-	default:
+	// The source answers first: a piece it refuses or rations is refused at
+	// once, and only a piece it will give waits in line for a slot.
+	rc, size, err := h.src.Piece(h.ctx, req.Digest, req.Index)
+	if err != nil {
+		h.m.uploads.WithLabelValues(resultOf(err)).Inc()
+		switch {
+		case errors.Is(err, ErrNoPiece):
+			h.refusePiece(s, wire.StatusNoPiece)
+		case errors.Is(err, ErrUnknownBlob):
+			h.refusePiece(s, wire.StatusUnknownBlob)
+		case errors.Is(err, ErrRationed):
+			h.refusePiece(s, wire.StatusRationed)
+		case errors.Is(err, ErrBusy):
+			h.refusePiece(s, wire.StatusBusy)
+		default:
+			h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
+			h.refusePiece(s, wire.StatusInternal)
+		}
+		return
+	}
+	defer rc.Close()
+	if !h.uploadSlot() {
 		h.m.uploads.WithLabelValues(resultBusy).Inc()
 		h.refusePiece(s, wire.StatusBusy)
 		return
 	}
+	defer func() { <-h.uploads }()
 	h.m.uploadsActive.Inc()
 	defer h.m.uploadsActive.Dec()
 	h.protectServing(p)
 	defer h.unprotectServing(p)
 
-	sent, err := h.upload(s, req)
+	sent, err := h.upload(s, rc, size)
 	h.m.uploadBytes.Add(float64(sent))
 	h.m.uploads.WithLabelValues(resultOf(err)).Inc()
 	switch {
-	case errors.Is(err, ErrNoPiece):
-		h.refusePiece(s, wire.StatusNoPiece)
-	case errors.Is(err, ErrUnknownBlob):
-		h.refusePiece(s, wire.StatusUnknownBlob)
-	case errors.Is(err, ErrBusy):
-		h.refusePiece(s, wire.StatusBusy)
 	case errors.Is(err, errBeforeHeader):
 		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
 		h.refusePiece(s, wire.StatusInternal)
@@ -68,19 +81,40 @@ func (h *Host) servePiece(s network.Stream) {
 	}
 }
 
+// uploadSlot takes one of the MaxUploads slots, waiting in line for up to
+// UploadQueue when all are taken. It reports false when the line is full,
+// the wait ran out or the host is closing.
+func (h *Host) uploadSlot() bool {
+	select {
+	case h.uploads <- struct{}{}:
+		return true
+	default:
+	}
+	if h.cfg.UploadQueue <= 0 {
+		return false
+	}
+	if h.queued.Add(1) > int64(h.cfg.MaxQueued) {
+		h.queued.Add(-1)
+		return false
+	}
+	defer h.queued.Add(-1)
+	t := time.NewTimer(h.cfg.UploadQueue)
+	defer t.Stop()
+	select {
+	case h.uploads <- struct{}{}: // blocked senders get the channel in turn
+		return true
+	case <-t.C:
+		return false
+	case <-h.ctx.Done():
+		return false
+	}
+}
+
 // errBeforeHeader marks source failures that can still be answered with a status.
 var errBeforeHeader = errors.New("source failed")
 
-// upload sends the header and the bytes of the requested piece.
-func (h *Host) upload(s network.Stream, req wire.PieceRequest) (int64, error) {
-	rc, size, err := h.src.Piece(h.ctx, req.Digest, req.Index)
-	if errors.Is(err, ErrNoPiece) || errors.Is(err, ErrUnknownBlob) || errors.Is(err, ErrBusy) {
-		return 0, err
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", errBeforeHeader, err)
-	}
-	defer rc.Close()
+// upload sends the header and the size bytes of rc.
+func (h *Host) upload(s network.Stream, rc io.Reader, size int64) (int64, error) {
 	if size < 0 || size > wire.MaxPieceLength {
 		return 0, fmt.Errorf("%w: piece of %d bytes", errBeforeHeader, size)
 	}
@@ -276,6 +310,8 @@ func resultOf(err error) string {
 		return resultUnknownBlob
 	case errors.Is(err, ErrBusy):
 		return resultBusy
+	case errors.Is(err, ErrRationed):
+		return resultRationed
 	case errors.Is(err, ErrBadPiece):
 		return resultBadPiece
 	}

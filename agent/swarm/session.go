@@ -75,7 +75,8 @@ type remote struct {
 	stop     context.CancelFunc // ends its watch
 	inflight int
 	busyTill time.Time
-	busy     int // refusals in a row
+	busy     int       // refusals in a row
+	skipped  time.Time // when the first piece it rationed was skipped
 	failures int
 }
 
@@ -359,7 +360,22 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 	}
 	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	seedersLast(order)
+	// First what only a seeder has: every new piece enters the swarm
+	// through the seeder's link, which must never wait for requests.
 	for _, r := range order {
+		for r.seeder && r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+			n, ok := ss.pick.PickOnlyThere(string(r.id))
+			if !ok {
+				break
+			}
+			ss.start(r, n, bg)
+		}
+	}
+	for _, r := range order {
+		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
+			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
+			r.skipped = time.Time{}
+		}
 		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
 			n, ok := ss.pick.Pick(string(r.id))
 			if !ok {
@@ -457,6 +473,13 @@ func (ss *session) failed(req *request, err error) {
 		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", r.id, "digest", ss.info.Digest, "piece", req.n)
 		ss.banned[r.id] = true
 		ss.drop(r.id)
+	case errors.Is(err, p2p.ErrRationed):
+		// Only this piece: the seeder gives it to others first, and gives
+		// other pieces still.
+		ss.pick.Skip(req.n, string(r.id))
+		if r.skipped.IsZero() {
+			r.skipped = time.Now()
+		}
 	case errors.Is(err, p2p.ErrBusy):
 		r.busy++
 		r.busyTill = time.Now().Add(r.backoff())

@@ -57,7 +57,7 @@ type Config struct {
 	// transfers that make no progress).
 	PieceTimeout time.Duration
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
-	// it; the others are refused with Busy and fetch it from those peers,
+	// it; the others are refused (rationed) and fetch it from those peers,
 	// until SeedRelax after the first of those uploads finished (by then
 	// its recipient has announced it, or failed).
 	SeedCopies int
@@ -301,7 +301,7 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		return nil, 0, p2p.ErrNoPiece
 	case s.seed && !b.complete && !b.rationOK(n, s.cfg):
 		b.mu.Unlock()
-		return nil, 0, p2p.ErrBusy
+		return nil, 0, p2p.ErrRationed
 	}
 	off := int64(n) * b.psize
 	length := min(b.psize, b.size-off)

@@ -42,12 +42,12 @@ type nodeFlags struct {
 	P2PSecurity     string        `mapstructure:"p2p-security"`
 	P2PPSKFile      string        `mapstructure:"p2p-psk-file"`
 	MaxUploads      int           `mapstructure:"max-uploads"`
+	UploadQueue     time.Duration `mapstructure:"upload-queue"`
 	UploadRate      int64         `mapstructure:"upload-rate"`
 	DownloadRate    int64         `mapstructure:"download-rate"`
 }
 
-func addNodeFlags(fs *pflag.FlagSet, listen string) {
-	def := agent.DefaultConfig()
+func addNodeFlags(fs *pflag.FlagSet, listen string, def agent.Config) {
 	addLogFlags(fs)
 	fs.String("listen", listen, "address to serve HTTP on")
 	fs.String("upstream", "", "default upstream registry URL, for requests without ?ns= (e.g. http://127.0.0.1:15000)")
@@ -64,7 +64,8 @@ func addNodeFlags(fs *pflag.FlagSet, listen string) {
 	fs.String("p2p-key-file", "", "peer identity key file (default: DATA-DIR/identity.key)")
 	fs.String("p2p-security", def.P2P.Security, "peer channel security: tls or noise (the same on every node)")
 	fs.String("p2p-psk-file", "", "file holding the cluster's 32-byte private network key (hex or raw); empty: no private network")
-	fs.Int("max-uploads", def.P2P.MaxUploads, "piece uploads served at once; more are refused as busy")
+	fs.Int("max-uploads", def.P2P.MaxUploads, "piece uploads served at once; more wait up to --upload-queue, then are refused as busy")
+	fs.Duration("upload-queue", def.P2P.UploadQueue, "how long a piece request may wait for an upload slot (0: refuse at once, so the client asks another peer)")
 	fs.Int64("upload-rate", 0, "piece upload cap in bytes/s (0: unlimited)")
 	fs.Int64("download-rate", 0, "piece download cap in bytes/s (0: unlimited)")
 }
@@ -83,7 +84,7 @@ func newAgentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	addNodeFlags(fs, "127.0.0.1:5050")
+	addNodeFlags(fs, "127.0.0.1:5050", agent.DefaultConfig())
 	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
 	fs.String("tracker-token", "", "cluster token for the tracker")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
@@ -154,6 +155,7 @@ func (f nodeFlags) config() (agent.Config, error) {
 	}
 	cfg.P2P.Security = f.P2PSecurity
 	cfg.P2P.MaxUploads = f.MaxUploads
+	cfg.P2P.UploadQueue = f.UploadQueue
 	cfg.P2P.UploadRate = f.UploadRate
 	cfg.P2P.DownloadRate = f.DownloadRate
 	if f.P2PPSKFile != "" {

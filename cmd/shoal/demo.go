@@ -188,6 +188,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	tcfg.AnnounceInterval = time.Second
 	tcfg.PeerTTL = 3 * time.Second
 	seed := demoAgentConfig(filepath.Join(dir, "seeder"), originURL, f.Rate)
+	seed.P2P.UploadQueue, seed.P2P.MaxUploads = agent.SeedUploadQueue, agent.SeedMaxUploads
 	tn, err := agent.NewTrackerNode(agent.ListenURL(tln), tcfg, seed, agent.WithLogger(log))
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ func newTrackerCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	addNodeFlags(fs, "0.0.0.0:7070")
+	addNodeFlags(fs, "0.0.0.0:7070", agent.DefaultSeederConfig())
 	fs.String("token", "", "cluster token agents must present")
 	fs.String("token-file", "", "file holding the cluster token")
 	fs.Duration("announce-interval", tracker.DefaultConfig().AnnounceInterval, "how often agents announce")

@@ -85,6 +85,7 @@ type peer struct {
 	pos  int    // index in Picker.peers
 	all  bool   // a complete peer: has is nil
 	has  bitset // pieces the peer announced
+	skip bitset // pieces the peer refused for now; nil: none
 	reqs []request
 }
 
@@ -220,6 +221,26 @@ func (p *Picker) PeerGone(id string) {
 	delete(p.byID, id)
 }
 
+// Skip records that peer refused piece i for now (a seeder rationing it):
+// Pick does not choose i for peer again until ClearSkips.
+func (p *Picker) Skip(i int, id string) {
+	q := p.byID[id]
+	if q == nil || !p.valid(i) {
+		return
+	}
+	if q.skip == nil {
+		q.skip = newBitset(p.n)
+	}
+	q.skip.set(i)
+}
+
+// ClearSkips forgets every piece peer refused.
+func (p *Picker) ClearSkips(id string) {
+	if q := p.byID[id]; q != nil {
+		q.skip = nil
+	}
+}
+
 // Availability is the number of peers that have piece i.
 func (p *Picker) Availability(i int) int {
 	if !p.valid(i) {
@@ -248,6 +269,12 @@ func (p *Picker) Pick(id string) (int, bool) {
 	if i < 0 {
 		return -1, false
 	}
+	p.request(q, i)
+	return i, true
+}
+
+// request records piece i as in flight to q.
+func (p *Picker) request(q *peer, i int) {
 	q.reqs = append(q.reqs, request{piece: i, seq: p.seq})
 	p.seq++
 	if p.dups[i] == 0 {
@@ -255,6 +282,21 @@ func (p *Picker) Pick(id string) (int, bool) {
 		p.idle--
 	}
 	p.dups[i]++
+}
+
+// PickOnlyThere is Pick restricted to pieces that peer alone has (no other
+// peer announced them): what a swarm can get nowhere else, such as the
+// pieces a seeder has just received from the origin.
+func (p *Picker) PickOnlyThere(id string) (int, bool) {
+	q := p.byID[id]
+	if q == nil || q.all || p.Done() || p.idle == 0 || p.full > 0 {
+		return -1, false
+	}
+	i := p.rarest(q, p.first, p.known)
+	if i < 0 || p.avail[i] != 1 {
+		return -1, false
+	}
+	p.request(q, i)
 	return i, true
 }
 
@@ -368,6 +410,9 @@ func (p *Picker) rarest(q *peer, lo, hi int) int {
 		if !q.all {
 			m &= q.has[w]
 		}
+		if q.skip != nil {
+			m &^= q.skip[w]
+		}
 		if w == wlo {
 			m &= ^uint64(0) << (lo % 64)
 		}
@@ -404,7 +449,7 @@ func (p *Picker) pickDup(q *peer) int {
 		}
 		for _, r := range o.reqs {
 			d := p.dups[r.piece]
-			if d >= int32(p.maxDup) || !q.hasPiece(r.piece) || q.requested(r.piece) {
+			if d >= int32(p.maxDup) || !q.hasPiece(r.piece) || q.skip.get(r.piece) || q.requested(r.piece) {
 				continue
 			}
 			if best < 0 || d < bestDups || (d == bestDups && r.seq < bestSeq) {

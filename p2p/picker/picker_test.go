@@ -544,3 +544,88 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+func TestSkip(t *testing.T) {
+	t.Parallel()
+	p := newKnown(4, Options{MaxDup: 1})
+	for i := range 4 {
+		p.PeerHas("seeder", i)
+		p.PeerHas("agent", i)
+	}
+	p.Skip(1, "seeder")
+	p.Skip(3, "seeder")
+	p.Skip(9, "seeder") // out of range: ignored
+	p.Skip(0, "nobody") // unknown peer: ignored
+	if got := sorted(pickAll(t, p, "seeder")); !slices.Equal(got, []int{0, 2}) {
+		t.Fatalf("seeder picks %v, want [0 2]: skipped pieces are not offered", got)
+	}
+	if got := sorted(pickAll(t, p, "agent")); !slices.Equal(got, []int{1, 3}) {
+		t.Fatalf("agent picks %v, want [1 3]: skips are per peer", got)
+	}
+	for _, i := range []int{1, 3} {
+		p.Cancel(i, "agent")
+	}
+	p.ClearSkips("seeder")
+	p.ClearSkips("nobody")
+	if got := sorted(pickAll(t, p, "seeder")); !slices.Equal(got, []int{1, 3}) {
+		t.Fatalf("seeder picks %v after ClearSkips, want [1 3]", got)
+	}
+}
+
+func TestSkipInEndgame(t *testing.T) {
+	t.Parallel()
+	p := newKnown(1, Options{})
+	p.PeerHas("a", 0)
+	p.PeerHas("b", 0)
+	if i, ok := p.Pick("a"); !ok || i != 0 {
+		t.Fatalf("Pick(a) = %d, %v", i, ok)
+	}
+	p.Skip(0, "b")
+	if i, ok := p.Pick("b"); ok {
+		t.Fatalf("Pick(b) = %d in endgame, want nothing: b refused piece 0", i)
+	}
+}
+
+func TestPickOnlyThere(t *testing.T) {
+	t.Parallel()
+	p := newKnown(6, Options{})
+	for i := range 6 {
+		p.PeerHas("seeder", i)
+	}
+	for _, i := range []int{0, 1, 2} {
+		p.PeerHas("agent", i)
+	}
+	p.Have(3)
+	if got := sorted(pickOnlyAll(p, "seeder")); !slices.Equal(got, []int{4, 5}) {
+		t.Fatalf("PickOnlyThere(seeder) = %v, want [4 5]: the pieces nobody else has and we lack", got)
+	}
+	if i, ok := p.PickOnlyThere("agent"); ok {
+		t.Fatalf("PickOnlyThere(agent) = %d, want nothing: the seeder has all its pieces", i)
+	}
+	// The picks count as requests: they are not offered again.
+	if i, ok := p.Pick("seeder"); !ok || i > 2 {
+		t.Fatalf("Pick(seeder) = %d, %v, want one of 0..2", i, ok)
+	}
+	// A complete peer has every piece: nothing is only at the seeder.
+	q := newKnown(2, Options{})
+	q.PeerHas("seeder", 0)
+	q.PeerHasAll("full")
+	if i, ok := q.PickOnlyThere("seeder"); ok {
+		t.Fatalf("PickOnlyThere with a complete peer = %d", i)
+	}
+	if i, ok := q.PickOnlyThere("nobody"); ok {
+		t.Fatalf("PickOnlyThere(unknown peer) = %d", i)
+	}
+}
+
+func pickOnlyAll(p *Picker, peer string) []int {
+	var got []int
+	for range p.Pieces() + 1 {
+		i, ok := p.PickOnlyThere(peer)
+		if !ok {
+			break
+		}
+		got = append(got, i)
+	}
+	return got
+}

@@ -50,7 +50,11 @@ const (
 	StatusUnknownBlob Status = 3
 	StatusBadRequest  Status = 4
 	StatusInternal    Status = 5
-	maxStatus                = StatusInternal
+	// StatusRationed: the server holds the piece but gives it to a few
+	// peers only (a seeder spreading new pieces); get it from one of them.
+	// Other pieces may still be asked for.
+	StatusRationed Status = 6
+	maxStatus             = StatusRationed
 )
 
 func (s Status) String() string {
@@ -67,6 +71,8 @@ func (s Status) String() string {
 		return "bad request"
 	case StatusInternal:
 		return "internal error"
+	case StatusRationed:
+		return "rationed"
 	}
 	return fmt.Sprintf("status(%d)", byte(s))
 }

@@ -22,6 +22,7 @@ func TestRoundTrip(t *testing.T) {
 		PieceRequest{Digest: testDigest, Index: piece.MaxPieces - 1},
 		PieceHeader{Status: StatusOK, Length: piece.MaxSize},
 		PieceHeader{Status: StatusBusy},
+		PieceHeader{Status: StatusRationed},
 		WatchRequest{Digest: testDigest, Pieces: 1},
 		WatchRequest{Digest: testDigest, Pieces: piece.MaxPieces},
 		Bitfield{Status: StatusOK, Bits: []byte{0xa0}},
