@@ -199,8 +199,11 @@ func (ss *session) followMetaInfo(ctx context.Context, have int) {
 }
 
 // followPeers asks the tracker for peers now and then: every PeersRefresh
-// while handouts bring peers it has not seen, less often (up to 8 times
-// that) while they bring none, so a settled swarm does not poll its tracker.
+// while handouts are sparse or bring peers it has not seen, less often (up
+// to 8 times that) while they are full and bring none, so a settled swarm
+// does not poll its tracker. A sparse handout (a swarm still forming, or
+// just the seeder) is asked again soon: a session that waited long with a
+// handful of peers would starve.
 func (ss *session) followPeers(ctx context.Context) {
 	seen := make(map[string]bool)
 	every := ss.s.cfg.PeersRefresh
@@ -219,7 +222,7 @@ func (ss *session) followPeers(ctx context.Context) {
 					seen[p.ID], fresh = true, true
 				}
 			}
-			if fresh {
+			if fresh || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout) {
 				every = ss.s.cfg.PeersRefresh
 			} else {
 				every = min(2*every, 8*ss.s.cfg.PeersRefresh)
@@ -493,6 +496,10 @@ func (ss *session) failed(req *request, err error) {
 		}
 	}
 }
+
+// denseHandout is the handout size from which an unchanged handout makes
+// a session ask the tracker less often.
+const denseHandout = 8
 
 const (
 	busyBackoff = 100 * time.Millisecond
