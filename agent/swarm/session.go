@@ -504,9 +504,9 @@ const denseHandout = 8
 const (
 	busyBackoff = 100 * time.Millisecond
 	maxFailures = 3
-	// seederBackoff is the first pause after the seeder refused: it
-	// rations each new piece to SeedCopies agents, and the others get it
-	// from them, so asking it again soon mostly earns another refusal.
+	// seederBackoff is the first pause after the seeder answered Busy:
+	// it keeps requests waiting for a slot, so Busy means its line is full
+	// or the wait ran out, and asking again soon earns another refusal.
 	seederBackoff = 250 * time.Millisecond
 	maxBackoff    = time.Second
 )
