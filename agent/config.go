@@ -52,21 +52,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// The seeder's upload defaults. Every new piece crosses the seeder's link
-// once, so the link must never idle: requests wait in line for a slot
-// rather than be refused, and there are slots enough to send to every agent
-// at once (each transfer gets only its fair share of an agent's download
-// link, which the agents' own exchanges fill too).
-const (
-	SeedUploadQueue = 2 * time.Second
-	SeedMaxUploads  = 16
-)
-
-// DefaultSeederConfig returns the defaults for the tracker's seeder.
+// DefaultSeederConfig returns the defaults for the tracker's seeder. Every
+// new piece crosses the seeder's link once, so the link must never idle:
+// requests wait in line for a slot rather than be refused, and there are
+// slots enough to send to many agents at once (each transfer gets only its
+// fair share of an agent's download link, which the agents' own exchanges
+// fill too).
 func DefaultSeederConfig() Config {
 	c := DefaultConfig()
-	c.P2P.UploadQueue = SeedUploadQueue
-	c.P2P.MaxUploads = SeedMaxUploads
+	c.P2P.UploadQueue = 2 * time.Second
+	c.P2P.MaxUploads = 16
 	return c
 }
 

@@ -54,6 +54,9 @@ func (h *Host) servePiece(s network.Stream) {
 		return
 	}
 	defer rc.Close()
+	// A seeder has counted this upload against the piece's ration already;
+	// if the wait runs out, its close starts the relax period as an upload
+	// would, so the piece is not held back for long.
 	if !h.uploadSlot() {
 		h.m.uploads.WithLabelValues(resultBusy).Inc()
 		h.refusePiece(s, wire.StatusBusy)

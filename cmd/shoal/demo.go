@@ -187,8 +187,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	tcfg.Token = "demo-token"
 	tcfg.AnnounceInterval = time.Second
 	tcfg.PeerTTL = 3 * time.Second
-	seed := demoAgentConfig(filepath.Join(dir, "seeder"), originURL, f.Rate)
-	seed.P2P.UploadQueue, seed.P2P.MaxUploads = agent.SeedUploadQueue, agent.SeedMaxUploads
+	seed := demoConfig(agent.DefaultSeederConfig(), filepath.Join(dir, "seeder"), originURL, f.Rate)
 	tn, err := agent.NewTrackerNode(agent.ListenURL(tln), tcfg, seed, agent.WithLogger(log))
 	if err != nil {
 		return err
@@ -202,7 +201,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	agents := make([]*agent.Agent, f.Agents)
 	addrs := make([]string, f.Agents)
 	for i := range agents {
-		cfg := demoAgentConfig(filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
+		cfg := demoConfig(agent.DefaultConfig(), filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
 		cfg.Tracker, cfg.TrackerToken = tn.URL, tcfg.Token
 		a, err := agent.New(cfg, agent.WithLogger(log.With("agent", i)))
 		if err != nil {
@@ -281,8 +280,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	return nil
 }
 
-func demoAgentConfig(dir, originURL string, rate int64) agent.Config {
-	cfg := agent.DefaultConfig()
+func demoConfig(cfg agent.Config, dir, originURL string, rate int64) agent.Config {
 	cfg.P2P.UploadRate, cfg.P2P.DownloadRate = rate, rate
 	cfg.DataDir = dir
 	cfg.Upstream.Default = originURL

@@ -40,11 +40,8 @@ type Host struct {
 // run runs ip or tc (or anything else) and returns its error with its
 // output, which is where iproute2 says what went wrong.
 func run(ctx context.Context, name string, args ...string) error {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
+	_, err := runCPU(ctx, name, args...)
+	return err
 }
 
 // runCPU is run that also returns the CPU time (user and system) the

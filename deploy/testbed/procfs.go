@@ -164,8 +164,8 @@ func busySeconds(a, b cpuTimes) float64 {
 
 // busy is the fraction of CPU time used between a and b.
 func busy(a, b cpuTimes) float64 {
-	if b.total <= a.total || b.idle < a.idle {
+	if b.total <= a.total {
 		return 0
 	}
-	return 1 - float64(b.idle-a.idle)/float64(b.total-a.total)
+	return busySeconds(a, b) * userHZ / float64(b.total-a.total)
 }
