@@ -1,8 +1,20 @@
 package swarm
 
 import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/picker"
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
 func TestBackoff(t *testing.T) {
@@ -52,4 +64,70 @@ func TestBuffersReuse(t *testing.T) {
 		t.Fatalf("free list holds %d bytes, more than %d", p.bytes, maxFreeBuffers)
 	}
 	p.put(nil)
+}
+
+// asked is a Transport whose fetches hang until cancelled, recording who
+// was asked for which piece.
+type asked struct {
+	mu  sync.Mutex
+	got map[peer.ID][]int
+}
+
+func (a *asked) Connect(context.Context, peer.AddrInfo) error { return nil }
+
+func (a *asked) Watch(context.Context, peer.ID, digest.Digest, int) (*piece.Bitfield, <-chan int, error) {
+	return nil, nil, errors.New("not watched")
+}
+
+func (a *asked) Fetch(ctx context.Context, p peer.ID, _ digest.Digest, n int, _ cid.Cid, _ []byte) ([]byte, error) {
+	a.mu.Lock()
+	a.got[p] = append(a.got[p], n)
+	a.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestScheduleSparesSeeder: the seeder is asked only for what no agent
+// peer holds, while agents are followed; with no agent, for anything.
+func TestScheduleSparesSeeder(t *testing.T) {
+	t.Parallel()
+	info := trackertest.InfoFor(make([]byte, 4<<10), 1<<10)
+	run := func(withAgent bool) map[peer.ID][]int {
+		tp := &asked{got: make(map[peer.ID][]int)}
+		cfg := DefaultConfig()
+		cfg.PerPeer, cfg.MaxInFlight = 4, 8
+		s := &Swarm{cfg: cfg, tp: tp}
+		ctx, cancel := context.WithCancel(context.Background())
+		ss := &session{
+			s: s, count: info.Count(), info: info, ctx: ctx,
+			pick:   picker.New(info.Count(), picker.DefaultOptions()),
+			events: make(chan event, 64),
+			peers:  make(map[peer.ID]*remote),
+			flight: make(map[*request]struct{}),
+		}
+		ss.pick.SetKnown(info.Count())
+		ss.peers["seeder"] = &remote{id: "seeder", seeder: true}
+		for n := range info.Count() {
+			ss.pick.PeerHas("seeder", n)
+		}
+		if withAgent {
+			ss.peers["agent"] = &remote{id: "agent"}
+			ss.pick.PeerHas("agent", 0)
+			ss.pick.PeerHas("agent", 1)
+		}
+		var bg sync.WaitGroup
+		ss.schedule(&bg)
+		cancel()
+		bg.Wait()
+		for _, ns := range tp.got {
+			slices.Sort(ns)
+		}
+		return tp.got
+	}
+	if got := run(true); !slices.Equal(got["seeder"], []int{2, 3}) || !slices.Equal(got["agent"], []int{0, 1}) {
+		t.Errorf("with an agent holding 0 and 1: asked %v, want the seeder for [2 3] and the agent for [0 1]", got)
+	}
+	if got := run(false); !slices.Equal(got["seeder"], []int{0, 1, 2, 3}) {
+		t.Errorf("with the seeder alone: asked %v, want it for every piece", got)
+	}
 }

@@ -362,11 +362,15 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 		order = append(order, r)
 	}
 	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	seedersLast(order)
+	agents := seedersLast(order)
 	// First what only a seeder has: every new piece enters the swarm
 	// through the seeder's link, which must never wait for requests.
-	for _, r := range order {
-		for r.seeder && r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+	for _, r := range order[agents:] {
+		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
+			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
+			r.skipped = time.Time{}
+		}
+		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
 			n, ok := ss.pick.PickOnlyThere(string(r.id))
 			if !ok {
 				break
@@ -374,11 +378,13 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 			ss.start(r, n, bg)
 		}
 	}
+	// Then anything from agents. A seeder is asked for pieces agents also
+	// hold only when no agent is followed: its link is the swarm's
+	// narrowest, and every byte it sends twice delays a new piece.
+	if agents > 0 {
+		order = order[:agents]
+	}
 	for _, r := range order {
-		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
-			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
-			r.skipped = time.Time{}
-		}
 		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
 			n, ok := ss.pick.Pick(string(r.id))
 			if !ok {
@@ -389,7 +395,9 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 	}
 }
 
-func seedersLast(rs []*remote) {
+// seedersLast moves the seeders to the end of rs and returns how many
+// remotes precede them.
+func seedersLast(rs []*remote) int {
 	i := 0
 	for j, r := range rs {
 		if !r.seeder {
@@ -397,6 +405,7 @@ func seedersLast(rs []*remote) {
 			i++
 		}
 	}
+	return i
 }
 
 func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
