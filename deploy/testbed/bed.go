@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -153,8 +154,45 @@ func (b *Bed) build(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := b.staticNeighbors(ctx, sem); err != nil {
+		return err
+	}
 	b.log.Info("network ready", "hosts", len(b.Hosts), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// staticNeighbors gives every host a permanent neighbor entry for every
+// other one. The kernel keeps one ARP table for all namespaces, capped by the
+// root namespace's gc_thresh3 (1024 by default), and beyond that cap it drops
+// the packets of a new neighbor (NEIGH_CREATEFAIL): 50 hosts that each talk
+// to 50 others exceed it, and their dials then time out with no SYN sent.
+// Real machines each have their own table. Permanent entries are exempt from
+// the cap, and nothing needs to be resolved during a run.
+func (b *Bed) staticNeighbors(ctx context.Context, sem chan struct{}) error {
+	all := append([]Host{b.Origin, b.Tracker}, b.Hosts...)
+	macs := make(map[string]string, len(all))
+	for _, h := range all {
+		mac, err := macOf(ctx, h)
+		if err != nil {
+			return err
+		}
+		macs[h.Name] = mac
+	}
+	errs := make([]error, len(all))
+	var wg sync.WaitGroup
+	for i, h := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := runInput(ctx, strings.NewReader(neighborBatch(h, all, macs)), "ip", "-n", h.NS, "-batch", "-"); err != nil {
+				errs[i] = fmt.Errorf("testbed: neighbors of %s: %w", h.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Close stops every process the bed started and deletes its namespaces. It

@@ -3,8 +3,10 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -47,7 +49,13 @@ func run(ctx context.Context, name string, args ...string) error {
 // runCPU is run that also returns the CPU time (user and system) the
 // command used.
 func runCPU(ctx context.Context, name string, args ...string) (time.Duration, error) {
+	return runInput(ctx, nil, name, args...)
+}
+
+// runInput is runCPU with stdin read from in (nil: none).
+func runInput(ctx context.Context, in io.Reader, name string, args ...string) (time.Duration, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = in
 	out, err := cmd.CombinedOutput()
 	var cpu time.Duration
 	if ps := cmd.ProcessState; ps != nil {
@@ -164,6 +172,41 @@ func addHost(ctx context.Context, bridgeNS string, h Host, up, down int64, queue
 		return err
 	}
 	return htb(ctx, bridgeNS, h.port, down, queue)
+}
+
+// macOf returns the hardware address of h's interface.
+func macOf(ctx context.Context, h Host) (string, error) {
+	out, err := exec.CommandContext(ctx, "ip", "-n", h.NS, "-j", "link", "show", "dev", ifname).Output()
+	if err != nil {
+		return "", fmt.Errorf("testbed: link of %s: %w", h.Name, err)
+	}
+	return parseMAC(out)
+}
+
+// parseMAC reads the address out of `ip -j link show dev X`.
+func parseMAC(js []byte) (string, error) {
+	var links []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal(js, &links); err != nil {
+		return "", fmt.Errorf("testbed: ip -j link: %w", err)
+	}
+	if len(links) != 1 || links[0].Address == "" {
+		return "", fmt.Errorf("testbed: ip -j link: want one link with an address, got %s", bytes.TrimSpace(js))
+	}
+	return links[0].Address, nil
+}
+
+// neighborBatch is the `ip -batch` input that makes every host of all but
+// self a permanent neighbor.
+func neighborBatch(self Host, all []Host, macs map[string]string) string {
+	var sb strings.Builder
+	for _, h := range all {
+		if h.Name != self.Name {
+			fmt.Fprintf(&sb, "neigh replace %s lladdr %s dev %s nud permanent\n", h.IP, macs[h.Name], ifname)
+		}
+	}
+	return sb.String()
 }
 
 // nsDialer dials from inside a named network namespace: a socket belongs to

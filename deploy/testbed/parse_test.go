@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 )
 
@@ -132,5 +133,33 @@ func TestParseCPUTimes(t *testing.T) {
 		if _, err := parseCPUTimes(bad); !errors.Is(err, ErrParse) {
 			t.Errorf("%q: err %v, want ErrParse", bad, err)
 		}
+	}
+}
+
+func TestParseMAC(t *testing.T) {
+	t.Parallel()
+	got, err := parseMAC([]byte(`[{"ifindex":2,"link_index":14,"ifname":"eth0","address":"9a:7c:65:7b:0b:15","broadcast":"ff:ff:ff:ff:ff:ff"}]` + "\n"))
+	if err != nil || got != "9a:7c:65:7b:0b:15" {
+		t.Fatalf("parseMAC = %q, %v", got, err)
+	}
+	for _, bad := range []string{"", "[]", `[{"ifname":"eth0"}]`, "not json", `[{"address":"a"},{"address":"b"}]`} {
+		if _, err := parseMAC([]byte(bad)); err == nil {
+			t.Errorf("parseMAC(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestNeighborBatch(t *testing.T) {
+	t.Parallel()
+	hosts := []Host{
+		{Name: "origin", IP: netip.MustParseAddr("10.213.0.2")},
+		{Name: "h001", IP: netip.MustParseAddr("10.213.1.1")},
+		{Name: "h002", IP: netip.MustParseAddr("10.213.1.2")},
+	}
+	macs := map[string]string{"origin": "02:00:00:00:00:01", "h001": "02:00:00:00:00:02", "h002": "02:00:00:00:00:03"}
+	want := "neigh replace 10.213.0.2 lladdr 02:00:00:00:00:01 dev eth0 nud permanent\n" +
+		"neigh replace 10.213.1.2 lladdr 02:00:00:00:00:03 dev eth0 nud permanent\n"
+	if got := neighborBatch(hosts[1], hosts, macs); got != want {
+		t.Errorf("neighborBatch(h001) =\n%s\nwant\n%s", got, want)
 	}
 }
