@@ -2,7 +2,10 @@
 // network namespace, all of them plugged into a bridge that lives in a
 // namespace of its own, so nothing is added to the root namespace. Each
 // host's link is capped in both directions with tc HTB: upload on the
-// host's own veth end, download on the bridge-side port.
+// host's own veth end, download on the bridge-side port. Every host knows
+// every other one's hardware address from the start (permanent neighbor
+// entries): the kernel's ARP table is shared by all namespaces and too small
+// for a big bed.
 //
 //	     ┌──────────── <prefix>br: br0 ────────────┐
 //	     │ p-origin   p-tracker   p-h001 … p-hNNN  │  (download caps)
