@@ -88,11 +88,12 @@ func (a *asked) Fetch(ctx context.Context, p peer.ID, _ digest.Digest, n int, _ 
 }
 
 // TestScheduleSparesSeeder: the seeder is asked only for what no agent
-// peer holds, while agents are followed; with no agent, for anything.
+// peer holds, unless the session would otherwise have nothing in flight
+// (its agents are all busy) or follows no agent at all.
 func TestScheduleSparesSeeder(t *testing.T) {
 	t.Parallel()
 	info := trackertest.InfoFor(make([]byte, 4<<10), 1<<10)
-	run := func(withAgent bool) map[peer.ID][]int {
+	run := func(agentHas []int, agentBusy bool) (map[peer.ID][]int, time.Time) {
 		tp := &asked{got: make(map[peer.ID][]int)}
 		cfg := DefaultConfig()
 		cfg.PerPeer, cfg.MaxInFlight = 4, 8
@@ -110,24 +111,36 @@ func TestScheduleSparesSeeder(t *testing.T) {
 		for n := range info.Count() {
 			ss.pick.PeerHas("seeder", n)
 		}
-		if withAgent {
-			ss.peers["agent"] = &remote{id: "agent"}
-			ss.pick.PeerHas("agent", 0)
-			ss.pick.PeerHas("agent", 1)
+		if agentHas != nil {
+			r := &remote{id: "agent"}
+			if agentBusy {
+				r.busyTill = time.Now().Add(time.Minute)
+			}
+			ss.peers["agent"] = r
+			for _, n := range agentHas {
+				ss.pick.PeerHas("agent", n)
+			}
 		}
 		var bg sync.WaitGroup
-		ss.schedule(&bg)
+		retry := ss.schedule(&bg)
 		cancel()
 		bg.Wait()
 		for _, ns := range tp.got {
 			slices.Sort(ns)
 		}
-		return tp.got
+		return tp.got, retry
 	}
-	if got := run(true); !slices.Equal(got["seeder"], []int{2, 3}) || !slices.Equal(got["agent"], []int{0, 1}) {
+	if got, _ := run([]int{0, 1}, false); !slices.Equal(got["seeder"], []int{2, 3}) || !slices.Equal(got["agent"], []int{0, 1}) {
 		t.Errorf("with an agent holding 0 and 1: asked %v, want the seeder for [2 3] and the agent for [0 1]", got)
 	}
-	if got := run(false); !slices.Equal(got["seeder"], []int{0, 1, 2, 3}) {
+	if got, _ := run(nil, false); !slices.Equal(got["seeder"], []int{0, 1, 2, 3}) {
 		t.Errorf("with the seeder alone: asked %v, want it for every piece", got)
+	}
+	got, retry := run([]int{0, 1, 2, 3}, true)
+	if !slices.Equal(got["seeder"], []int{0, 1, 2, 3}) || len(got["agent"]) != 0 {
+		t.Errorf("with a busy agent holding everything: asked %v, want the seeder for every piece", got)
+	}
+	if d := time.Until(retry); d < 50*time.Second || d > time.Minute {
+		t.Errorf("retry in %s, want when the busy agent's backoff ends (1m)", d)
 	}
 }

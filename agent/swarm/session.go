@@ -131,8 +131,15 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 
 	stall := time.NewTicker(s.cfg.StallTimeout / 4)
 	defer stall.Stop()
+	// retry wakes the loop when a peer's backoff or a seeder's ration skip
+	// runs out while request slots are free: in a quiet swarm no event may
+	// come to do it.
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for !ss.pick.Done() {
-		ss.schedule(&bg)
+		if at := ss.schedule(&bg); !at.IsZero() {
+			retry.Reset(time.Until(at))
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -140,6 +147,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 			if err := ss.handle(ev, &bg); err != nil {
 				return err
 			}
+		case <-retry.C:
 		case <-stall.C:
 			if time.Since(ss.last) > s.cfg.StallTimeout {
 				return fmt.Errorf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers))
@@ -351,8 +359,38 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 }
 
 // schedule fills free request slots: agents first, the seeder last, so
-// the seeder is asked only for what no agent has yet.
-func (ss *session) schedule(bg *sync.WaitGroup) {
+// the seeder is asked only for what no agent has yet. While slots stay
+// free, it returns when the first peer left alone for now (a backoff, a
+// skip of rationed pieces) may be asked again; zero if none is.
+func (ss *session) schedule(bg *sync.WaitGroup) time.Time {
+	ss.fill(bg)
+	return ss.retryAt()
+}
+
+// retryAt is when the first peer left alone for now may be asked again,
+// or zero if no slot is free or nobody is left alone.
+func (ss *session) retryAt() time.Time {
+	var at time.Time
+	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
+		return at
+	}
+	now := time.Now()
+	earliest := func(t time.Time) {
+		if t.After(now) && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	for _, r := range ss.peers {
+		earliest(r.busyTill)
+		if !r.skipped.IsZero() {
+			earliest(r.skipped.Add(ss.s.cfg.SeedRelax))
+		}
+	}
+	return at
+}
+
+// fill starts requests in free slots.
+func (ss *session) fill(bg *sync.WaitGroup) {
 	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
 		return
 	}
@@ -379,12 +417,19 @@ func (ss *session) schedule(bg *sync.WaitGroup) {
 		}
 	}
 	// Then anything from agents. A seeder is asked for pieces agents also
-	// hold only when no agent is followed: its link is the swarm's
-	// narrowest, and every byte it sends twice delays a new piece.
-	if agents > 0 {
-		order = order[:agents]
+	// hold only by a session that would otherwise have nothing in flight:
+	// its link is the swarm's narrowest, and every byte it sends twice
+	// delays a new piece, but a session must not sit idle while the agents
+	// holding what it lacks are busy.
+	ss.pickFrom(order[:agents], now, bg)
+	if len(ss.flight) == 0 {
+		ss.pickFrom(order[agents:], now, bg)
 	}
-	for _, r := range order {
+}
+
+// pickFrom fills the free request slots of rs with the picker's choices.
+func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup) {
+	for _, r := range rs {
 		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
 			n, ok := ss.pick.Pick(string(r.id))
 			if !ok {
