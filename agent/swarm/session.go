@@ -358,10 +358,9 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 	ss.post(event{from: ai.ID, r: r, ended: true})
 }
 
-// schedule fills free request slots: agents first, the seeder last, so
-// the seeder is asked only for what no agent has yet. While slots stay
-// free, it returns when the first peer left alone for now (a backoff, a
-// skip of rationed pieces) may be asked again; zero if none is.
+// schedule fills free request slots (see fill). While slots stay free, it
+// returns when the first peer left alone for now (a backoff, a skip of
+// rationed pieces) may be asked again; zero if none is.
 func (ss *session) schedule(bg *sync.WaitGroup) time.Time {
 	ss.fill(bg)
 	return ss.retryAt()
@@ -389,7 +388,8 @@ func (ss *session) retryAt() time.Time {
 	return at
 }
 
-// fill starts requests in free slots.
+// fill starts requests in free slots: first the seeder for what only it
+// has, then agents, then the seeder for anything if nothing is in flight.
 func (ss *session) fill(bg *sync.WaitGroup) {
 	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
 		return
@@ -403,35 +403,30 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 	agents := seedersLast(order)
 	// First what only a seeder has: every new piece enters the swarm
 	// through the seeder's link, which must never wait for requests.
-	for _, r := range order[agents:] {
+	seeders := order[agents:]
+	for _, r := range seeders {
 		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
 			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
 			r.skipped = time.Time{}
 		}
-		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
-			n, ok := ss.pick.PickOnlyThere(string(r.id))
-			if !ok {
-				break
-			}
-			ss.start(r, n, bg)
-		}
 	}
+	ss.pickFrom(seeders, now, bg, ss.pick.PickOnlyThere)
 	// Then anything from agents. A seeder is asked for pieces agents also
 	// hold only by a session that would otherwise have nothing in flight:
 	// its link is the swarm's narrowest, and every byte it sends twice
 	// delays a new piece, but a session must not sit idle while the agents
 	// holding what it lacks are busy.
-	ss.pickFrom(order[:agents], now, bg)
+	ss.pickFrom(order[:agents], now, bg, ss.pick.Pick)
 	if len(ss.flight) == 0 {
-		ss.pickFrom(order[agents:], now, bg)
+		ss.pickFrom(seeders, now, bg, ss.pick.Pick)
 	}
 }
 
-// pickFrom fills the free request slots of rs with the picker's choices.
-func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup) {
+// pickFrom fills the free request slots of rs with pick's choices.
+func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pick func(id string) (int, bool)) {
 	for _, r := range rs {
 		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
-			n, ok := ss.pick.Pick(string(r.id))
+			n, ok := pick(string(r.id))
 			if !ok {
 				break
 			}
