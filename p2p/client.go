@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -45,43 +46,78 @@ func (h *Host) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, 
 
 var rawSHA256 = cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: sha256.Size}
 
-func (h *Host) fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) (_ []byte, err error) {
-	req := wire.PieceRequest{Digest: dgst, Index: n}
-	frame, err := wire.Append(nil, req)
+func (h *Host) fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error) {
+	frame, err := wire.Append(nil, wire.PieceRequest{Digest: dgst, Index: n})
 	if err != nil {
 		return buf, err
 	}
-	s, err := h.host.NewStream(ctx, p, PieceProtocol)
-	if err != nil {
-		return buf, err
-	}
-	stop := context.AfterFunc(ctx, func() { s.Reset() })
-	defer func() {
-		stop()
-		if err != nil {
-			s.Reset()
-			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	for {
+		ps := h.streams.get(p)
+		reused := ps != nil
+		if !reused {
+			s, err := h.host.NewStream(ctx, p, PieceProtocol)
+			if err != nil {
+				return buf, err
 			}
-			return
+			// Small, so that the piece bytes mostly bypass it and land in buf.
+			ps = &pieceStream{s: s, br: bufio.NewReaderSize(s, 64)}
 		}
-		s.Close()
-	}()
-	if _, err := s.Write(frame); err != nil {
+		var ex exchange
+		buf, ex, err = h.fetchOn(ctx, ps, frame, want, buf)
+		if ex == exchangeDone {
+			h.streams.put(ps)
+		} else {
+			ps.s.Reset()
+		}
+		if err == nil {
+			return buf, nil
+		}
+		// A stream that sat idle may have been closed by the server in the
+		// meantime: that costs a retry on another one, not the request.
+		if reused && ex == exchangeUnanswered && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
 		return buf, err
 	}
-	if err := s.CloseWrite(); err != nil {
-		return buf, err
+}
+
+// exchange is how far one request on a stream got.
+type exchange int
+
+const (
+	exchangeUnanswered exchange = iota // no header came back
+	exchangeBroken                     // the stream is in an unknown state
+	exchangeDone                       // answered in full: the stream can carry the next request
+)
+
+// fetchOn sends one request on ps and reads the answer. A refusal ends the
+// exchange cleanly, with the refusal as the error.
+func (h *Host) fetchOn(ctx context.Context, ps *pieceStream, frame []byte, want cid.Cid, buf []byte) ([]byte, exchange, error) {
+	s, br := ps.s, ps.br
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	// done ends an exchange that left the stream clean, unless ctx already
+	// started resetting it.
+	done := func(err error) ([]byte, exchange, error) {
+		if !stop() {
+			return buf, exchangeBroken, cmp.Or(err, ctx.Err())
+		}
+		return buf, exchangeDone, err
+	}
+	defer stop()
+	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
+	if _, err := s.Write(frame); err != nil {
+		return buf, exchangeUnanswered, err
 	}
 	_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
-	// Small, so that the piece bytes mostly bypass it and land in buf.
-	br := bufio.NewReaderSize(s, 64)
 	hdr, err := expect[wire.PieceHeader](wire.Read(br))
 	if err != nil {
-		return buf, h.readError(s, err)
+		return buf, exchangeUnanswered, h.readError(s, err)
 	}
 	if err := statusError(hdr.Status); err != nil {
-		return buf, err
+		return done(err) // a refusal carries no bytes
 	}
 	if int64(cap(buf)) < hdr.Length {
 		buf = make([]byte, hdr.Length)
@@ -94,22 +130,24 @@ func (h *Host) fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, 
 		end := min(off+chunk, len(buf))
 		if h.downRate != nil {
 			if err := h.downRate.WaitN(ctx, end-off); err != nil {
-				return buf, err
+				return buf, exchangeBroken, err
 			}
 		}
 		_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
 		got, err := io.ReadFull(br, buf[off:end])
 		h.m.downloadBytes.Add(float64(got))
 		if err != nil {
-			return buf, err
+			return buf, exchangeBroken, err
 		}
 		sum.Write(buf[off:end])
 		off = end
 	}
+	// A piece that fails its hash may be the peer's lie or a broken stream:
+	// either way the stream goes.
 	if err := verify(want, sum.Sum(nil)); err != nil {
-		return buf, err
+		return buf, exchangeBroken, err
 	}
-	return buf, nil
+	return done(nil)
 }
 
 // verify is piece.Verify for a sum computed along the way.

@@ -3,7 +3,7 @@
 // follows which pieces they hold. It decides nothing: which piece to ask of
 // whom is the download scheduler's job.
 //
-//	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.0.0──▶ remote Host ──▶ Source.Piece
+//	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.1.0──▶ remote Host ──▶ Source.Piece
 //	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/1.0.0──── remote Host ◀── Source.Watch
 //
 // # Transport
@@ -18,11 +18,21 @@
 //
 // # Wire protocol (framing in package wire)
 //
-// /shoal/piece/1.0.0: one request per stream, so yamux multiplexes many in
-// flight.
+// /shoal/piece/1.1.0: one request at a time per stream, so yamux
+// multiplexes many in flight, and a stream carries one request after another.
 //
-//	client → PieceRequest{digest, index}, then closes its write side
-//	server → PieceHeader{status, length}, then exactly length raw bytes, then closes
+//	client → PieceRequest{digest, index}
+//	server → PieceHeader{status, length}, then exactly length raw bytes
+//	… the next request on the same stream, or the client closes it
+//
+// A client keeps the streams whose last exchange ended cleanly (up to 16
+// per peer) and reuses them for later requests to that peer: a piece then
+// costs no yamux open and close frames, no multistream negotiation and no
+// window updates while the stream's receive window has grown. The server
+// closes a stream that stays idle for a minute; clients reuse only streams
+// idle for less than half of that, and retry on a new stream when a reused
+// one turns out closed before it answered. A stream whose transfer failed,
+// or whose piece did not match its CID, is reset, never reused.
 //
 // A status other than OK carries no bytes: NoPiece (not held yet), Busy
 // (MaxUploads uploads under way and no room or time left to wait in line

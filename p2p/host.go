@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -59,6 +60,7 @@ type Host struct {
 	upRate   *rate.Limiter // nil: unlimited
 	downRate *rate.Limiter
 	bufs     sync.Pool // *[]byte of chunk bytes, for sources that are not io.WriterTo
+	streams  streamPool
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -86,7 +88,7 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { 
 
 // Protocol IDs.
 const (
-	PieceProtocol protocol.ID = "/shoal/piece/1.0.0"
+	PieceProtocol protocol.ID = "/shoal/piece/1.1.0"
 	HaveProtocol  protocol.ID = "/shoal/have/1.0.0"
 )
 
@@ -171,6 +173,14 @@ func New(cfg Config, src Source, opts ...Option) (*Host, error) {
 		serving:  make(map[peer.ID]int),
 	}
 	h.bufs.New = func() any { b := make([]byte, chunk); return &b }
+	h.streams.idle = make(map[peer.ID][]*pieceStream)
+	lh.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(n network.Network, c network.Conn) {
+			if p := c.RemotePeer(); n.Connectedness(p) != network.Connected {
+				h.streams.drop(p)
+			}
+		},
+	})
 	lh.SetStreamHandler(PieceProtocol, h.servePiece)
 	lh.SetStreamHandler(HaveProtocol, h.serveHave)
 	h.log.Info("p2p host started", "peer", lh.ID(), "addrs", lh.Addrs())
@@ -324,6 +334,7 @@ func (h *Host) Close() error {
 	h.closed = true
 	h.mu.Unlock()
 	h.cancel()
+	h.streams.close()
 	err := h.host.Close()
 	h.wg.Wait()
 	return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,6 +194,83 @@ func TestFetch(t *testing.T) {
 	}
 	if got := counter(t, server.reg, "shoal_p2p_peers"); got != 1 {
 		t.Errorf("server counts %v peers, want 1", got)
+	}
+}
+
+// pieceStreams counts the piece streams open on the connections to p.
+func pieceStreams(h *p2p.Host, p peer.ID) int {
+	n := 0
+	for _, c := range h.LibP2P().Network().ConnsToPeer(p) {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == p2p.PieceProtocol {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestFetchReusesStream: requests one after another, answered or refused,
+// travel on one stream.
+func TestFetchReusesStream(t *testing.T) {
+	t.Parallel()
+	server, client := newNode(t, nil), newNode(t, nil)
+	connect(t, client, server)
+	data := randomBytes(t, 5000)
+	info := server.src.AddBlob(data, 1000)
+	ctx := testContext(t)
+	for n := range info.Count() {
+		if _, err := client.Fetch(ctx, server.ID(), info.Digest, n, info.Pieces[n], nil); err != nil {
+			t.Fatalf("Fetch piece %d: %v", n, err)
+		}
+		if _, err := client.Fetch(ctx, server.ID(), digest.FromString("unknown"), 0, info.Pieces[0], nil); !errors.Is(err, p2p.ErrUnknownBlob) {
+			t.Fatalf("Fetch of an unknown blob = %v, want ErrUnknownBlob", err)
+		}
+	}
+	if got := pieceStreams(client.Host, server.ID()); got != 1 {
+		t.Errorf("%d piece streams open after %d requests in turn, want 1", got, 2*info.Count())
+	}
+	if got := counter(t, server.reg, "shoal_p2p_upload_bytes_total"); got != float64(len(data)) {
+		t.Errorf("server counted %v bytes sent, want %d", got, len(data))
+	}
+}
+
+// TestFetchRetriesClosedStream: a server that closes each stream after one
+// answer (as one whose idle timeout ran out) costs the client a retry on a
+// new stream, not a failed fetch.
+func TestFetchRetriesClosedStream(t *testing.T) {
+	t.Parallel()
+	client := newNode(t, nil)
+	data := randomBytes(t, 300)
+	info := p2ptest.NewMemorySource().AddBlob(data, 100)
+	server := newNode(t, nil)
+	var opened atomic.Int32
+	server.LibP2P().SetStreamHandler(p2p.PieceProtocol, func(s network.Stream) {
+		opened.Add(1)
+		req, err := wire.Read(bufio.NewReader(s))
+		if err != nil {
+			s.Reset()
+			return
+		}
+		n := req.(wire.PieceRequest).Index
+		off, length := info.Span(n)
+		s.Write(mustAppend(t, wire.PieceHeader{Length: length}))
+		s.Write(data[off : off+length])
+		s.Close()
+	})
+	connect(t, client, server)
+	ctx := testContext(t)
+	for n := range info.Count() {
+		got, err := client.Fetch(ctx, server.ID(), info.Digest, n, info.Pieces[n], nil)
+		if err != nil {
+			t.Fatalf("Fetch piece %d: %v", n, err)
+		}
+		if off, length := info.Span(n); !bytes.Equal(got, data[off:off+length]) {
+			t.Fatalf("piece %d differs", n)
+		}
+	}
+	if got := opened.Load(); got != int32(info.Count()) {
+		t.Errorf("server saw %d streams for %d pieces, want one each", got, info.Count())
 	}
 }
 

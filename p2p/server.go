@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -19,19 +20,44 @@ import (
 // to keep a rate limit smooth.
 const chunk = 256 << 10
 
-// servePiece answers one PieceRequest.
+// servePiece answers the PieceRequests of one stream, one after another,
+// until the client closes it, stays idle for pieceIdleTimeout or a transfer
+// fails.
 func (h *Host) servePiece(s network.Stream) {
 	if !h.enter() {
 		s.Reset()
 		return
 	}
 	defer h.leave()
+	br := bufio.NewReaderSize(s, 64)
 	_ = s.SetReadDeadline(time.Now().Add(h.cfg.RequestTimeout))
-	req, err := expect[wire.PieceRequest](wire.Read(bufio.NewReaderSize(s, 64)))
-	if err != nil {
-		h.broke(s, "reading piece request", err)
-		return
+	for first := true; ; first = false {
+		req, err := expect[wire.PieceRequest](wire.Read(br))
+		switch {
+		case err == nil:
+		case !first && (errors.Is(err, io.EOF) || isTimeout(err)):
+			// The client is done with the stream, or left it idle.
+			s.Close()
+			return
+		default:
+			h.broke(s, "reading piece request", err)
+			return
+		}
+		if !h.answerPiece(s, req) {
+			return
+		}
+		_ = s.SetReadDeadline(time.Now().Add(pieceIdleTimeout))
 	}
+}
+
+// pieceIdleTimeout is how long a piece stream may wait for its next
+// request; clients reuse a stream only while it has been idle for less than
+// half of this.
+const pieceIdleTimeout = time.Minute
+
+// answerPiece answers one request. It reports false when the stream was
+// reset and must not carry another request.
+func (h *Host) answerPiece(s network.Stream, req wire.PieceRequest) bool {
 	p := s.Conn().RemotePeer()
 	// The source answers first: a piece it refuses or rations is refused at
 	// once, and only a piece it will give waits in line for a slot.
@@ -40,18 +66,17 @@ func (h *Host) servePiece(s network.Stream) {
 		h.m.uploads.WithLabelValues(resultOf(err)).Inc()
 		switch {
 		case errors.Is(err, ErrNoPiece):
-			h.refusePiece(s, wire.StatusNoPiece)
+			return h.refusePiece(s, wire.StatusNoPiece)
 		case errors.Is(err, ErrUnknownBlob):
-			h.refusePiece(s, wire.StatusUnknownBlob)
+			return h.refusePiece(s, wire.StatusUnknownBlob)
 		case errors.Is(err, ErrRationed):
-			h.refusePiece(s, wire.StatusRationed)
+			return h.refusePiece(s, wire.StatusRationed)
 		case errors.Is(err, ErrBusy):
-			h.refusePiece(s, wire.StatusBusy)
+			return h.refusePiece(s, wire.StatusBusy)
 		default:
 			h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
-			h.refusePiece(s, wire.StatusInternal)
+			return h.refusePiece(s, wire.StatusInternal)
 		}
-		return
 	}
 	defer rc.Close()
 	// A seeder has counted this upload against the piece's ration already;
@@ -59,8 +84,7 @@ func (h *Host) servePiece(s network.Stream) {
 	// would, so the piece is not held back for long.
 	if !h.uploadSlot() {
 		h.m.uploads.WithLabelValues(resultBusy).Inc()
-		h.refusePiece(s, wire.StatusBusy)
-		return
+		return h.refusePiece(s, wire.StatusBusy)
 	}
 	defer func() { <-h.uploads }()
 	h.m.uploadsActive.Inc()
@@ -74,14 +98,14 @@ func (h *Host) servePiece(s network.Stream) {
 	switch {
 	case errors.Is(err, errBeforeHeader):
 		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
-		h.refusePiece(s, wire.StatusInternal)
+		return h.refusePiece(s, wire.StatusInternal)
 	case err != nil:
 		// Part of the piece may be out: only a reset tells the client.
 		h.log.Debug("upload failed", "peer", p, "digest", req.Digest, "piece", req.Index, "bytes", sent, "err", err)
 		s.Reset()
-	default:
-		s.Close()
+		return false
 	}
+	return true
 }
 
 // uploadSlot takes one of the MaxUploads slots, waiting in line for up to
@@ -121,11 +145,17 @@ func (h *Host) upload(s network.Stream, rc io.Reader, size int64) (int64, error)
 	if size < 0 || size > wire.MaxPieceLength {
 		return 0, fmt.Errorf("%w: piece of %d bytes", errBeforeHeader, size)
 	}
-	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
-	if err := wire.Write(s, wire.PieceHeader{Status: wire.StatusOK, Length: size}); err != nil {
-		return 0, err
+	// The header goes out with the bytes that fill its TLS record.
+	hdr, err := wire.Append(make([]byte, 0, 16<<10-64), wire.PieceHeader{Status: wire.StatusOK, Length: size})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errBeforeHeader, err)
 	}
-	w := &pacedWriter{s: s, ctx: h.ctx, lim: h.upRate, stall: h.cfg.StallTimeout, left: size}
+	w := &pacedWriter{s: s, ctx: h.ctx, lim: h.upRate, stall: h.cfg.StallTimeout, left: size, head: hdr}
+	if size == 0 {
+		if err := w.flushHead(); err != nil {
+			return 0, err
+		}
+	}
 	// Sources that are io.WriterTo (bytes.Reader, os.File) skip the buffer.
 	buf := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(buf)
@@ -138,13 +168,15 @@ func (h *Host) upload(s network.Stream, rc io.Reader, size int64) (int64, error)
 	return size, nil
 }
 
-func (h *Host) refusePiece(s network.Stream, st wire.Status) {
+// refusePiece answers with a status and no bytes; the stream stays open for
+// the next request unless the write failed.
+func (h *Host) refusePiece(s network.Stream, st wire.Status) bool {
 	_ = s.SetWriteDeadline(time.Now().Add(h.cfg.StallTimeout))
 	if err := wire.Write(s, wire.PieceHeader{Status: st}); err != nil {
 		s.Reset()
-		return
+		return false
 	}
-	s.Close()
+	return true
 }
 
 // pacedWriter writes at most left bytes in chunks, each under the rate limit
@@ -155,6 +187,14 @@ type pacedWriter struct {
 	lim   *rate.Limiter
 	stall time.Duration
 	left  int64
+	head  []byte // the header, sent with the first bytes: one frame, not two
+}
+
+func (w *pacedWriter) flushHead() error {
+	_ = w.s.SetWriteDeadline(time.Now().Add(w.stall))
+	_, err := w.s.Write(w.head)
+	w.head = nil
+	return err
 }
 
 var errTooLong = errors.New("source gave more bytes than it announced")
@@ -166,13 +206,21 @@ func (w *pacedWriter) Write(p []byte) (int, error) {
 			return written, errTooLong
 		}
 		n := int(min(int64(len(p)), chunk, w.left))
+		if w.head != nil {
+			n = min(n, cap(w.head)-len(w.head))
+		}
 		if w.lim != nil {
 			if err := w.lim.WaitN(w.ctx, n); err != nil {
 				return written, err
 			}
 		}
 		_ = w.s.SetWriteDeadline(time.Now().Add(w.stall))
-		m, err := w.s.Write(p[:n])
+		frame := p[:n]
+		if w.head != nil {
+			frame, w.head = append(w.head, frame...), nil
+		}
+		m, err := w.s.Write(frame)
+		m = max(0, m-(len(frame)-n)) // header bytes are not piece bytes
 		written += m
 		w.left -= int64(m)
 		if err != nil {
@@ -282,6 +330,12 @@ func expect[T wire.Message](m wire.Message, err error) (T, error) {
 		return zero, fmt.Errorf("%w: unexpected message type %d", wire.ErrMalformed, m.Type())
 	}
 	return t, nil
+}
+
+// isTimeout reports a deadline that ran out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // isProtocolError tells a peer's breach of the protocol from I/O failures.
