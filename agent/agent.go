@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,9 +150,9 @@ type lateSource struct{ p atomic.Pointer[swarm.Swarm] }
 
 func (l *lateSource) set(s *swarm.Swarm) { l.p.Store(s) }
 
-func (l *lateSource) Watch(ctx context.Context, d digest.Digest) (*piece.Bitfield, <-chan int, error) {
+func (l *lateSource) Watch(ctx context.Context, p peer.ID, d digest.Digest) (*piece.Bitfield, <-chan int, error) {
 	if s := l.p.Load(); s != nil {
-		return s.Watch(ctx, d)
+		return s.Watch(ctx, p, d)
 	}
 	return nil, nil, p2p.ErrUnknownBlob
 }

@@ -47,7 +47,7 @@
 //
 //	client → WatchRequest{digest, pieces}, then keeps its write side open
 //	server → Bitfield{status, bits}                   pieces held now
-//	server → Have{index} …                            each piece verified later
+//	server → Have{index} …                            each piece verified later, but those the client announced to the server
 //	server → Done, then closes                        the server holds the whole blob
 //
 // The client ends a subscription early by closing or resetting the stream;

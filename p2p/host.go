@@ -39,8 +39,10 @@ type Source interface {
 	// Watch returns the verified pieces of dgst now and a channel that
 	// receives each piece verified later. The channel is closed when the
 	// blob is complete or ctx ends; sends must not block past ctx's end.
-	// ErrUnknownBlob if the node has nothing of dgst.
-	Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error)
+	// ErrUnknownBlob if the node has nothing of dgst. p is the subscriber:
+	// the channel may leave out pieces p has announced to this node, since
+	// p will not ask for them.
+	Watch(ctx context.Context, p peer.ID, dgst digest.Digest) (*piece.Bitfield, <-chan int, error)
 	// Piece opens verified piece n of dgst and returns its length.
 	// ErrNoPiece if it is not held (yet), ErrUnknownBlob if nothing of
 	// dgst is, ErrRationed if the source rations it (a seeder asking peers

@@ -250,7 +250,7 @@ func (h *Host) serveHave(s network.Stream) {
 	p := s.Conn().RemotePeer()
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
-	bf, ch, err := h.src.Watch(ctx, req.Digest)
+	bf, ch, err := h.src.Watch(ctx, p, req.Digest)
 	switch {
 	case errors.Is(err, ErrUnknownBlob):
 		h.refuseWatch(s, wire.StatusUnknownBlob)

@@ -144,3 +144,41 @@ func TestScheduleSparesSeeder(t *testing.T) {
 		t.Errorf("retry in %s, want when the busy agent's backoff ends (1m)", d)
 	}
 }
+
+// TestHaveSuppressed: a watcher hears of each piece verified here, except
+// those it announced to us itself.
+func TestHaveSuppressed(t *testing.T) {
+	t.Parallel()
+	s := &Swarm{blobs: map[digest.Digest]*blob{}}
+	dgst := digest.FromString("blob")
+	b := s.track(dgst, 4<<20, 1<<20)
+	ctx := t.Context()
+	_, toA, err := s.Watch(ctx, "A", dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, toB, err := s.Watch(ctx, "B", dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits := piece.NewBitfield(4)
+	bits.Set(0)
+	b.heard("A", bits, -1)
+	b.heard("A", nil, 2)
+	for n := range 4 {
+		b.markHave(n)
+	}
+	var gotA, gotB []int
+	for n := range toA {
+		gotA = append(gotA, n)
+	}
+	for n := range toB {
+		gotB = append(gotB, n)
+	}
+	if want := []int{1, 3}; !slices.Equal(gotA, want) {
+		t.Errorf("A heard of %v, want %v (it announced 0 and 2)", gotA, want)
+	}
+	if want := []int{0, 1, 2, 3}; !slices.Equal(gotB, want) {
+		t.Errorf("B heard of %v, want %v", gotB, want)
+	}
+}

@@ -351,8 +351,10 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 		ss.post(event{from: ai.ID, r: r, gone: true})
 		return
 	}
+	ss.b.heard(ai.ID, bits, -1)
 	ss.post(event{from: ai.ID, r: r, bits: bits})
 	for n := range haves {
+		ss.b.heard(ai.ID, nil, n)
 		ss.post(event{from: ai.ID, r: r, have: n})
 	}
 	ss.post(event{from: ai.ID, r: r, ended: true})

@@ -184,9 +184,10 @@ type blob struct {
 	pieces   int
 	psize    int64
 	have     *piece.Bitfield
-	subs     map[chan int]struct{}
-	uploads  []uint8     // seeder: copies started per piece
-	doneAt   []time.Time // seeder: when the first upload of a piece ended
+	subs     map[chan int]peer.ID        // watchers and who they are
+	theirs   map[peer.ID]*piece.Bitfield // what peers announced to us
+	uploads  []uint8                     // seeder: copies started per piece
+	doneAt   []time.Time                 // seeder: when the first upload of a piece ended
 	complete bool
 }
 
@@ -198,7 +199,7 @@ func (s *Swarm) track(dgst digest.Digest, size, psize int64) *blob {
 		return b
 	}
 	n := piece.Count(size, psize)
-	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]struct{})}
+	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]peer.ID), theirs: make(map[peer.ID]*piece.Bitfield)}
 	if s.seed {
 		b.uploads = make([]uint8, n)
 		b.doneAt = make([]time.Time, n)
@@ -214,14 +215,19 @@ func (s *Swarm) lookup(dgst digest.Digest) *blob {
 	return s.blobs[dgst]
 }
 
-// markHave records a verified piece and tells the watchers.
+// markHave records a verified piece and tells the watchers, but those that
+// announced it to us: they hold it, and every message costs each side a
+// wakeup.
 func (b *blob) markHave(n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.have.Set(n) {
 		return
 	}
-	for ch := range b.subs {
+	for ch, p := range b.subs {
+		if bf := b.theirs[p]; bf != nil && bf.Has(n) {
+			continue
+		}
 		ch <- n // never blocks: each channel has room for every piece
 	}
 	if b.have.Full() {
@@ -233,6 +239,28 @@ func (b *blob) markHave(n int) {
 	}
 }
 
+// heard records pieces p announced to us for this blob: its bitfield, or
+// one piece (n >= 0).
+func (b *blob) heard(p peer.ID, bits *piece.Bitfield, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bf := b.theirs[p]
+	if bf == nil {
+		bf = piece.NewBitfield(b.pieces)
+		b.theirs[p] = bf
+	}
+	if bits != nil {
+		for i := range min(bits.Len(), b.pieces) {
+			if bits.Has(i) {
+				bf.Set(i)
+			}
+		}
+	}
+	if n >= 0 && n < b.pieces {
+		bf.Set(n)
+	}
+}
+
 // MarkPiece records that piece n of dgst (a blob of size, cut in pieces of
 // psize) is verified and in the store. The seeder calls it as pieces arrive
 // from the origin.
@@ -241,7 +269,7 @@ func (s *Swarm) MarkPiece(dgst digest.Digest, size, psize int64, n int) {
 }
 
 // Watch implements p2p.Source.
-func (s *Swarm) Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
+func (s *Swarm) Watch(ctx context.Context, p peer.ID, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
 	b, err := s.blobOrStored(ctx, dgst)
 	if err != nil {
 		return nil, nil, err
@@ -254,7 +282,7 @@ func (s *Swarm) Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield,
 		close(ch)
 		return have, ch, nil
 	}
-	b.subs[ch] = struct{}{}
+	b.subs[ch] = p
 	context.AfterFunc(ctx, func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -409,7 +437,7 @@ func (s *Swarm) Forget(dgst digest.Digest) {
 		for ch := range b.subs {
 			close(ch)
 		}
-		b.subs = map[chan int]struct{}{}
+		b.subs = map[chan int]peer.ID{}
 		b.mu.Unlock()
 		delete(s.blobs, dgst)
 	}

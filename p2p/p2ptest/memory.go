@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -125,7 +126,7 @@ func (m *MemorySource) SetCorrupt(on bool) {
 }
 
 // Watch implements p2p.Source.
-func (m *MemorySource) Watch(ctx context.Context, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
+func (m *MemorySource) Watch(ctx context.Context, _ peer.ID, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.blobs[dgst]

@@ -59,11 +59,11 @@ func TestMemorySource(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	bf, early, err := m.Watch(ctx, info.Digest)
+	bf, early, err := m.Watch(ctx, "", info.Digest)
 	if err != nil || bf.Count() != 0 || bf.Len() != 3 {
 		t.Fatalf("Watch = %v, %v", bf, err)
 	}
-	_, dropped, _ := m.Watch(ctx, info.Digest)
+	_, dropped, _ := m.Watch(ctx, "", info.Digest)
 	if err := m.Put(info.Digest, 2, data[20:]); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestMemorySource(t *testing.T) {
 	for range dropped {
 	}
 
-	_, late, _ := m.Watch(context.Background(), info.Digest)
+	_, late, _ := m.Watch(context.Background(), "", info.Digest)
 	m.Put(info.Digest, 0, data[:10])
 	m.Put(info.Digest, 0, data[:10]) // a duplicate is not announced again
 	m.Put(info.Digest, 1, data[10:20])
@@ -103,7 +103,7 @@ func TestMemorySource(t *testing.T) {
 	if b, _ := read(t, m, info.Digest, 1); !bytes.Equal(b, data[10:20]) {
 		t.Fatal("corruption leaked into the stored piece")
 	}
-	if bf, ch, err := m.Watch(context.Background(), info.Digest); err != nil || !bf.Full() {
+	if bf, ch, err := m.Watch(context.Background(), "", info.Digest); err != nil || !bf.Full() {
 		t.Fatalf("Watch of a complete blob = %v, %v", bf, err)
 	} else if _, ok := <-ch; ok {
 		t.Fatal("complete blob announced a piece")
