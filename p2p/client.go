@@ -194,8 +194,9 @@ func statusError(st wire.Status) error {
 
 // Watch subscribes to p's pieces of dgst, a blob of pieces pieces. It returns
 // the pieces p holds now, then delivers each piece p announces later on the
-// channel, which is closed when p holds the whole blob, the stream dies or
-// ctx ends. Refusals wrap ErrUnknownBlob or ErrRemote.
+// channel, and when p says it holds the whole blob the pieces it left
+// unannounced; the channel is closed then, when the stream dies or when ctx
+// ends. Refusals wrap ErrUnknownBlob or ErrRemote.
 func (h *Host) Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error) {
 	frame, err := wire.Append(nil, wire.WatchRequest{Digest: dgst, Pieces: pieces})
 	if err != nil {
@@ -287,6 +288,18 @@ func (h *Host) follow(ctx context.Context, s network.Stream, br *bufio.Reader, s
 			}
 		case wire.Done:
 			s.Close()
+			// The peer holds the whole blob, also the pieces it did not
+			// announce because we had announced them to it.
+			for i := range seen.Len() {
+				if seen.Has(i) {
+					continue
+				}
+				select {
+				case ch <- i:
+				case <-ctx.Done():
+					return
+				}
+			}
 			return
 		default:
 			h.readError(s, fmt.Errorf("%w: unexpected message type %d", wire.ErrMalformed, m.Type()))

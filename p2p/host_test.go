@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -933,6 +934,36 @@ func TestMalformedResponses(t *testing.T) {
 				t.Fatalf("relayed HAVE %d out of range", n)
 			}
 		})
+	}
+}
+
+// TestWatchDoneFillsIn: a server may leave out HAVEs of pieces the client
+// announced to it; its Done still tells the client of every piece.
+func TestWatchDoneFillsIn(t *testing.T) {
+	t.Parallel()
+	client, server := newNode(t, nil), newNode(t, nil)
+	d := digest.FromString("blob")
+	server.LibP2P().SetStreamHandler(p2p.HaveProtocol, func(s network.Stream) {
+		wire.Read(bufio.NewReader(s))
+		s.Write(mustAppend(t, wire.Bitfield{Bits: []byte{0b1000_0000}}))
+		s.Write(mustAppend(t, wire.Have{Index: 2}))
+		s.Write(mustAppend(t, wire.Done{}))
+		s.Close()
+	})
+	connect(t, client, server)
+	bf, ch, err := client.Watch(testContext(t), server.ID(), d, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bf.Has(0) || bf.Count() != 1 {
+		t.Fatalf("bitfield holds %d pieces, want piece 0 only", bf.Count())
+	}
+	var got []int
+	for n := range ch {
+		got = append(got, n)
+	}
+	if want := []int{2, 1, 3}; !slices.Equal(got, want) {
+		t.Errorf("relayed %v, want %v", got, want)
 	}
 }
 
