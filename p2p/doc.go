@@ -29,7 +29,7 @@
 // per peer) and reuses them for later requests to that peer: a piece then
 // costs no yamux open and close frames, no multistream negotiation and no
 // window updates while the stream's receive window has grown. The server
-// closes a stream that stays idle for a minute; clients reuse only streams
+// closes a stream that stays idle for 10 s; clients reuse only streams
 // idle for less than half of that, and retry on a new stream when a reused
 // one turns out closed before it answered. A stream whose transfer failed,
 // or whose piece did not match its CID, is reset, never reused.

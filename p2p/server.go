@@ -52,8 +52,10 @@ func (h *Host) servePiece(s network.Stream) {
 
 // pieceIdleTimeout is how long a piece stream may wait for its next
 // request; clients reuse a stream only while it has been idle for less than
-// half of this.
-const pieceIdleTimeout = time.Minute
+// half of this. A download asks for pieces all the time, so short is
+// enough, and it lets a seeder serving thousands of agents shed their
+// streams (a goroutine and a 256 KiB window each) soon after a rollout.
+const pieceIdleTimeout = 10 * time.Second
 
 // answerPiece answers one request. It reports false when the stream was
 // reset and must not carry another request.
