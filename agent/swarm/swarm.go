@@ -44,7 +44,10 @@ type Store interface {
 type Config struct {
 	// PerPeer is the number of piece requests in flight to one peer.
 	PerPeer int
-	// MaxInFlight bounds the piece requests in flight for one blob.
+	// MaxInFlight bounds the piece requests in flight for one blob. An
+	// image's layers download at once, so a node has this many times its
+	// layers in flight; more than its link needs only splits it into
+	// smaller transfers, each costing its own packets and wakeups.
 	MaxInFlight int
 	// MaxPeers bounds the peers one download follows.
 	MaxPeers int
@@ -68,7 +71,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		PerPeer:      2,
-		MaxInFlight:  8,
+		MaxInFlight:  4,
 		MaxPeers:     32,
 		PeersRefresh: 2 * time.Second,
 		StallTimeout: 20 * time.Second,
