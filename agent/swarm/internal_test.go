@@ -168,6 +168,11 @@ func TestHaveSuppressed(t *testing.T) {
 	for n := range 4 {
 		b.markHave(n)
 	}
+	// A complete blob forgets what peers announced; late news changes nothing.
+	b.heard("B", nil, 1)
+	if b.theirs != nil {
+		t.Errorf("a complete blob keeps %d peers' announcements", len(b.theirs))
+	}
 	var gotA, gotB []int
 	for n := range toA {
 		gotA = append(gotA, n)

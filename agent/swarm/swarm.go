@@ -235,6 +235,7 @@ func (b *blob) markHave(n int) {
 	}
 	if b.have.Full() {
 		b.complete = true
+		b.theirs = nil // no more HAVEs to leave out
 		for ch := range b.subs {
 			close(ch)
 			delete(b.subs, ch)
@@ -247,6 +248,9 @@ func (b *blob) markHave(n int) {
 func (b *blob) heard(p peer.ID, bits *piece.Bitfield, n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.complete {
+		return
+	}
 	bf := b.theirs[p]
 	if bf == nil {
 		bf = piece.NewBitfield(b.pieces)
