@@ -1,0 +1,148 @@
+package swarm
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// followMetaInfo long-polls the tracker while piece hashes are still
+// arriving from the seeder.
+func (ss *session) followMetaInfo(ctx context.Context, have int) {
+	for have < ss.count {
+		info, err := ss.s.tr.MetaInfo(ctx, ss.src, have)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			ss.s.log.Debug("metainfo poll failed", "digest", ss.src.Digest, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if len(info.Pieces) > have {
+			have = len(info.Pieces)
+			ss.post(event{info: info})
+		}
+	}
+}
+
+// followPeers asks the tracker for peers now and then: every PeersRefresh
+// while handouts are sparse or bring peers it has not seen, less often (up
+// to 8 times that) while they are full and bring none, so a settled swarm
+// does not poll its tracker. A sparse handout (a swarm still forming, or
+// just the seeder) is asked again soon: a session that waited long with a
+// handful of peers would starve.
+func (ss *session) followPeers(ctx context.Context) {
+	seen := make(map[string]bool)
+	every := ss.s.cfg.PeersRefresh
+	for {
+		peers, err := ss.s.tr.Peers(ctx, ss.src.Digest, ss.s.self.ID)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			ss.s.log.Debug("peer handout failed", "digest", ss.src.Digest, "err", err)
+			every = ss.s.cfg.PeersRefresh
+		} else {
+			fresh := false
+			for _, p := range peers {
+				if !seen[p.ID] {
+					seen[p.ID], fresh = true, true
+				}
+			}
+			if fresh || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout) {
+				every = ss.s.cfg.PeersRefresh
+			} else {
+				every = min(2*every, 8*ss.s.cfg.PeersRefresh)
+			}
+			ss.post(event{peers: peers})
+		}
+		if !sleep(ctx, every) {
+			return
+		}
+	}
+}
+
+// meet starts following the peers of a handout it does not follow yet.
+func (ss *session) meet(handout []tracker.Peer, bg *sync.WaitGroup) {
+	for _, tp := range handout {
+		// The seeder may hold pieces nobody else has yet: it is always
+		// followed, whatever else is.
+		if len(ss.peers) >= ss.s.cfg.MaxPeers && !tp.Seeder {
+			continue
+		}
+		ai, err := addrInfo(tp)
+		if err != nil {
+			ss.s.log.Debug("bad peer in handout", "peer", tp.ID, "err", err)
+			continue
+		}
+		if ss.peers[ai.ID] != nil || ss.banned[ai.ID] || tp.ID == ss.s.self.ID {
+			continue
+		}
+		ctx, stop := context.WithCancel(ss.ctx)
+		r := &remote{id: ai.ID, seeder: tp.Seeder, stop: stop}
+		ss.peers[ai.ID] = r
+		bg.Go(func() { ss.watch(ctx, r, ai) })
+	}
+}
+
+func addrInfo(p tracker.Peer) (peer.AddrInfo, error) {
+	id, err := peer.Decode(p.ID)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	ai := peer.AddrInfo{ID: id}
+	for _, a := range p.Addrs {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return peer.AddrInfo{}, err
+		}
+		ai.Addrs = append(ai.Addrs, ma)
+	}
+	return ai, nil
+}
+
+// watch connects to a peer and relays what it holds to the loop.
+func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
+	err := ss.s.tp.Connect(ctx, ai)
+	var bits *piece.Bitfield
+	var haves <-chan int
+	if err == nil {
+		bits, haves, err = ss.s.tp.Watch(ctx, ai.ID, ss.src.Digest, ss.count)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			ss.s.log.Debug("cannot follow peer", "peer", ai.ID, "digest", ss.src.Digest, "err", err)
+		}
+		ss.post(event{from: ai.ID, r: r, gone: true})
+		return
+	}
+	ss.b.heard(ai.ID, bits, -1)
+	ss.post(event{from: ai.ID, r: r, bits: bits})
+	for n := range haves {
+		ss.b.heard(ai.ID, nil, n)
+		ss.post(event{from: ai.ID, r: r, have: n})
+	}
+	ss.post(event{from: ai.ID, r: r, ended: true})
+}
+
+// denseHandout is the handout size from which an unchanged handout makes
+// a session ask the tracker less often.
+const denseHandout = 8
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

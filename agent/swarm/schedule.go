@@ -1,0 +1,225 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/p2p"
+)
+
+// schedule fills free request slots (see fill). While slots stay free, it
+// returns when the first peer left alone for now (a backoff, a skip of
+// rationed pieces) may be asked again; zero if none is.
+func (ss *session) schedule(bg *sync.WaitGroup) time.Time {
+	ss.fill(bg)
+	return ss.retryAt()
+}
+
+// retryAt is when the first peer left alone for now may be asked again,
+// or zero if no slot is free or nobody is left alone.
+func (ss *session) retryAt() time.Time {
+	var at time.Time
+	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
+		return at
+	}
+	now := time.Now()
+	earliest := func(t time.Time) {
+		if t.After(now) && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	for _, r := range ss.peers {
+		earliest(r.busyTill)
+		if !r.skipped.IsZero() {
+			earliest(r.skipped.Add(ss.s.cfg.SeedRelax))
+		}
+	}
+	return at
+}
+
+// fill starts requests in free slots: first the seeder for what only it
+// has, then agents, then the seeder for anything if nothing is in flight.
+func (ss *session) fill(bg *sync.WaitGroup) {
+	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
+		return
+	}
+	now := time.Now()
+	order := make([]*remote, 0, len(ss.peers))
+	for _, r := range ss.peers {
+		order = append(order, r)
+	}
+	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	agents := seedersLast(order)
+	// First what only a seeder has: every new piece enters the swarm
+	// through the seeder's link, which must never wait for requests.
+	seeders := order[agents:]
+	for _, r := range seeders {
+		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
+			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
+			r.skipped = time.Time{}
+		}
+	}
+	ss.pickFrom(seeders, now, bg, ss.pick.PickOnlyThere)
+	// Then anything from agents. A seeder is asked for pieces agents also
+	// hold only by a session that would otherwise have nothing in flight:
+	// its link is the swarm's narrowest, and every byte it sends twice
+	// delays a new piece, but a session must not sit idle while the agents
+	// holding what it lacks are busy.
+	ss.pickFrom(order[:agents], now, bg, ss.pick.Pick)
+	if len(ss.flight) == 0 {
+		ss.pickFrom(seeders, now, bg, ss.pick.Pick)
+	}
+}
+
+// pickFrom fills the free request slots of rs with pick's choices.
+func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pick func(id string) (int, bool)) {
+	for _, r := range rs {
+		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+			n, ok := pick(string(r.id))
+			if !ok {
+				break
+			}
+			ss.start(r, n, bg)
+		}
+	}
+}
+
+// seedersLast moves the seeders to the end of rs and returns how many
+// remotes precede them.
+func seedersLast(rs []*remote) int {
+	i := 0
+	for j, r := range rs {
+		if !r.seeder {
+			rs[i], rs[j] = rs[j], rs[i]
+			i++
+		}
+	}
+	return i
+}
+
+func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
+	ctx, cancel := context.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
+	req := &request{n: n, r: r, cancel: cancel}
+	ss.flight[req] = struct{}{}
+	r.inflight++
+	want := ss.info.Pieces[n]
+	_, length := ss.info.Span(n)
+	dgst := ss.info.Digest
+	bg.Go(func() {
+		defer cancel()
+		buf := ss.s.buffer(length)
+		data, err := ss.s.tp.Fetch(ctx, r.id, dgst, n, want, buf)
+		if err != nil {
+			ss.s.release(buf)
+			data = nil
+		}
+		ss.post(event{fetch: true, req: req, data: data, err: err})
+	})
+}
+
+// fetched takes a fetch result: a verified piece goes to the store and to
+// our watchers; duplicates in flight elsewhere are cancelled.
+func (ss *session) fetched(ev event) {
+	req, r := ev.req, ev.req.r
+	req.cancel()
+	delete(ss.flight, req)
+	r.inflight--
+	followed := ss.peers[r.id] == r // not dropped since the request
+	if ev.err != nil {
+		if followed {
+			ss.failed(req, ev.err)
+		}
+		return
+	}
+	defer ss.s.release(ev.data)
+	if ss.b.have.Has(req.n) { // a duplicate from the endgame
+		return
+	}
+	off, _ := ss.info.Span(req.n)
+	if _, err := ss.w.WriteAt(ev.data, off); err != nil {
+		ss.s.log.Warn("writing piece", "digest", ss.info.Digest, "piece", req.n, "err", err)
+		if followed {
+			ss.pick.Cancel(req.n, string(r.id))
+		}
+		return
+	}
+	ss.pick.Have(req.n)
+	ss.b.markHave(req.n)
+	ss.last = time.Now()
+	ss.s.m.pieces.WithLabelValues("verified").Inc()
+	source := FromPeer
+	if r.seeder {
+		source = FromSeeder
+	}
+	ss.s.count(source, int64(len(ev.data)))
+	for other := range ss.flight {
+		if other.n == req.n {
+			other.cancel() // its result comes back as an error and is ignored
+		}
+	}
+	r.failures, r.busy = 0, 0
+}
+
+// failed handles a failed request to a peer still followed.
+func (ss *session) failed(req *request, err error) {
+	r := req.r
+	ss.pick.Cancel(req.n, string(r.id))
+	if ss.b.have.Has(req.n) {
+		return // a cancelled duplicate
+	}
+	switch {
+	case errors.Is(err, p2p.ErrBadPiece):
+		ss.s.m.pieces.WithLabelValues("rejected").Inc()
+		ss.s.m.peersDropped.Inc()
+		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", r.id, "digest", ss.info.Digest, "piece", req.n)
+		ss.banned[r.id] = true
+		ss.drop(r.id)
+	case errors.Is(err, p2p.ErrRationed):
+		// Only this piece: the seeder gives it to others first, and gives
+		// other pieces still.
+		ss.pick.Skip(req.n, string(r.id))
+		if r.skipped.IsZero() {
+			r.skipped = time.Now()
+		}
+	case errors.Is(err, p2p.ErrBusy):
+		r.busy++
+		r.busyTill = time.Now().Add(r.backoff())
+	default:
+		ss.s.m.pieces.WithLabelValues("failed").Inc()
+		r.failures++
+		r.busyTill = time.Now().Add(busyBackoff)
+		if r.failures >= maxFailures && !r.seeder {
+			ss.s.log.Debug("peer keeps failing, dropped", "peer", r.id, "digest", ss.info.Digest, "err", err)
+			ss.drop(r.id)
+		}
+	}
+}
+
+const (
+	busyBackoff = 100 * time.Millisecond
+	maxFailures = 3
+	// seederBackoff is the first pause after the seeder answered Busy:
+	// it keeps requests waiting for a slot, so Busy means its line is full
+	// or the wait ran out, and asking again soon earns another refusal.
+	seederBackoff = 250 * time.Millisecond
+	maxBackoff    = time.Second
+)
+
+// backoff is how long to leave r alone after its r.busy-th refusal in a
+// row: doubling from busyBackoff (seederBackoff for the seeder) up to
+// maxBackoff. Every refusal costs both sides a stream; a peer whose slots
+// stay full is asked less and less often, while the many other agents that
+// ask it keep its slots in use.
+func (r *remote) backoff() time.Duration {
+	d := busyBackoff
+	if r.seeder {
+		d = seederBackoff
+	}
+	for i := 1; i < r.busy && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
