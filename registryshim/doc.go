@@ -17,6 +17,9 @@
 // wrap its sentinels; the handler answers with the sentinel's code, status
 // and message, never with the wrapped text, which may carry internal details.
 //
-// The package imports nothing of Shoal's: only the standard library,
-// go-digest and Prometheus (see imports_test.go).
+// Names, tags and ?ns= registries are checked against the grammar
+// subpackage, the one definition of them Shoal has.
+//
+// The package imports nothing else of Shoal's: only the standard library,
+// go-digest, Prometheus and its own grammar (see imports_test.go).
 package registryshim

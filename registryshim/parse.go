@@ -5,11 +5,11 @@ import (
 	_ "crypto/sha256"
 	_ "crypto/sha512"
 	"math"
-	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
 // route is what a request path asks for; it is also the "route" metric label.
@@ -45,20 +45,6 @@ type target struct {
 	ref   string        // routeManifest: a valid tag or digest
 	dgst  digest.Digest // routeBlob, or routeManifest by digest
 }
-
-const maxNameLength = 255
-
-var (
-	// Both from the OCI Distribution spec, anchored.
-	nameRegexp = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRegexp  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
-func validName(name string) bool {
-	return len(name) <= maxNameLength && nameRegexp.MatchString(name)
-}
-
-func validTag(tag string) bool { return tagRegexp.MatchString(tag) }
 
 // parsePath parses and validates a /v2/ path. The repository name may hold
 // slashes, so the path is read from the right: <name>/<kind>/<ref>.
@@ -99,7 +85,7 @@ func parsePath(p string) (target, error) {
 	default:
 		return target{}, ErrNotFound
 	}
-	if !validName(name) {
+	if !grammar.Repository(name) {
 		return target{route: t.route}, ErrNameInvalid.withDetail(shortDetail("name", name))
 	}
 
@@ -117,7 +103,7 @@ func parsePath(p string) (target, error) {
 				return target{route: t.route}, ErrDigestInvalid.withDetail(shortDetail("digest", ref))
 			}
 			t.dgst = d
-		} else if !validTag(ref) {
+		} else if !grammar.Tag(ref) {
 			return target{route: t.route}, ErrManifestUnknown.withDetail(shortDetail("tag", ref))
 		}
 		t.ref = ref
@@ -136,66 +122,15 @@ func shortDetail(key, value string) map[string]string {
 
 // parseRegistry validates containerd's ?ns= value as host[:port] and returns
 // it lower-cased ("" stays ""). Hosts are DNS names, IPv4 or bracketed IPv6
-// literals.
+// literals (see grammar.Registry).
 func parseRegistry(ns string) (string, error) {
 	if ns == "" {
 		return "", nil
 	}
-	if len(ns) > 255 {
+	if !grammar.Registry(ns) {
 		return "", ErrNameInvalid
 	}
-	ns = strings.ToLower(ns)
-	var port string
-	hasPort := false
-	if strings.HasPrefix(ns, "[") {
-		end := strings.IndexByte(ns, ']')
-		if end < 0 {
-			return "", ErrNameInvalid
-		}
-		addr, err := netip.ParseAddr(ns[1:end])
-		if err != nil || !addr.Is6() || addr.Zone() != "" {
-			return "", ErrNameInvalid
-		}
-		if rest := ns[end+1:]; rest != "" {
-			if port, hasPort = strings.CutPrefix(rest, ":"); !hasPort {
-				return "", ErrNameInvalid
-			}
-		}
-	} else {
-		var host string
-		host, port, hasPort = strings.Cut(ns, ":")
-		if !validHost(host) {
-			return "", ErrNameInvalid
-		}
-	}
-	if hasPort && !validPort(port) {
-		return "", ErrNameInvalid
-	}
-	return ns, nil
-}
-
-func validPort(p string) bool {
-	n, ok := parseDigits(p)
-	return ok && p[0] != '0' && n <= 65535
-}
-
-// validHost reports whether h is a DNS name (which covers IPv4 literals):
-// dot-separated labels of letters, digits and inner hyphens.
-func validHost(h string) bool {
-	if h == "" {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range []byte(label) {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return strings.ToLower(ns), nil
 }
 
 // byteRange is a satisfiable range: 0 <= start < size, 1 <= length <= size-start.

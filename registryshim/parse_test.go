@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
 const (
@@ -105,7 +107,7 @@ func FuzzParsePath(f *testing.F) {
 		if got.route == routeBase {
 			return
 		}
-		if !validName(got.name) {
+		if !grammar.Repository(got.name) {
 			t.Fatalf("parsePath(%q) accepted invalid name %q", p, got.name)
 		}
 		switch got.route {
@@ -114,7 +116,7 @@ func FuzzParsePath(f *testing.F) {
 				t.Fatalf("parsePath(%q) accepted invalid digest %q", p, got.dgst)
 			}
 		case routeManifest:
-			if got.dgst == "" && !validTag(got.ref) || got.dgst != "" && (got.dgst.Validate() != nil || string(got.dgst) != got.ref) {
+			if got.dgst == "" && !grammar.Tag(got.ref) || got.dgst != "" && (got.dgst.Validate() != nil || string(got.dgst) != got.ref) {
 				t.Fatalf("parsePath(%q) accepted invalid reference %+v", p, got)
 			}
 		}
@@ -175,6 +177,7 @@ func TestParseRegistry(t *testing.T) {
 		{"[fe80::1%eth0]", "", false},
 		{"[::1]x", "", false},
 		{"::1", "", false},
+		{"\u212A.io", "", false}, // KELVIN SIGN: lower-cases to 'k', but is no ASCII
 		{strings.Repeat("a.", 128) + "io", "", false},
 	}
 	for _, tt := range tests {

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	// go-digest verifies only with hash functions linked into the binary.
@@ -12,21 +11,13 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/registryshim"
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
-// The repository and tag grammars of the OCI Distribution spec. Names and
-// references arrive from runtimes and go into upstream URLs, so anything
-// else is refused before a request is made.
-var (
-	repoPattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagPattern  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
-// maxRepoLen is the spec's bound on a repository name.
-const maxRepoLen = 255
-
+// Names and references arrive from runtimes and go into upstream URLs, so
+// anything outside the OCI grammar is refused before a request is made.
 func checkRepo(repo string) error {
-	if len(repo) > maxRepoLen || !repoPattern.MatchString(repo) {
+	if !grammar.Repository(repo) {
 		return fmt.Errorf("repository %q: %w", repo, registryshim.ErrNameInvalid)
 	}
 	return nil
@@ -51,7 +42,7 @@ func parseRef(ref string) (digest.Digest, string, error) {
 		d, err := parseDigest(ref)
 		return d, "", err
 	}
-	if !tagPattern.MatchString(ref) {
+	if !grammar.Tag(ref) {
 		// No manifest can be known under a name outside the grammar.
 		return "", "", fmt.Errorf("tag %q: invalid: %w", ref, registryshim.ErrManifestUnknown)
 	}

@@ -65,9 +65,6 @@ func DefaultConfig() Config {
 // prefixRE keeps namespace names short and safe to pass to ip(8).
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9-]{1,15}$`)
 
-// repoRE is a plain OCI repository name, without a registry or tag.
-var repoRE = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
-
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
 	switch {

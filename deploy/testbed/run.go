@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
 // Scenario is the rollout Run plays on a bed.
@@ -55,7 +57,7 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("%w: layers %d: want 1..100", ErrConfig, s.Layers)
 	case s.ImageSize < int64(s.Layers)*1024 || s.ImageSize > 64<<30:
 		return fmt.Errorf("%w: image size %d: want at least 1 KiB per layer and at most 64 GiB", ErrConfig, s.ImageSize)
-	case s.Repo == "" || !repoRE.MatchString(s.Repo):
+	case !grammar.Repository(s.Repo): // a plain name, without a registry or tag
 		return fmt.Errorf("%w: repository %q", ErrConfig, s.Repo)
 	case s.SampleInterval < 10*time.Millisecond:
 		return fmt.Errorf("%w: sample interval %s: want at least 10ms", ErrConfig, s.SampleInterval)
