@@ -27,7 +27,7 @@ import (
 // ErrProtocol when the peer breaks the protocol. The stream is reset on
 // any error; ctx bounds the whole fetch.
 func (h *Host) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error) {
-	if want.Prefix() != rawSHA256 {
+	if !piece.IsCID(want) {
 		return buf, fmt.Errorf("p2p: fetch piece %d: %s is not a raw sha2-256 CIDv1", n, want)
 	}
 	if !h.enter() {
@@ -43,8 +43,6 @@ func (h *Host) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, 
 	h.m.fetchSeconds.Observe(time.Since(start).Seconds())
 	return out, nil
 }
-
-var rawSHA256 = cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: sha256.Size}
 
 func (h *Host) fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error) {
 	frame, err := wire.Append(nil, wire.PieceRequest{Digest: dgst, Index: n})

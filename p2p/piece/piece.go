@@ -63,6 +63,12 @@ func fromSHA256(sum []byte) cid.Cid {
 	return cid.NewCidV1(cid.Raw, mh)
 }
 
+// IsCID reports whether c has the form of a piece's name, as Sum makes it:
+// CIDv1, raw codec, a full-length sha2-256 multihash.
+func IsCID(c cid.Cid) bool { return c.Prefix() == rawSHA256 }
+
+var rawSHA256 = cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: sha256.Size}
+
 // Verify checks that data is the content named by c.
 func Verify(c cid.Cid, data []byte) error {
 	if !Sum(data).Equals(c) {
@@ -138,14 +144,12 @@ func (i *Info) Validate() error {
 		return fmt.Errorf("%w: %d piece CIDs for %d pieces", ErrInvalid, len(i.Pieces), i.Count())
 	}
 	for n, c := range i.Pieces {
-		if c.Prefix() != rawSHA256 {
+		if !IsCID(c) {
 			return fmt.Errorf("%w: piece %d: not a raw sha2-256 CIDv1", ErrInvalid, n)
 		}
 	}
 	return nil
 }
-
-var rawSHA256 = cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: sha256.Size}
 
 // Marshal encodes the Info as JSON (CIDs as base32 strings).
 func (i *Info) Marshal() ([]byte, error) { return json.Marshal(i) }

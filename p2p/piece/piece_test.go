@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -50,6 +51,36 @@ func TestDigestCIDRoundTrip(t *testing.T) {
 	}
 	if _, err := DigestCID("sha256:zz"); err == nil {
 		t.Error("malformed digest accepted")
+	}
+}
+
+func TestIsCID(t *testing.T) {
+	t.Parallel()
+	sum := Sum([]byte("abc"))
+	sha512, err := multihash.Sum([]byte("abc"), multihash.SHA2_512, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := multihash.Sum([]byte("abc"), multihash.SHA2_256, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		c    cid.Cid
+		want bool
+	}{
+		{"Sum", sum, true},
+		{"undefined", cid.Undef, false},
+		{"CIDv0", cid.NewCidV0(sum.Hash()), false},
+		{"dag-pb", cid.NewCidV1(cid.DagProtobuf, sum.Hash()), false},
+		{"sha2-512", cid.NewCidV1(cid.Raw, sha512), false},
+		{"truncated sha2-256", cid.NewCidV1(cid.Raw, short), false},
+	}
+	for _, tt := range tests {
+		if got := IsCID(tt.c); got != tt.want {
+			t.Errorf("%s: IsCID(%s) = %v, want %v", tt.name, tt.c, got, tt.want)
+		}
 	}
 }
 
