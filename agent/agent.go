@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,34 +19,30 @@ import (
 	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
-	"github.com/shoal-dev/shoal/p2p"
-	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
 // Agent is the registry backend of a node: it implements
-// registryshim.Backend over the upstream registries and the content store.
+// registryshim.Backend over the upstream registries, the content store and,
+// when it has one, the swarm.
 type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
 	up      *upstream.Client
 	store   *store.Disk
+	swarm   *swarm.Swarm // nil: every blob comes from the upstream
 	shim    http.Handler
 	tags    *tagCache
 	mans    *manifestCache
 	metrics *metrics
 	closing atomic.Bool
+	origin  atomic.Int64 // blob bytes fetched from the upstream without a swarm
 
-	// The swarm, when a tracker is configured.
-	host   *p2p.Host
-	swarm  *swarm.Swarm
-	origin atomic.Int64 // blob bytes fetched from the upstream
-
-	ctx  context.Context // ends when Close starts; background work uses it
+	ctx  context.Context // ends when Close starts; prefetches use it
 	stop context.CancelFunc
-	bg   sync.WaitGroup // prefetches and the announce loop
+	bg   sync.WaitGroup // prefetches
 }
 
 var _ registryshim.Backend = (*Agent)(nil)
@@ -59,39 +54,35 @@ type options struct {
 	logger     *slog.Logger
 	registerer prometheus.Registerer
 	now        func() time.Time
+	swarm      *swarm.Swarm
 }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithRegisterer registers the metrics of the agent and its parts with r.
+// WithRegisterer registers the metrics of the agent and its handler with r.
 func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
 
 // WithClock replaces time.Now (tests of tag expiry).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-func collect(opts []Option) options {
-	o := options{logger: slog.New(slog.DiscardHandler), registerer: prometheus.NewRegistry(), now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return o
-}
+// WithSwarm fetches blobs the store does not hold through sw, which must
+// fill the same store. Without it every blob comes from the upstream.
+func WithSwarm(sw *swarm.Swarm) Option { return func(o *options) { o.swarm = sw } }
 
-// New opens the agent's store and upstream client.
-func New(cfg Config, opts ...Option) (*Agent, error) {
+// New returns the agent serving from st, filled from up (and the swarm, if
+// one is given). The caller owns up, st and the swarm, and closes them after
+// the agent.
+func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := collect(opts)
-	up, err := upstream.New(cfg.Upstream, upstream.WithLogger(o.logger), upstream.WithRegisterer(o.registerer))
-	if err != nil {
-		return nil, err
+	if up == nil || st == nil {
+		return nil, errors.New("agent: an upstream client and a store are required")
 	}
-	st, err := store.New(cfg.storeConfig(), store.WithLogger(o.logger), store.WithRegisterer(o.registerer))
-	if err != nil {
-		up.Close()
-		return nil, err
+	o := options{logger: slog.New(slog.DiscardHandler), registerer: prometheus.NewRegistry(), now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	a := &Agent{
 		cfg:     cfg,
@@ -99,69 +90,14 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		now:     o.now,
 		up:      up,
 		store:   st,
+		swarm:   o.swarm,
 		tags:    newTagCache(maxTags),
 		mans:    newManifestCache(cfg.ManifestCacheBytes),
 		metrics: newMetrics(o.registerer),
 	}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
-	if cfg.Tracker != "" {
-		if err := a.joinSwarm(o); err != nil {
-			a.Close()
-			return nil, err
-		}
-	}
 	return a, nil
-}
-
-// joinSwarm starts the peer transport and the announce loop.
-func (a *Agent) joinSwarm(o options) error {
-	tc, err := tracker.NewClient(a.cfg.Tracker, a.cfg.TrackerToken, tracker.WithLogger(o.logger))
-	if err != nil {
-		return err
-	}
-	src := &lateSource{}
-	h, err := p2p.New(a.cfg.P2P, src, p2p.WithLogger(o.logger), p2p.WithRegisterer(o.registerer))
-	if err != nil {
-		return err
-	}
-	a.host = h
-	self := tracker.Peer{ID: h.ID().String()}
-	for _, ma := range h.Addrs() {
-		self.Addrs = append(self.Addrs, ma.String())
-	}
-	opts := []swarm.Option{swarm.WithLogger(o.logger), swarm.WithRegisterer(o.registerer)}
-	if a.cfg.Seeder {
-		opts = append(opts, swarm.AsSeeder())
-	}
-	sw, err := swarm.New(a.cfg.Swarm, tc, h, a.store, self, opts...)
-	if err != nil {
-		return err
-	}
-	src.set(sw)
-	a.swarm = sw
-	a.bg.Go(func() { sw.Run(a.ctx) })
-	return nil
-}
-
-// lateSource lets the transport start before the swarm that answers it
-// exists (each needs the other); until then it knows no blob.
-type lateSource struct{ p atomic.Pointer[swarm.Swarm] }
-
-func (l *lateSource) set(s *swarm.Swarm) { l.p.Store(s) }
-
-func (l *lateSource) Watch(ctx context.Context, p peer.ID, d digest.Digest) (*piece.Bitfield, <-chan int, error) {
-	if s := l.p.Load(); s != nil {
-		return s.Watch(ctx, p, d)
-	}
-	return nil, nil, p2p.ErrUnknownBlob
-}
-
-func (l *lateSource) Piece(ctx context.Context, d digest.Digest, n int) (io.ReadCloser, int64, error) {
-	if s := l.p.Load(); s != nil {
-		return s.Piece(ctx, d, n)
-	}
-	return nil, 0, p2p.ErrUnknownBlob
 }
 
 // Stats counts the blob bytes this agent received, by source.
@@ -182,14 +118,6 @@ func (a *Agent) countOrigin(n int64) {
 	a.origin.Add(n)
 }
 
-// PeerID is the agent's peer identity ("" without a swarm).
-func (a *Agent) PeerID() string {
-	if a.host == nil {
-		return ""
-	}
-	return a.host.ID().String()
-}
-
 // Handler serves the registry API under /v2/ and the probes /healthz and
 // /readyz.
 func (a *Agent) Handler() http.Handler {
@@ -206,18 +134,14 @@ func (a *Agent) Handler() http.Handler {
 	return mux
 }
 
-// Close stops running downloads (their partial files stay for resumption)
-// and releases the store.
+// Close stops the prefetches under way and marks the agent not ready. The
+// downloads themselves end when the store closes; their partial files stay
+// for resumption.
 func (a *Agent) Close() error {
 	a.closing.Store(true)
 	a.stop()
 	a.bg.Wait()
-	var errs []error
-	if a.host != nil {
-		errs = append(errs, a.host.Close())
-	}
-	a.up.Close()
-	return errors.Join(append(errs, a.store.Close())...)
+	return nil
 }
 
 // Drain marks the agent not ready, so that load balancers and probes stop

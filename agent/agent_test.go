@@ -25,9 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoal-dev/shoal/agent"
 )
 
 // origin is go-containerregistry's in-process registry behind a counter of
@@ -103,31 +101,6 @@ func push(t *testing.T, o *origin, repo, tag string, img v1.Image) name.Referenc
 	return ref
 }
 
-type node struct {
-	*agent.Agent
-	srv *httptest.Server
-	reg *prometheus.Registry
-}
-
-func startAgent(t *testing.T, dir string, mutate func(*agent.Config)) *node {
-	t.Helper()
-	cfg := agent.DefaultConfig()
-	cfg.DataDir = dir
-	cfg.Upstream.Timeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	reg := prometheus.NewRegistry()
-	a, err := agent.New(cfg, agent.WithRegisterer(reg), agent.WithLogger(testLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	n := &node{Agent: a, srv: srv, reg: reg}
-	t.Cleanup(func() { srv.Close(); a.Close() })
-	return n
-}
-
 // testLogger logs to stderr when SHOAL_TEST_LOG names a level.
 func testLogger() *slog.Logger {
 	var level slog.Level
@@ -181,7 +154,7 @@ func TestPullThroughThenFromStore(t *testing.T) {
 	o := newOrigin(t)
 	img, _ := random.Image(1<<20, 3)
 	push(t, o, "app/web", "v1", img)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) { c.Upstream.Default = o.URL })
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) { c.Upstream.Default = o.URL })
 
 	pull(t, a, "app/web", ":v1")
 	first := o.blobBytes.Load()
@@ -198,7 +171,7 @@ func TestConcurrentPullsShareOneDownload(t *testing.T) {
 	o := newOrigin(t)
 	img, _ := random.Image(4<<20, 2)
 	push(t, o, "app", "v1", img)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) { c.Upstream.Default = o.URL })
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() { pull(t, a, "app", ":v1") })
@@ -217,7 +190,7 @@ func TestNamespaceRouting(t *testing.T) {
 	img2, _ := random.Image(2048, 1)
 	push(t, o1, "lib/x", "v1", img1)
 	push(t, o2, "lib/x", "v1", img2)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) {
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) {
 		c.Upstream.Default = o1.URL
 		c.Upstream.AllowUnknown = false
 		c.Upstream.Registries = append(c.Upstream.Registries, upstreamRegistry("other.example:5000", o2.URL))
@@ -247,9 +220,9 @@ func TestStaleTagWhenUpstreamDown(t *testing.T) {
 	o := newOrigin(t)
 	img, _ := random.Image(1024, 1)
 	push(t, o, "app", "v1", img)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) {
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) {
 		c.Upstream.Default = o.URL
-		c.TagTTL = 0
+		c.Agent.TagTTL = 0
 	})
 	u := a.srv.URL + "/v2/app/manifests/v1"
 	if resp := get(t, u, "GET"); resp.StatusCode != http.StatusOK || resp.Header.Get("Shoal-Stale") != "" {
@@ -270,7 +243,7 @@ func TestErrorsAreOCI(t *testing.T) {
 	o := newOrigin(t)
 	img, _ := random.Image(1024, 1)
 	push(t, o, "app", "v1", img)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) { c.Upstream.Default = o.URL })
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	missing := digest.FromString("missing")
 	for _, tc := range []struct {
 		method, path string
@@ -309,7 +282,7 @@ func TestRestartResumesPartialBlob(t *testing.T) {
 	rand.Read(blob)
 	d := pushBlob(t, o, "big", blob)
 	dir := t.TempDir()
-	a := startAgent(t, dir, func(c *agent.Config) { c.Upstream.Default = o.URL })
+	a := startAgent(t, dir, func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	o.cutAfter.Store(3 << 20)
 	if resp := get(t, a.srv.URL+"/v2/big/blobs/"+d.String(), "GET"); resp.StatusCode == http.StatusOK {
 		// The body is cut off: reading it fails or comes up short.
@@ -324,7 +297,7 @@ func TestRestartResumesPartialBlob(t *testing.T) {
 		t.Fatalf("origin sent only %d bytes before the cut", sent)
 	}
 
-	b := startAgent(t, dir, func(c *agent.Config) { c.Upstream.Default = o.URL })
+	b := startAgent(t, dir, func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	resp := get(t, b.srv.URL+"/v2/big/blobs/"+d.String(), "GET")
 	got, err := io.ReadAll(resp.Body)
 	if err != nil || digest.FromBytes(got) != d {
@@ -341,7 +314,7 @@ func TestRangeFromStore(t *testing.T) {
 	blob := make([]byte, 1<<20)
 	rand.Read(blob)
 	d := pushBlob(t, o, "r", blob)
-	a := startAgent(t, t.TempDir(), func(c *agent.Config) { c.Upstream.Default = o.URL })
+	a := startAgent(t, t.TempDir(), func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	req, _ := http.NewRequest("GET", a.srv.URL+"/v2/r/blobs/"+d.String(), nil)
 	req.Header.Set("Range", "bytes=1000-1999")
 	resp, err := http.DefaultClient.Do(req)

@@ -13,9 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/tracker"
 )
 
-var _ tracker.Seeder = (*Agent)(nil)
-
-// Seed implements tracker.Seeder: the agent fetches the blob from the
+// Seed is what the tracker asks of its seeder (server.Seeder): the agent fetches the blob from the
 // origin into its store once and, reading it back as it streams in, names
 // each piece by its hash as soon as the piece is there, publishing the
 // growing metainfo through progress and offering the piece to the swarm.

@@ -3,8 +3,6 @@ package agent_test
 import (
 	"context"
 	"io"
-	"net"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -14,46 +12,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
-const clusterToken = "test-cluster-token"
-
-// startTracker runs a tracker with its seeder in front of the origin.
-func startTracker(t *testing.T, originURL string) (tn *agent.TrackerNode, stop func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcfg := tracker.DefaultConfig()
-	tcfg.Token = clusterToken
-	tcfg.AnnounceInterval = 500 * time.Millisecond
-	tcfg.PeerTTL = 5 * time.Second
-	seed := agent.DefaultSeederConfig()
-	seed.DataDir = t.TempDir()
-	seed.Upstream.Default = originURL
-	tn, err = agent.NewTrackerNode(agent.ListenURL(ln), tcfg, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: tn.Handler()}
-	go srv.Serve(ln)
-	var once sync.Once
-	stop = func() { once.Do(func() { srv.Close(); tn.Close() }) }
-	t.Cleanup(stop)
-	return tn, stop
-}
-
-func swarmConfig(tn *agent.TrackerNode, originURL string) func(*agent.Config) {
-	return func(c *agent.Config) {
+func swarmConfig(tn *trackerNode, originURL string) func(*nodeConfig) {
+	return func(c *nodeConfig) {
 		c.Upstream.Default = originURL
-		c.Tracker = tn.URL
-		c.TrackerToken = clusterToken
+		c.Tracker = tn.client
 		c.Swarm.PeersRefresh = 300 * time.Millisecond
 	}
 }
@@ -127,19 +95,19 @@ func TestSwarmCorruptPeerIsDropped(t *testing.T) {
 		info := src.AddBlob(data, piece.SizeFor(int64(len(data))))
 		blobs = append(blobs, tracker.BlobState{Digest: info.Digest, Have: info.Count(), Complete: true})
 	}
-	liar, err := p2p.New(p2p.DefaultConfig(), src)
+	liar, err := p2p.New(p2p.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { liar.Close() })
+	if err := liar.Serve(src); err != nil {
+		t.Fatal(err)
+	}
 	self := tracker.Peer{ID: liar.ID().String()}
 	for _, a := range liar.Addrs() {
 		self.Addrs = append(self.Addrs, a.String())
 	}
-	tc, err := tracker.NewClient(tn.URL, clusterToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc := tn.client
 	ctx, cancel := context.WithCancel(context.Background())
 	var announcing sync.WaitGroup
 	announcing.Go(func() {

@@ -68,6 +68,19 @@ func DefaultConfig() Config {
 	}
 }
 
+// DefaultSeederConfig returns the defaults for the tracker's seeder. Every
+// new piece crosses the seeder's link once, so the link must never idle:
+// requests wait in line for a slot rather than be refused, and there are
+// slots enough to send to many agents at once (each transfer gets only its
+// fair share of an agent's download link, which the agents' own exchanges
+// fill too).
+func DefaultSeederConfig() Config {
+	c := DefaultConfig()
+	c.UploadQueue = 2 * time.Second
+	c.MaxUploads = 16
+	return c
+}
+
 // Validate reports the first problem with c, wrapping ErrInvalidConfig.
 func (c Config) Validate() error {
 	if len(c.ListenAddrs) == 0 {

@@ -54,7 +54,7 @@ type Source interface {
 type Host struct {
 	cfg      Config
 	host     host.Host
-	src      Source
+	src      Source // set once by Serve, before any handler runs
 	log      *slog.Logger
 	m        *metrics
 	uploads  chan struct{} // one token per upload under way
@@ -97,13 +97,13 @@ const (
 // servingTag protects the connection of a peer we are uploading to.
 const servingTag = "shoal-serving"
 
-// New starts a host listening on cfg.ListenAddrs and serving from src.
-func New(cfg Config, src Source, opts ...Option) (*Host, error) {
+// New starts a host listening on cfg.ListenAddrs. It can dial and fetch at
+// once; it answers piece and have requests only once Serve gave it a Source.
+// That two-phase start lets the swarm, which fetches through the host, be
+// the Source the host serves.
+func New(cfg Config, opts ...Option) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if src == nil {
-		return nil, errors.New("p2p: nil Source")
 	}
 	o := options{log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
 	for _, opt := range opts {
@@ -164,7 +164,6 @@ func New(cfg Config, src Source, opts ...Option) (*Host, error) {
 	h := &Host{
 		cfg:      cfg,
 		host:     lh,
-		src:      src,
 		log:      o.log,
 		m:        m,
 		uploads:  make(chan struct{}, cfg.MaxUploads),
@@ -183,10 +182,23 @@ func New(cfg Config, src Source, opts ...Option) (*Host, error) {
 			}
 		},
 	})
-	lh.SetStreamHandler(PieceProtocol, h.servePiece)
-	lh.SetStreamHandler(HaveProtocol, h.serveHave)
 	h.log.Info("p2p host started", "peer", lh.ID(), "addrs", lh.Addrs())
 	return h, nil
+}
+
+// Serve answers piece and have requests from src from now on. Call it once;
+// until then peers asking for pieces are told the protocol is not spoken.
+func (h *Host) Serve(src Source) error {
+	if src == nil {
+		return errors.New("p2p: nil Source")
+	}
+	if h.src != nil {
+		return errors.New("p2p: Serve called twice")
+	}
+	h.src = src
+	h.host.SetStreamHandler(PieceProtocol, h.servePiece)
+	h.host.SetStreamHandler(HaveProtocol, h.serveHave)
+	return nil
 }
 
 func limiter(bytesPerSecond int64) *rate.Limiter {

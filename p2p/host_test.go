@@ -63,11 +63,14 @@ func newNodeWith(t testing.TB, mutate func(*p2p.Config), src p2p.Source) *node {
 		src = mem
 	}
 	reg := prometheus.NewRegistry()
-	h, err := p2p.New(cfg, src, p2p.WithRegisterer(reg))
+	h, err := p2p.New(cfg, p2p.WithRegisterer(reg))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { h.Close() })
+	if err := h.Serve(src); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
 	return &node{Host: h, src: mem, reg: reg}
 }
 
@@ -141,7 +144,7 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
 			}
 			if !tc.ok {
-				if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); !errors.Is(err, p2p.ErrInvalidConfig) {
+				if _, err := p2p.New(cfg); !errors.Is(err, p2p.ErrInvalidConfig) {
 					t.Fatalf("New = %v, want ErrInvalidConfig", err)
 				}
 			}
@@ -672,11 +675,11 @@ func TestIdentityPersists(t *testing.T) {
 	}
 	cfg := p2p.DefaultConfig()
 	cfg.KeyFile = bad
-	if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); err == nil {
+	if _, err := p2p.New(cfg); err == nil {
 		t.Fatal("New with a garbage key file succeeded")
 	}
 	cfg.KeyFile = filepath.Join(t.TempDir(), "missing-dir", "x.key")
-	if _, err := p2p.New(cfg, p2ptest.NewMemorySource()); err == nil {
+	if _, err := p2p.New(cfg); err == nil {
 		t.Fatal("New with an unwritable key path succeeded")
 	}
 }

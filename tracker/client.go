@@ -30,7 +30,7 @@ type Client struct {
 }
 
 // NewClient returns a client of the tracker at baseURL (http or https).
-func NewClient(baseURL, token string, opts ...ClientOption) (*Client, error) {
+func NewClient(baseURL, token string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, fmt.Errorf("tracker: base URL: %w", err)
@@ -38,13 +38,13 @@ func NewClient(baseURL, token string, opts ...ClientOption) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("tracker: base URL %q: want http(s)://host[:port][/path]", baseURL)
 	}
-	if token == "" || len(token) > maxTokenLen || !printable(token) {
-		return nil, errors.New("tracker: token must be non-empty printable ASCII without spaces")
+	if err := ValidateToken(token); err != nil {
+		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
-		o.applyClient(c)
+		o(c)
 	}
 	return c, nil
 }
@@ -52,15 +52,14 @@ func NewClient(baseURL, token string, opts ...ClientOption) (*Client, error) {
 // Announce reports which blobs this agent downloads or holds, and returns
 // the interval within which to announce again.
 func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error) {
-	w := a.wire()
-	if err := w.validate(); err != nil {
+	if err := a.Validate(); err != nil {
 		return 0, err
 	}
-	body, err := json.Marshal(w)
+	body, err := json.Marshal(a.wire())
 	if err != nil {
 		return 0, fmt.Errorf("tracker: encode announce: %w", err)
 	}
-	var resp announceResponse
+	var resp AnnounceResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/announce", nil, body, maxAnnounceResp, &resp); err != nil {
 		return 0, err
 	}
@@ -72,17 +71,17 @@ func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error
 
 // Peers asks for peers holding dgst, never self (the asker's peer ID).
 func (c *Client) Peers(ctx context.Context, dgst digest.Digest, self string) ([]Peer, error) {
-	if err := validDigest(dgst); err != nil {
+	if err := ValidateDigest(dgst); err != nil {
 		return nil, err
 	}
 	q := url.Values{}
 	if self != "" {
-		if !validPeerID(self) {
-			return nil, fmt.Errorf("%w: self %q", ErrInvalid, truncate(self))
+		if err := ValidatePeerID(self); err != nil {
+			return nil, err
 		}
 		q.Set("self", self)
 	}
-	var resp peersResponse
+	var resp PeersResponse
 	if err := c.do(ctx, http.MethodGet, "/v1/blobs/"+dgst.String()+"/peers", q, nil, maxPeersBody, &resp); err != nil {
 		return nil, err
 	}
@@ -165,10 +164,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 
 func (c *Client) statusError(resp *http.Response, method, path string) error {
 	sentinel := errorOf(resp.StatusCode)
-	var e errorBody
+	var e ErrorBody
 	if err := decodeStrict(resp.Body, maxErrorBody, &e); err != nil {
 		c.log.Debug("tracker error without a JSON body", "status", resp.StatusCode, "error", err)
 		return fmt.Errorf("%w: %s %s: HTTP %d", sentinel, method, path, resp.StatusCode)
 	}
-	return fmt.Errorf("%w: %s %s: HTTP %d: %s", sentinel, method, path, resp.StatusCode, e.Message[:min(len(e.Message), maxMessageLen)])
+	return fmt.Errorf("%w: %s %s: HTTP %d: %s", sentinel, method, path, resp.StatusCode, e.Message[:min(len(e.Message), MaxMessageLen)])
 }

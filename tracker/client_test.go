@@ -2,6 +2,7 @@ package tracker_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
 // canned is a RoundTripper that answers every request with one response, so
@@ -41,13 +43,13 @@ func cannedClient(t testing.TB, status int, body string) *tracker.Client {
 
 func TestClientRejectsGarbage(t *testing.T) {
 	t.Parallel()
-	info := testInfo(t)
+	info := trackertest.InfoFor(randomBlob(5*1024+100), 1024)
 	good, err := info.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
-	otherInfo := testInfo(t)
+	otherInfo := trackertest.InfoFor(randomBlob(5*1024+100), 1024)
 	other, _ := otherInfo.Marshal()
 	ctx := context.Background()
 
@@ -176,4 +178,31 @@ func FuzzClientMetaInfo(f *testing.F) {
 			t.Fatalf("invalid metainfo accepted: %+v", info)
 		}
 	})
+}
+
+func TestNewClientRejects(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ url, token string }{
+		{"", "t"},
+		{"ftp://tracker", "t"},
+		{"http://", "t"},
+		{"http://tracker?x=1", "t"},
+		{"http://user:pw@tracker", "t"},
+		{"http://tracker", ""},
+		{"http://tracker", "a b"},
+	} {
+		if _, err := tracker.NewClient(tc.url, tc.token); err == nil {
+			t.Errorf("NewClient(%q, %q) accepted", tc.url, tc.token)
+		}
+	}
+}
+
+func randomBlob(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func peer(id string, seeder bool) tracker.Peer {
+	return tracker.Peer{ID: id, Addrs: []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + id}, Seeder: seeder}
 }

@@ -21,8 +21,8 @@ var (
 	ErrPending = errors.New("tracker: metainfo pending")
 )
 
-// errorBody is the JSON body of every non-200 answer.
-type errorBody struct {
+// ErrorBody is the JSON body of every non-200 answer.
+type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
 }
@@ -40,9 +40,9 @@ var codes = []struct {
 	{ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
 }
 
-// statusOf returns the wire code and status for err; anything unknown is a
+// StatusOf returns the wire code and status for err; anything unknown is a
 // server-side failure, reported as unavailable so clients retry.
-func statusOf(err error) (code string, status int) {
+func StatusOf(err error) (code string, status int) {
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
 			return c.code, c.status

@@ -31,7 +31,7 @@ func (s Source) Validate() error {
 	if !validRepo(s.Repo) {
 		return fmt.Errorf("%w: repository %q", ErrInvalid, s.Repo)
 	}
-	return validDigest(s.Digest)
+	return ValidateDigest(s.Digest)
 }
 
 // Peer is an agent (or the seeder) as the tracker hands it out.
@@ -60,20 +60,22 @@ type Announce struct {
 
 // Protocol bounds. A request or response beyond them is invalid.
 const (
-	maxRequestBody  = 1 << 20
+	// MaxRequestBody bounds a request body the server reads.
+	MaxRequestBody  = 1 << 20
 	maxPeersBody    = 8 << 20
 	maxErrorBody    = 64 << 10
 	maxAnnounceResp = 1 << 10
 	// A complete Info of MaxPieces CIDs (about 62 bytes each in JSON).
 	maxInfoBody = 72 << 20
 
-	maxPeerIDLen  = 128
-	maxAddrs      = 16
-	maxAddrLen    = 256
-	maxBlobs      = 8192
-	maxRepoLen    = 255
-	maxRegistry   = 255
-	maxMessageLen = 1024
+	maxPeerIDLen = 128
+	maxAddrs     = 16
+	maxAddrLen   = 256
+	maxBlobs     = 8192
+	maxRepoLen   = 255
+	maxRegistry  = 255
+	// MaxMessageLen bounds the message of an error answer.
+	MaxMessageLen = 1024
 )
 
 // wireAnnounce is the body of POST /v1/announce.
@@ -88,11 +90,13 @@ type wireIdent struct {
 	Seeder bool     `json:"seeder"`
 }
 
-type announceResponse struct {
+// AnnounceResponse is the answer to POST /v1/announce.
+type AnnounceResponse struct {
 	IntervalMs int64 `json:"intervalMs"`
 }
 
-type peersResponse struct {
+// PeersResponse is the answer to GET /v1/blobs/{digest}/peers.
+type PeersResponse struct {
 	Peers []Peer `json:"peers"`
 }
 
@@ -103,7 +107,20 @@ func (a Announce) wire() wireAnnounce {
 	}
 }
 
-func (a *wireAnnounce) validate() error {
+// DecodeAnnounce reads the body of POST /v1/announce (at most
+// MaxRequestBody bytes, decoded strictly) and checks it as Validate does.
+func DecodeAnnounce(r io.Reader) (Announce, error) {
+	var w wireAnnounce
+	if err := decodeStrict(r, MaxRequestBody, &w); err != nil {
+		return Announce{}, err
+	}
+	a := Announce{Peer: Peer{ID: w.Peer.ID, Addrs: w.Peer.Addrs, Seeder: w.Peer.Seeder}, Blobs: w.Blobs}
+	return a, a.Validate()
+}
+
+// Validate checks an announce as the server does: a valid peer, at most
+// 8192 blobs, each with a sha256 digest and a piece count in range.
+func (a Announce) Validate() error {
 	if err := validIdent(a.Peer.ID, a.Peer.Addrs); err != nil {
 		return err
 	}
@@ -111,7 +128,7 @@ func (a *wireAnnounce) validate() error {
 		return fmt.Errorf("%w: %d blobs, at most %d", ErrInvalid, len(a.Blobs), maxBlobs)
 	}
 	for _, b := range a.Blobs {
-		if err := validDigest(b.Digest); err != nil {
+		if err := ValidateDigest(b.Digest); err != nil {
 			return err
 		}
 		if b.Have < 0 || b.Have > piece.MaxPieces {
@@ -119,6 +136,54 @@ func (a *wireAnnounce) validate() error {
 		}
 	}
 	return nil
+}
+
+// maxTokenLen bounds the token so comparing it stays cheap.
+const maxTokenLen = 4096
+
+// ValidateToken checks a cluster token: 1 to 4096 bytes of printable ASCII
+// without spaces (what a header token may hold).
+func ValidateToken(tok string) error {
+	switch {
+	case tok == "":
+		return errors.New("token is required")
+	case len(tok) > maxTokenLen:
+		return fmt.Errorf("token longer than %d bytes", maxTokenLen)
+	case !printable(tok):
+		return errors.New("token must be printable ASCII without spaces")
+	}
+	return nil
+}
+
+// printable reports whether s is visible ASCII.
+func printable(s string) bool {
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidatePeerID checks the self parameter of a peers request.
+func ValidatePeerID(id string) error {
+	if !validPeerID(id) {
+		return fmt.Errorf("%w: peer ID %q", ErrInvalid, truncate(id))
+	}
+	return nil
+}
+
+// ParseHave reads the have parameter of a metainfo request: "" is -1 (answer
+// as soon as anything is known), else -1 to piece.MaxPieces.
+func ParseHave(v string) (int, error) {
+	if v == "" {
+		return -1, nil
+	}
+	have, err := strconv.Atoi(v)
+	if err != nil || have < -1 || have > piece.MaxPieces {
+		return 0, fmt.Errorf("%w: have %q", ErrInvalid, truncate(v))
+	}
+	return have, nil
 }
 
 func (p *Peer) validate() error {
@@ -132,8 +197,8 @@ func (p *Peer) validate() error {
 }
 
 func validIdent(id string, addrs []string) error {
-	if !validPeerID(id) {
-		return fmt.Errorf("%w: peer ID %q", ErrInvalid, truncate(id))
+	if err := ValidatePeerID(id); err != nil {
+		return err
 	}
 	if len(addrs) == 0 || len(addrs) > maxAddrs {
 		return fmt.Errorf("%w: peer %s: %d addresses, want 1 to %d", ErrInvalid, id, len(addrs), maxAddrs)
@@ -166,7 +231,8 @@ func validAddr(a string) bool {
 	return len(a) > 1 && len(a) <= maxAddrLen && a[0] == '/' && printable(a)
 }
 
-func validDigest(d digest.Digest) error {
+// ValidateDigest accepts the digests the tracker knows: sha256 only.
+func ValidateDigest(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("%w: digest %q: %v", ErrInvalid, truncate(string(d)), err)
 	}

@@ -66,7 +66,7 @@ func TestValidRepo(t *testing.T) {
 func TestStatusRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, c := range codes {
-		code, status := statusOf(c.err)
+		code, status := StatusOf(c.err)
 		if code != c.code || errorOf(status) != c.err {
 			t.Errorf("%v: code %s status %d maps back to %v", c.err, code, status, errorOf(status))
 		}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,7 +18,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // nodeFlags are the settings shared by the agent and the tracker's seeder:
@@ -45,9 +46,14 @@ type nodeFlags struct {
 	UploadQueue     time.Duration `mapstructure:"upload-queue"`
 	UploadRate      int64         `mapstructure:"upload-rate"`
 	DownloadRate    int64         `mapstructure:"download-rate"`
+	StallTimeout    time.Duration `mapstructure:"stall-timeout"`
+	PieceTimeout    time.Duration `mapstructure:"piece-timeout"`
+	MaxInFlight     int           `mapstructure:"max-in-flight"`
+	PerPeer         int           `mapstructure:"per-peer-in-flight"`
+	PeersRefresh    time.Duration `mapstructure:"peers-refresh"`
 }
 
-func addNodeFlags(fs *pflag.FlagSet, listen string, def agent.Config) {
+func addNodeFlags(fs *pflag.FlagSet, listen string, def nodeConfig) {
 	addLogFlags(fs)
 	fs.String("listen", listen, "address to serve HTTP on")
 	fs.String("upstream", "", "default upstream registry URL, for requests without ?ns= (e.g. http://127.0.0.1:15000)")
@@ -68,6 +74,11 @@ func addNodeFlags(fs *pflag.FlagSet, listen string, def agent.Config) {
 	fs.Duration("upload-queue", def.P2P.UploadQueue, "how long a piece request may wait for an upload slot (0: refuse at once, so the client asks another peer)")
 	fs.Int64("upload-rate", 0, "piece upload cap in bytes/s (0: unlimited)")
 	fs.Int64("download-rate", 0, "piece download cap in bytes/s (0: unlimited)")
+	fs.Duration("stall-timeout", def.Swarm.StallTimeout, "a download that verifies no piece and learns no new piece for this long takes the rest from the upstream")
+	fs.Duration("piece-timeout", def.Swarm.PieceTimeout, "bound on one piece request to a peer")
+	fs.Int("max-in-flight", def.Swarm.MaxInFlight, "piece requests in flight per blob")
+	fs.Int("per-peer-in-flight", def.Swarm.PerPeer, "piece requests in flight to one peer")
+	fs.Duration("peers-refresh", def.Swarm.PeersRefresh, "how often a download asks the tracker for peers")
 }
 
 type agentFlags struct {
@@ -84,7 +95,7 @@ func newAgentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	addNodeFlags(fs, "127.0.0.1:5050", agent.DefaultConfig())
+	addNodeFlags(fs, "127.0.0.1:5050", defaultNodeConfig())
 	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
 	fs.String("tracker-token", "", "cluster token for the tracker")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
@@ -97,35 +108,49 @@ func newAgentCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cfg, err := f.nodeFlags.config()
+		cfg, err := f.config()
 		if err != nil {
-			return err
-		}
-		cfg.TagTTL = f.TagTTL
-		cfg.Tracker = f.Tracker
-		cfg.TrackerToken = f.TrackerToken
-		if err := cfg.Validate(); err != nil {
 			return err
 		}
 		reg := newRegistry()
-		a, err := agent.New(cfg, agent.WithLogger(log), agent.WithRegisterer(reg))
+		var tr swarm.Tracker
+		if f.Tracker != "" {
+			if tr, err = tracker.NewClient(f.Tracker, f.TrackerToken, tracker.WithLogger(log)); err != nil {
+				return err
+			}
+		}
+		n, err := newNode(cfg, tr, false, log, reg)
 		if err != nil {
 			return err
 		}
-		defer a.Close()
+		defer n.Close()
 		ln, err := net.Listen("tcp", f.Listen)
 		if err != nil {
 			return err
 		}
 		log.Info("agent listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Default,
-			"data_dir", cfg.DataDir, "tracker", cfg.Tracker, "peer", a.PeerID())
-		return serve(cmd.Context(), ln, withMetrics(a.Handler(), reg), f.ShutdownTimeout, a.Drain, log)
+			"data_dir", cfg.DataDir, "tracker", f.Tracker, "peer", n.peerID())
+		return serve(cmd.Context(), ln, withMetrics(n.agent.Handler(), reg), f.ShutdownTimeout, n.agent.Drain, log)
 	}
 	return cmd
 }
 
-func (f nodeFlags) config() (agent.Config, error) {
-	cfg := agent.DefaultConfig()
+// config is the node's configuration from the flags, checked.
+func (f agentFlags) config() (nodeConfig, error) {
+	cfg, err := f.nodeFlags.config(defaultNodeConfig())
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Agent.TagTTL = f.TagTTL
+	if f.Tracker == "" {
+		return cfg, cfg.validate(false)
+	}
+	return cfg, cfg.validate(true)
+}
+
+// config applies the flags to the defaults def.
+func (f nodeFlags) config(def nodeConfig) (nodeConfig, error) {
+	cfg := def
 	cfg.DataDir = f.DataDir
 	cfg.Store.Capacity = f.StoreCapacity
 	cfg.Store.HighWatermark = f.StoreHigh
@@ -150,14 +175,16 @@ func (f nodeFlags) config() (agent.Config, error) {
 	}
 	cfg.P2P.ListenAddrs = f.P2PListen
 	cfg.P2P.KeyFile = f.P2PKeyFile
-	if cfg.P2P.KeyFile == "" {
-		cfg.P2P.KeyFile = filepath.Join(f.DataDir, "identity.key")
-	}
 	cfg.P2P.Security = f.P2PSecurity
 	cfg.P2P.MaxUploads = f.MaxUploads
 	cfg.P2P.UploadQueue = f.UploadQueue
 	cfg.P2P.UploadRate = f.UploadRate
 	cfg.P2P.DownloadRate = f.DownloadRate
+	cfg.Swarm.StallTimeout = f.StallTimeout
+	cfg.Swarm.PieceTimeout = f.PieceTimeout
+	cfg.Swarm.MaxInFlight = f.MaxInFlight
+	cfg.Swarm.PerPeer = f.PerPeer
+	cfg.Swarm.PeersRefresh = f.PeersRefresh
 	if f.P2PPSKFile != "" {
 		psk, err := readPSK(f.P2PPSKFile)
 		if err != nil {

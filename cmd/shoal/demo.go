@@ -24,11 +24,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 )
 
 type demoFlags struct {
@@ -148,7 +150,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 		s := &http.Server{Handler: h, ErrorLog: stdlog.New(io.Discard, "", 0)}
 		servers = append(servers, s)
 		go s.Serve(ln)
-		return agent.ListenURL(ln), nil
+		return "http://" + ln.Addr().String(), nil
 	}
 
 	// The origin registry, with a generated image.
@@ -183,39 +185,43 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	tcfg := tracker.DefaultConfig()
+	tcfg := server.DefaultConfig()
 	tcfg.Token = "demo-token"
 	tcfg.AnnounceInterval = time.Second
 	tcfg.PeerTTL = 3 * time.Second
-	seed := demoConfig(agent.DefaultSeederConfig(), filepath.Join(dir, "seeder"), originURL, f.Rate)
-	tn, err := agent.NewTrackerNode(agent.ListenURL(tln), tcfg, seed, agent.WithLogger(log))
+	seed := demoConfig(defaultSeederConfig(), filepath.Join(dir, "seeder"), originURL, f.Rate)
+	tn, err := newTrackerNode(tcfg, seed, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
 	defer tn.Close()
-	ts := &http.Server{Handler: tn.Handler()}
+	ts := &http.Server{Handler: tn.server.Handler()}
 	servers = append(servers, ts)
 	go ts.Serve(tln)
+	trackerURL := "http://" + tln.Addr().String()
 
 	// The agents.
 	agents := make([]*agent.Agent, f.Agents)
 	addrs := make([]string, f.Agents)
 	for i := range agents {
-		cfg := demoConfig(agent.DefaultConfig(), filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
-		cfg.Tracker, cfg.TrackerToken = tn.URL, tcfg.Token
-		a, err := agent.New(cfg, agent.WithLogger(log.With("agent", i)))
+		cfg := demoConfig(defaultNodeConfig(), filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
+		tc, err := tracker.NewClient(trackerURL, tcfg.Token)
 		if err != nil {
 			return err
 		}
-		defer a.Close()
-		agents[i] = a
-		u, err := serveOn(a.Handler())
+		n, err := newNode(cfg, tc, false, log.With("agent", i), prometheus.NewRegistry())
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		agents[i] = n.agent
+		u, err := serveOn(n.agent.Handler())
 		if err != nil {
 			return err
 		}
 		addrs[i] = strings.TrimPrefix(u, "http://")
 	}
-	fmt.Fprintf(out, "tracker at %s; %d agents; all pulling demo/app:v1 (%s) at once through their local registry endpoints\n\n", tn.URL, f.Agents, mib(size))
+	fmt.Fprintf(out, "tracker at %s; %d agents; all pulling demo/app:v1 (%s) at once through their local registry endpoints\n\n", trackerURL, f.Agents, mib(size))
 
 	type result struct {
 		took time.Duration
@@ -280,7 +286,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	return nil
 }
 
-func demoConfig(cfg agent.Config, dir, originURL string, rate int64) agent.Config {
+func demoConfig(cfg nodeConfig, dir, originURL string, rate int64) nodeConfig {
 	cfg.P2P.UploadRate, cfg.P2P.DownloadRate = rate, rate
 	cfg.DataDir = dir
 	cfg.Upstream.Default = originURL

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,10 +24,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.uber.org/goleak"
-
-	"github.com/shoal-dev/shoal/agent"
 )
 
 // TestMain checks that no command leaves goroutines behind.
@@ -184,20 +184,21 @@ func TestPullThroughAgent(t *testing.T) {
 	ref, hits := startRegistry(t, img)
 	registryURL := "http://" + strings.SplitN(ref, "/", 2)[0]
 
-	cfg := agent.DefaultConfig()
+	cfg := defaultNodeConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Upstream.Default = registryURL
 	cfg.Upstream.Timeout = 5 * time.Second
-	a, err := agent.New(cfg)
+	n, err := newNode(cfg, nil, false, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	a := n.agent
 	var agentHits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		agentHits.Add(1)
 		a.Handler().ServeHTTP(w, r)
 	}))
-	t.Cleanup(func() { srv.Close(); a.Close() })
+	t.Cleanup(func() { srv.Close(); n.Close() })
 
 	dir := filepath.Join(t.TempDir(), "out")
 	out, err := runPullCmd(t, ref, "--unpack", dir, "--agent", strings.TrimPrefix(srv.URL, "http://"), "--platform", "linux/amd64")

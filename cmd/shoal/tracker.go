@@ -10,8 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoal-dev/shoal/agent"
-	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 )
 
 type trackerFlags struct {
@@ -30,10 +29,10 @@ func newTrackerCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	addNodeFlags(fs, "0.0.0.0:7070", agent.DefaultSeederConfig())
+	addNodeFlags(fs, "0.0.0.0:7070", defaultSeederConfig())
 	fs.String("token", "", "cluster token agents must present")
 	fs.String("token-file", "", "file holding the cluster token")
-	fs.Duration("announce-interval", tracker.DefaultConfig().AnnounceInterval, "how often agents announce")
+	fs.Duration("announce-interval", server.DefaultConfig().AnnounceInterval, "how often agents announce")
 	fs.String("tls-cert", "", "TLS certificate for the tracker API (with --tls-key)")
 	fs.String("tls-key", "", "TLS key for the tracker API")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -45,7 +44,7 @@ func newTrackerCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		tcfg := tracker.DefaultConfig()
+		tcfg := server.DefaultConfig()
 		tcfg.Token = f.Token
 		if f.TokenFile != "" {
 			b, err := os.ReadFile(f.TokenFile)
@@ -62,48 +61,32 @@ func newTrackerCmd() *cobra.Command {
 		if err := tcfg.Validate(); err != nil {
 			return err
 		}
-		seed, err := f.nodeFlags.config()
+		seed, err := f.nodeFlags.config(defaultSeederConfig())
 		if err != nil {
 			return err
 		}
-		// The seeder fetches only from the configured upstreams: agents must
-		// not make the tracker reach arbitrary hosts.
-		seed.Upstream.AllowUnknown = false
+		if err := seed.validate(true); err != nil {
+			return err
+		}
 		ln, err := net.Listen("tcp", f.Listen)
 		if err != nil {
 			return err
 		}
-		scheme := "http://"
 		if f.TLSCert != "" {
 			cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
 			if err != nil {
 				return err
 			}
 			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-			scheme = "https://"
 		}
-		self := scheme + loopbackFor(ln.Addr().String())
 		reg := newRegistry()
-		node, err := agent.NewTrackerNode(self, tcfg, seed, agent.WithLogger(log), agent.WithRegisterer(reg))
+		node, err := newTrackerNode(tcfg, seed, log, reg)
 		if err != nil {
 			return err
 		}
 		defer node.Close()
-		log.Info("tracker listening", "addr", ln.Addr().String(), "upstream", seed.Upstream.Default, "seeder", node.Seeder.PeerID())
-		return serve(cmd.Context(), ln, withMetrics(node.Handler(), reg), f.ShutdownTimeout, node.Seeder.Drain, log)
+		log.Info("tracker listening", "addr", ln.Addr().String(), "upstream", seed.Upstream.Default, "seeder", node.seeder.peerID())
+		return serve(cmd.Context(), ln, withMetrics(node.server.Handler(), reg), f.ShutdownTimeout, node.seeder.agent.Drain, log)
 	}
 	return cmd
-}
-
-// loopbackFor turns a wildcard listen address into one the seeder, in the
-// same process, can dial.
-func loopbackFor(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

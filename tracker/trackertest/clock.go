@@ -4,16 +4,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 )
 
-// Clock is a tracker.Clock that moves only when told.
+// Clock is a server.Clock that moves only when told.
 type Clock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-var _ tracker.Clock = (*Clock)(nil)
+var _ server.Clock = (*Clock)(nil)
 
 // NewClock returns a Clock set to start.
 func NewClock(start time.Time) *Clock { return &Clock{now: start} }

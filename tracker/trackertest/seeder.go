@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 )
 
 // Seeder is a scripted tracker.Seeder. The test writes a script per digest
@@ -40,7 +41,7 @@ type event struct {
 // them; more block Emit until Seed catches up.
 const scriptBuffer = 1024
 
-var _ tracker.Seeder = (*Seeder)(nil)
+var _ server.Seeder = (*Seeder)(nil)
 
 // NewSeeder returns a Seeder with no scripts.
 func NewSeeder() *Seeder {

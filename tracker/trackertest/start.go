@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 )
 
 // Tracker is a real tracker served on loopback for one test.
 type Tracker struct {
-	*tracker.Server
+	*server.Server
 	URL   string
 	Token string
 }
@@ -19,13 +20,16 @@ const Token = "trackertest-token"
 
 // Start serves a tracker with cfg (Token defaulted to the package's Token)
 // and seeder on a loopback httptest server, closed when the test ends.
-func Start(t testing.TB, cfg tracker.Config, seeder tracker.Seeder, opts ...tracker.Option) *Tracker {
+func Start(t testing.TB, cfg server.Config, seeder server.Seeder, opts ...server.Option) *Tracker {
 	t.Helper()
 	if cfg.Token == "" {
 		cfg.Token = Token
 	}
-	s, err := tracker.NewServer(cfg, seeder, opts...)
+	s, err := server.New(cfg, opts...)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(seeder); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(s.Handler())
@@ -39,7 +43,7 @@ func Start(t testing.TB, cfg tracker.Config, seeder tracker.Seeder, opts ...trac
 }
 
 // Client returns a client of tr with tr's token.
-func (tr *Tracker) Client(t testing.TB, opts ...tracker.ClientOption) *tracker.Client {
+func (tr *Tracker) Client(t testing.TB, opts ...tracker.Option) *tracker.Client {
 	t.Helper()
 	c, err := tracker.NewClient(tr.URL, tr.Token, opts...)
 	if err != nil {

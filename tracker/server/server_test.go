@@ -1,4 +1,4 @@
-package tracker_test
+package server_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
@@ -30,9 +31,9 @@ type fixture struct {
 	reg    *prometheus.Registry
 }
 
-func newFixture(t *testing.T, edit func(*tracker.Config)) *fixture {
+func newFixture(t *testing.T, edit func(*server.Config)) *fixture {
 	t.Helper()
-	cfg := tracker.DefaultConfig()
+	cfg := server.DefaultConfig()
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -41,7 +42,7 @@ func newFixture(t *testing.T, edit func(*tracker.Config)) *fixture {
 		clock:  trackertest.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)),
 		reg:    prometheus.NewRegistry(),
 	}
-	f.tr = trackertest.Start(t, cfg, f.seeder, tracker.WithClock(f.clock), tracker.WithRegisterer(f.reg))
+	f.tr = trackertest.Start(t, cfg, f.seeder, server.WithClock(f.clock), server.WithRegisterer(f.reg))
 	f.client = f.tr.Client(t)
 	return f
 }
@@ -162,7 +163,7 @@ func TestHandoutOrder(t *testing.T) {
 
 func TestHandoutCap(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(c *tracker.Config) { c.MaxHandout = 5 })
+	f := newFixture(t, func(c *server.Config) { c.MaxHandout = 5 })
 	d := digest.FromString("layer")
 	for i := range 7 {
 		announce(t, f.client, peer(fmt.Sprintf("complete%d", i), false), tracker.BlobState{Digest: d, Complete: true})
@@ -476,7 +477,7 @@ func TestInconsistentProgressIgnored(t *testing.T) {
 
 func TestMetaInfoWaitEnds(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(c *tracker.Config) { c.MetaInfoWait = 20 * time.Millisecond })
+	f := newFixture(t, func(c *server.Config) { c.MetaInfoWait = 20 * time.Millisecond })
 	ctx := context.Background()
 	info := testInfo(t)
 	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
@@ -499,7 +500,7 @@ func TestMetaInfoWaitEnds(t *testing.T) {
 
 func TestMetaInfoLRU(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(c *tracker.Config) { c.MaxInfos = 2 })
+	f := newFixture(t, func(c *server.Config) { c.MaxInfos = 2 })
 	ctx := context.Background()
 	var infos []*piece.Info
 	for range 3 {
@@ -586,57 +587,40 @@ func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		edit func(*tracker.Config)
+		edit func(*server.Config)
 		ok   bool
 	}{
-		{"defaults with token", func(*tracker.Config) {}, true},
-		{"no token", func(c *tracker.Config) { c.Token = "" }, false},
-		{"token with space", func(c *tracker.Config) { c.Token = "a b" }, false},
-		{"huge token", func(c *tracker.Config) { c.Token = strings.Repeat("x", 5000) }, false},
-		{"zero interval", func(c *tracker.Config) { c.AnnounceInterval = 0 }, false},
-		{"TTL below interval", func(c *tracker.Config) { c.PeerTTL = time.Second }, false},
-		{"no handout", func(c *tracker.Config) { c.MaxHandout = 0 }, false},
-		{"no seed timeout", func(c *tracker.Config) { c.SeedTimeout = 0 }, false},
-		{"no wait", func(c *tracker.Config) { c.MetaInfoWait = 0 }, false},
-		{"negative error TTL", func(c *tracker.Config) { c.SeedErrorTTL = -1 }, false},
-		{"no seeding", func(c *tracker.Config) { c.MaxSeeding = 0 }, false},
-		{"no info cache", func(c *tracker.Config) { c.MaxInfos = 0 }, false},
+		{"defaults with token", func(*server.Config) {}, true},
+		{"no token", func(c *server.Config) { c.Token = "" }, false},
+		{"token with space", func(c *server.Config) { c.Token = "a b" }, false},
+		{"huge token", func(c *server.Config) { c.Token = strings.Repeat("x", 5000) }, false},
+		{"zero interval", func(c *server.Config) { c.AnnounceInterval = 0 }, false},
+		{"TTL below interval", func(c *server.Config) { c.PeerTTL = time.Second }, false},
+		{"no handout", func(c *server.Config) { c.MaxHandout = 0 }, false},
+		{"no seed timeout", func(c *server.Config) { c.SeedTimeout = 0 }, false},
+		{"no wait", func(c *server.Config) { c.MetaInfoWait = 0 }, false},
+		{"negative error TTL", func(c *server.Config) { c.SeedErrorTTL = -1 }, false},
+		{"no seeding", func(c *server.Config) { c.MaxSeeding = 0 }, false},
+		{"no info cache", func(c *server.Config) { c.MaxInfos = 0 }, false},
 	} {
-		cfg := tracker.DefaultConfig()
+		cfg := server.DefaultConfig()
 		cfg.Token = "secret"
 		tc.edit(&cfg)
 		if err := cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
-	if err := tracker.DefaultConfig().Validate(); err == nil {
+	if err := server.DefaultConfig().Validate(); err == nil {
 		t.Error("DefaultConfig without a token validated")
 	}
-	if _, err := tracker.NewServer(tracker.Config{}, trackertest.NewSeeder()); err == nil {
-		t.Error("NewServer accepted an empty config")
-	}
-}
-
-func TestNewClientRejects(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct{ url, token string }{
-		{"", "t"},
-		{"ftp://tracker", "t"},
-		{"http://", "t"},
-		{"http://tracker?x=1", "t"},
-		{"http://user:pw@tracker", "t"},
-		{"http://tracker", ""},
-		{"http://tracker", "a b"},
-	} {
-		if _, err := tracker.NewClient(tc.url, tc.token); err == nil {
-			t.Errorf("NewClient(%q, %q) accepted", tc.url, tc.token)
-		}
+	if _, err := server.New(server.Config{}); err == nil {
+		t.Error("New accepted an empty config")
 	}
 }
 
 func TestSeedErrorWithoutTTL(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(c *tracker.Config) { c.SeedErrorTTL = 0 })
+	f := newFixture(t, func(c *server.Config) { c.SeedErrorTTL = 0 })
 	ctx := context.Background()
 	info := testInfo(t)
 	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
@@ -657,7 +641,7 @@ func TestSeedErrorWithoutTTL(t *testing.T) {
 
 func TestMaxSeeding(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(c *tracker.Config) { c.MaxSeeding = 1 })
+	f := newFixture(t, func(c *server.Config) { c.MaxSeeding = 1 })
 	ctx := context.Background()
 	a, b := testInfo(t), testInfo(t)
 	f.seeder.Emit(a.Digest, trackertest.Prefix(a, 1))

@@ -1,4 +1,4 @@
-package tracker_test
+package server_test
 
 import (
 	"encoding/json"

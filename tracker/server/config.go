@@ -1,9 +1,11 @@
-package tracker
+package server
 
 import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // Config configures a Server.
@@ -49,19 +51,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// maxTokenLen bounds the token so comparing it stays cheap.
-const maxTokenLen = 4096
-
 // Validate reports every invalid field.
 func (c Config) Validate() error {
 	var errs []error
-	switch {
-	case c.Token == "":
-		errs = append(errs, errors.New("token is required"))
-	case len(c.Token) > maxTokenLen:
-		errs = append(errs, fmt.Errorf("token longer than %d bytes", maxTokenLen))
-	case !printable(c.Token):
-		errs = append(errs, errors.New("token must be printable ASCII without spaces"))
+	if err := tracker.ValidateToken(c.Token); err != nil {
+		errs = append(errs, err)
 	}
 	if c.AnnounceInterval <= 0 {
 		errs = append(errs, fmt.Errorf("announce interval %s must be positive", c.AnnounceInterval))
@@ -91,14 +85,4 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tracker: config: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// printable reports whether s is visible ASCII (what a header token may hold).
-func printable(s string) bool {
-	for i := range len(s) {
-		if s[i] <= ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
 }

@@ -1,4 +1,4 @@
-package tracker
+package server
 
 import (
 	"math/rand/v2"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // swarm remembers which peers hold which blobs. Expiry is lazy: a handout
@@ -39,7 +41,7 @@ func newSwarm(ttl time.Duration, onPairs func(int)) *swarm {
 }
 
 // announce records a validated announce made at now.
-func (s *swarm) announce(a *wireAnnounce, now time.Time) {
+func (s *swarm) announce(a tracker.Announce, now time.Time) {
 	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -83,7 +85,7 @@ func (s *swarm) expire(d digest.Digest, now time.Time) int {
 // handout returns at most max live holders of d other than self: complete
 // peers and seeders first, then the others, each group in random order so
 // that askers spread their load instead of all hitting the same peers.
-func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []Peer {
+func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []tracker.Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onPairs(-s.expire(d, now))
@@ -97,14 +99,14 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 			rest = append(rest, h)
 		}
 	}
-	out := make([]Peer, 0, min(max, len(first)+len(rest)))
+	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
 	for _, group := range [][]*holding{first, rest} {
 		// A partial Fisher-Yates shuffle: only the picked ones are drawn.
 		for i := 0; i < len(group) && len(out) < max; i++ {
 			j := i + rand.IntN(len(group)-i)
 			group[i], group[j] = group[j], group[i]
 			h := group[i]
-			out = append(out, Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have})
+			out = append(out, tracker.Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have})
 		}
 	}
 	return out

@@ -1,4 +1,4 @@
-package tracker_test
+package server_test
 
 import (
 	"bytes"
@@ -10,16 +10,19 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
 // newHandler returns a tracker's handler for requests served in-process.
 func newHandler(t testing.TB) http.Handler {
 	t.Helper()
-	cfg := tracker.DefaultConfig()
+	cfg := server.DefaultConfig()
 	cfg.Token = trackertest.Token
-	s, err := tracker.NewServer(cfg, trackertest.NewSeeder())
+	s, err := server.New(cfg)
+	if err == nil {
+		err = s.Start(trackertest.NewSeeder())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package tracker
+package server
 
 import (
 	"container/list"
@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // entry is what the tracker knows of one digest's metainfo. Guarded by
@@ -26,7 +27,7 @@ type entry struct {
 	gen     int           // counts seedings, so a late progress of an old one is ignored
 
 	err   error // last seeding's failure, answered until errAt+SeedErrorTTL
-	errOf Source
+	errOf tracker.Source
 	errAt time.Time
 
 	elem *list.Element // in Server.lru once settled
@@ -45,11 +46,14 @@ type view struct {
 // is known, nothing is under way and no failure for src is remembered: one
 // younger than SeedErrorTTL, or the one of generation seen, which the asker
 // was waiting on (so it hears the failure even with no error TTL).
-func (s *Server) watch(src Source, seen int) (view, error) {
+func (s *Server) watch(src tracker.Source, seen int) (view, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return view{}, fmt.Errorf("%w: tracker shutting down", ErrUnavailable)
+		return view{}, fmt.Errorf("%w: tracker shutting down", tracker.ErrUnavailable)
+	}
+	if s.seeder == nil {
+		return view{}, fmt.Errorf("%w: tracker not started", tracker.ErrUnavailable)
 	}
 	e := s.infos[src.Digest]
 	switch {
@@ -63,7 +67,7 @@ func (s *Server) watch(src Source, seen int) (view, error) {
 	case e.err != nil && e.errOf == src && (e.gen == seen || s.clock.Now().Sub(e.errAt) < s.cfg.SeedErrorTTL):
 		return view{gen: e.gen}, e.err
 	case s.seeding >= s.cfg.MaxSeeding:
-		return view{}, fmt.Errorf("%w: %d seedings under way, try again later", ErrUnavailable, s.seeding)
+		return view{}, fmt.Errorf("%w: %d seedings under way, try again later", tracker.ErrUnavailable, s.seeding)
 	default:
 		s.infos[src.Digest] = e
 		s.startSeed(e, src)
@@ -74,7 +78,7 @@ func (s *Server) watch(src Source, seen int) (view, error) {
 // startSeed runs one seeding of src in a goroutine owned by the server: its
 // context is the server's, not the asker's, so an impatient first asker does
 // not cancel the download everyone else waits for. Caller holds mu.
-func (s *Server) startSeed(e *entry, src Source) {
+func (s *Server) startSeed(e *entry, src tracker.Source) {
 	e.seeding, e.counted = true, true
 	s.seeding++
 	e.gen++
@@ -93,7 +97,7 @@ func (s *Server) startSeed(e *entry, src Source) {
 		s.log.Info("seeding", "digest", src.Digest, "registry", src.Registry, "repo", src.Repo)
 		err := s.seeder.Seed(ctx, src, func(info *piece.Info) { s.progress(e, gen, info) })
 		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w: seeding stopped: %w", ErrUnavailable, context.Cause(ctx))
+			err = fmt.Errorf("%w: seeding stopped: %w", tracker.ErrUnavailable, context.Cause(ctx))
 		}
 		s.finish(e, gen, src, err, time.Since(start))
 	}()
@@ -157,17 +161,17 @@ func consistent(d digest.Digest, old, info *piece.Info) error {
 	return nil
 }
 
-func (s *Server) finish(e *entry, gen int, src Source, err error, took time.Duration) {
+func (s *Server) finish(e *entry, gen int, src tracker.Source, err error, took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.seeding = false
 	if err == nil && (e.info == nil || !e.info.Complete()) {
-		err = fmt.Errorf("%w: seeder returned without complete metainfo", ErrUnavailable)
+		err = fmt.Errorf("%w: seeder returned without complete metainfo", tracker.ErrUnavailable)
 	}
 	result := resultOK
 	if err != nil {
-		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable) {
-			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		if !errors.Is(err, tracker.ErrNotFound) && !errors.Is(err, tracker.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", tracker.ErrUnavailable, err)
 		}
 		// An Info from a failed seeding may come from a corrupt origin
 		// download (even a complete one, if the digest did not match); the

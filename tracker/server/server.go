@@ -1,4 +1,4 @@
-package tracker
+package server
 
 import (
 	"container/list"
@@ -19,15 +19,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // Seeder fetches blobs from the origin on the tracker's behalf.
 type Seeder interface {
 	// Seed fetches src from the origin, calling progress with the metainfo
 	// known so far each time it grows; returns once the blob is complete and
-	// verified, or an error wrapping ErrNotFound (the origin does not have
-	// it) or ErrUnavailable (the origin could not be reached).
-	Seed(ctx context.Context, src Source, progress func(*piece.Info)) error
+	// verified, or an error wrapping tracker.ErrNotFound (the origin does not
+	// have it) or tracker.ErrUnavailable (the origin could not be reached).
+	Seed(ctx context.Context, src tracker.Source, progress func(*piece.Info)) error
 }
 
 // Clock tells the time; injected so tests can drive expiry.
@@ -37,10 +38,10 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// Server is the tracker. Its zero value is not usable; call NewServer.
+// Server is the tracker. Its zero value is not usable; call New, then Start.
 type Server struct {
 	cfg     Config
-	seeder  Seeder
+	seeder  Seeder // set once by Start, before the server is used
 	log     *slog.Logger
 	reg     prometheus.Registerer
 	clock   Clock
@@ -61,17 +62,15 @@ type Server struct {
 	closeMu sync.Once
 }
 
-// NewServer returns a tracker seeded by seeder.
-func NewServer(cfg Config, seeder Seeder, opts ...Option) (*Server, error) {
+// New returns a tracker that has no seeder yet: Start gives it one. The two
+// steps let the seeder's own swarm announce to this server in process,
+// while the server calls the seeder.
+func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if seeder == nil {
-		return nil, errors.New("tracker: nil seeder")
-	}
 	s := &Server{
 		cfg:     cfg,
-		seeder:  seeder,
 		log:     slog.New(slog.DiscardHandler),
 		clock:   systemClock{},
 		token:   sha256.Sum256([]byte(cfg.Token)),
@@ -80,7 +79,7 @@ func NewServer(cfg Config, seeder Seeder, opts ...Option) (*Server, error) {
 		lru:     list.New(),
 	}
 	for _, o := range opts {
-		o.applyServer(s)
+		o(s)
 	}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
@@ -93,6 +92,19 @@ func NewServer(cfg Config, seeder Seeder, opts ...Option) (*Server, error) {
 	s.swarm = newSwarm(cfg.PeerTTL, func(d int) { m.peers.Add(float64(d)) })
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// Start hands the server its seeder. Call it once, before serving Handler
+// or calling the server's methods.
+func (s *Server) Start(seeder Seeder) error {
+	if seeder == nil {
+		return errors.New("tracker: nil seeder")
+	}
+	if s.seeder != nil {
+		return errors.New("tracker: Start called twice")
+	}
+	s.seeder = seeder
+	return nil
 }
 
 // Close stops every seeding, answers pending long-polls with 503 and waits
@@ -120,7 +132,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/blobs/{digest}/peers", s.auth(s.handlePeers))
 	mux.Handle("GET /v1/blobs/{digest}/metainfo", s.auth(s.handleMetaInfo))
 	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, fmt.Errorf("%w: no route %s %s", ErrInvalid, r.Method, truncate(r.URL.Path)))
+		s.writeError(w, fmt.Errorf("%w: no route %s %s", tracker.ErrInvalid, r.Method, r.URL.Path[:min(len(r.URL.Path), 80)]))
 	}))
 	return mux
 }
@@ -132,63 +144,73 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		sum := sha256.Sum256([]byte(tok))
 		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-tracker"`)
-			s.writeError(w, fmt.Errorf("%w: missing or wrong bearer token", ErrUnauthorized))
+			s.writeError(w, fmt.Errorf("%w: missing or wrong bearer token", tracker.ErrUnauthorized))
 			return
 		}
 		next(w, r)
 	})
 }
 
-func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
-	var a wireAnnounce
-	if err := decodeStrict(http.MaxBytesReader(w, r.Body, maxRequestBody), maxRequestBody, &a); err != nil {
-		s.writeError(w, requestError(err))
-		return
+// Announce records an agent's announce, as POST /v1/announce does; the
+// seeder of this server calls it in process.
+func (s *Server) Announce(_ context.Context, a tracker.Announce) (time.Duration, error) {
+	if err := a.Validate(); err != nil {
+		return 0, err
 	}
-	if err := a.validate(); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	s.swarm.announce(&a, s.clock.Now())
-	s.metrics.announces.Inc()
-	s.log.Debug("announce", "peer", a.Peer.ID, "blobs", len(a.Blobs), "seeder", a.Peer.Seeder)
-	s.writeJSON(w, http.StatusOK, announceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds()})
+	s.record(a)
+	return s.cfg.AnnounceInterval, nil
 }
 
-func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
-	d := digest.Digest(r.PathValue("digest"))
-	if err := validDigest(d); err != nil {
-		s.writeError(w, err)
-		return
+func (s *Server) record(a tracker.Announce) {
+	s.swarm.announce(a, s.clock.Now())
+	s.metrics.announces.Inc()
+	s.log.Debug("announce", "peer", a.Peer.ID, "blobs", len(a.Blobs), "seeder", a.Peer.Seeder)
+}
+
+// Peers hands out peers holding d, never self, as GET
+// /v1/blobs/{digest}/peers does.
+func (s *Server) Peers(_ context.Context, d digest.Digest, self string) ([]tracker.Peer, error) {
+	if err := tracker.ValidateDigest(d); err != nil {
+		return nil, err
 	}
-	self := r.URL.Query().Get("self")
-	if self != "" && !validPeerID(self) {
-		s.writeError(w, fmt.Errorf("%w: self %q", ErrInvalid, truncate(self)))
-		return
+	if self != "" {
+		if err := tracker.ValidatePeerID(self); err != nil {
+			return nil, err
+		}
 	}
 	peers := s.swarm.handout(d, self, s.cfg.MaxHandout, s.clock.Now())
 	s.metrics.handouts.Inc()
 	s.metrics.handoutPeers.Observe(float64(len(peers)))
-	s.writeJSON(w, http.StatusOK, peersResponse{Peers: peers})
+	return peers, nil
 }
 
-func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	src := Source{Registry: q.Get("registry"), Repo: q.Get("repo"), Digest: digest.Digest(r.PathValue("digest"))}
-	have := -1
+// MetaInfo answers what GET /v1/blobs/{digest}/metainfo does (see the
+// package documentation), in process.
+func (s *Server) MetaInfo(ctx context.Context, src tracker.Source, have int) (*piece.Info, error) {
+	v, err := s.metaInfo(ctx, src, have)
+	if err != nil {
+		return nil, err
+	}
+	return v.info, nil
+}
+
+// metaInfo long-polls the metainfo of src until more than have pieces are
+// known or it is complete, or MetaInfoWait passes, and counts the answer.
+func (s *Server) metaInfo(ctx context.Context, src tracker.Source, have int) (view, error) {
 	err := src.Validate()
-	if v := q.Get("have"); err == nil && v != "" {
-		have, err = strconv.Atoi(v)
-		if err != nil || have < -1 || have > piece.MaxPieces {
-			err = fmt.Errorf("%w: have %q", ErrInvalid, truncate(v))
-		}
+	if err == nil && (have < -1 || have > piece.MaxPieces) {
+		err = fmt.Errorf("%w: have %d", tracker.ErrInvalid, have)
 	}
 	if err != nil {
 		s.metrics.metaInfoCalls.WithLabelValues(resultInvalid).Inc()
-		s.writeError(w, err)
-		return
+		return view{}, err
 	}
+	v, err := s.await(ctx, src, have)
+	s.metrics.metaInfoCalls.WithLabelValues(resultOf(err)).Inc()
+	return v, err
+}
 
+func (s *Server) await(ctx context.Context, src tracker.Source, have int) (view, error) {
 	wait := time.NewTimer(s.cfg.MetaInfoWait)
 	defer wait.Stop()
 	gen := 0 // seedings start at 1
@@ -196,37 +218,66 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 		v, err := s.watch(src, gen)
 		gen = v.gen
 		if err != nil {
-			s.metrics.metaInfoCalls.WithLabelValues(resultOf(err)).Inc()
-			s.writeError(w, err)
-			return
+			return v, err
 		}
 		if v.info != nil && (have < 0 || len(v.info.Pieces) > have || v.info.Complete()) {
-			s.writeInfo(w, v.body)
-			return
+			return v, nil
 		}
 		select {
 		case <-v.changed:
 			continue
 		case <-wait.C:
 			if v.info != nil {
-				s.writeInfo(w, v.body)
-				return
+				return v, nil
 			}
-			s.metrics.metaInfoCalls.WithLabelValues(resultPending).Inc()
-			s.writeError(w, fmt.Errorf("%w: seeding %s has reported nothing yet", ErrPending, src.Digest))
+			return v, fmt.Errorf("%w: seeding %s has reported nothing yet", tracker.ErrPending, src.Digest)
 		case <-s.closing:
-			s.metrics.metaInfoCalls.WithLabelValues(resultUnavailable).Inc()
-			s.writeError(w, fmt.Errorf("%w: tracker shutting down", ErrUnavailable))
-		case <-r.Context().Done():
-			s.metrics.metaInfoCalls.WithLabelValues(resultCanceled).Inc()
+			return v, fmt.Errorf("%w: tracker shutting down", tracker.ErrUnavailable)
+		case <-ctx.Done():
+			return v, ctx.Err()
 		}
+	}
+}
+
+func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
+	a, err := tracker.DecodeAnnounce(http.MaxBytesReader(w, r.Body, tracker.MaxRequestBody))
+	if err != nil {
+		s.writeError(w, requestError(err))
 		return
+	}
+	s.record(a)
+	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds()})
+}
+
+func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
+	peers, err := s.Peers(r.Context(), digest.Digest(r.PathValue("digest")), r.URL.Query().Get("self"))
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, tracker.PeersResponse{Peers: peers})
+}
+
+func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	src := tracker.Source{Registry: q.Get("registry"), Repo: q.Get("repo"), Digest: digest.Digest(r.PathValue("digest"))}
+	have, err := tracker.ParseHave(q.Get("have"))
+	if err != nil {
+		s.metrics.metaInfoCalls.WithLabelValues(resultInvalid).Inc()
+		s.writeError(w, err)
+		return
+	}
+	v, err := s.metaInfo(r.Context(), src, have)
+	switch {
+	case err == nil:
+		s.writeInfo(w, v.body)
+	case r.Context().Err() == nil:
+		s.writeError(w, err)
 	}
 }
 
 // writeInfo sends an Info encoded once for all its askers.
 func (s *Server) writeInfo(w http.ResponseWriter, body []byte) {
-	s.metrics.metaInfoCalls.WithLabelValues(resultOK).Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -239,19 +290,25 @@ func (s *Server) writeInfo(w http.ResponseWriter, body []byte) {
 func requestError(err error) error {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return fmt.Errorf("%w: body larger than %d bytes", ErrInvalid, tooBig.Limit)
+		return fmt.Errorf("%w: body larger than %d bytes", tracker.ErrInvalid, tooBig.Limit)
 	}
-	if errors.Is(err, ErrInvalid) {
+	if errors.Is(err, tracker.ErrInvalid) {
 		return err
 	}
-	return fmt.Errorf("%w: reading body: %v", ErrInvalid, err)
+	return fmt.Errorf("%w: reading body: %v", tracker.ErrInvalid, err)
 }
 
 func resultOf(err error) string {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case err == nil:
+		return resultOK
+	case errors.Is(err, tracker.ErrPending):
+		return resultPending
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return resultCanceled
+	case errors.Is(err, tracker.ErrNotFound):
 		return resultNotFound
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, tracker.ErrInvalid):
 		return resultInvalid
 	default:
 		return resultUnavailable
@@ -259,12 +316,12 @@ func resultOf(err error) string {
 }
 
 func (s *Server) writeError(w http.ResponseWriter, err error) {
-	code, status := statusOf(err)
+	code, status := tracker.StatusOf(err)
 	msg := err.Error()
-	if len(msg) > maxMessageLen {
-		msg = msg[:maxMessageLen]
+	if len(msg) > tracker.MaxMessageLen {
+		msg = msg[:tracker.MaxMessageLen]
 	}
-	s.writeJSON(w, status, errorBody{Code: code, Message: msg})
+	s.writeJSON(w, status, tracker.ErrorBody{Code: code, Message: msg})
 }
 
 func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {

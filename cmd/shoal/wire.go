@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/agent/swarm"
+	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
+)
+
+// This file is the whole wiring of Shoal: every part is built here, in the
+// order a blob flows through them, and handed to the part that uses it.
+//
+//	agent:   upstream.Client ─┐
+//	         store.Disk ──────┼─▶ agent.Agent ──▶ registryshim handler (/v2/)
+//	         tracker.Client ─▶ swarm.Swarm ◀──▶ p2p.Host (two-phase: New, then Serve(swarm))
+//	tracker: server.Server ◀── in process ── seeder node (its swarm announces to the server)
+//	         server.Server ──Seed──▶ seeder agent ──▶ origin
+
+// nodeConfig is what one node is built from: an agent, or the tracker's
+// seeder.
+type nodeConfig struct {
+	DataDir  string // the store's and the identity key's default home
+	Agent    agent.Config
+	Store    store.Config
+	Upstream upstream.Config
+	P2P      p2p.Config
+	Swarm    swarm.Config
+}
+
+func defaultNodeConfig() nodeConfig {
+	return nodeConfig{
+		Agent:    agent.DefaultConfig(),
+		Store:    store.DefaultConfig(),
+		Upstream: upstream.DefaultConfig(),
+		P2P:      p2p.DefaultConfig(),
+		Swarm:    swarm.DefaultConfig(),
+	}
+}
+
+// defaultSeederConfig is defaultNodeConfig with the seeder's upload slots.
+func defaultSeederConfig() nodeConfig {
+	c := defaultNodeConfig()
+	c.P2P = p2p.DefaultSeederConfig()
+	return c
+}
+
+// withDataDir fills the paths left empty from the data directory.
+func (c nodeConfig) withDataDir() nodeConfig {
+	if c.Store.Dir == "" && c.DataDir != "" {
+		c.Store.Dir = filepath.Join(c.DataDir, "store")
+	}
+	if c.P2P.KeyFile == "" && c.DataDir != "" {
+		c.P2P.KeyFile = filepath.Join(c.DataDir, "identity.key")
+	}
+	return c
+}
+
+// validate checks every part's configuration; the peer transport's and
+// the swarm's only for a node that joins a swarm.
+func (c nodeConfig) validate(withSwarm bool) error {
+	if c.DataDir == "" && c.Store.Dir == "" {
+		return errors.New("data-dir is required")
+	}
+	c = c.withDataDir()
+	errs := []error{c.Agent.Validate(), c.Store.Validate(), c.Upstream.Validate()}
+	if withSwarm {
+		errs = append(errs, c.P2P.Validate(), c.Swarm.Validate())
+	}
+	return errors.Join(errs...)
+}
+
+// node is one agent and the parts it is made of.
+type node struct {
+	up    *upstream.Client
+	store *store.Disk
+	host  *p2p.Host    // nil without a swarm
+	swarm *swarm.Swarm // nil without a swarm
+	agent *agent.Agent
+
+	stop    context.CancelFunc // ends the swarm's announce loop
+	running sync.WaitGroup
+}
+
+// newNode builds a node. tr is the tracker its swarm talks to: a client of
+// the cluster's tracker for an agent, the tracker server itself for its
+// seeder; nil builds a plain pull-through cache without a swarm.
+func newNode(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) (n *node, err error) {
+	cfg = cfg.withDataDir()
+	n = &node{}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.up, err = upstream.New(cfg.Upstream, upstream.WithLogger(log), upstream.WithRegisterer(reg)); err != nil {
+		return nil, err
+	}
+	if n.store, err = store.New(cfg.Store, store.WithLogger(log), store.WithRegisterer(reg)); err != nil {
+		return nil, err
+	}
+	opts := []agent.Option{agent.WithLogger(log), agent.WithRegisterer(reg)}
+	if tr != nil {
+		if err = n.joinSwarm(cfg, tr, seeder, log, reg); err != nil {
+			return nil, err
+		}
+		opts = append(opts, agent.WithSwarm(n.swarm))
+	}
+	if n.agent, err = agent.New(cfg.Agent, n.up, n.store, opts...); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// joinSwarm starts the peer transport, the swarm that fetches through it and
+// that it serves from, and the swarm's announce loop.
+func (n *node) joinSwarm(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) error {
+	h, err := p2p.New(cfg.P2P, p2p.WithLogger(log), p2p.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	n.host = h
+	self := tracker.Peer{ID: h.ID().String()}
+	for _, ma := range h.Addrs() {
+		self.Addrs = append(self.Addrs, ma.String())
+	}
+	opts := []swarm.Option{swarm.WithLogger(log), swarm.WithRegisterer(reg)}
+	if seeder {
+		opts = append(opts, swarm.AsSeeder())
+	}
+	if n.swarm, err = swarm.New(cfg.Swarm, tr, h, n.store, self, opts...); err != nil {
+		return err
+	}
+	if err := h.Serve(n.swarm); err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	n.running.Go(func() { n.swarm.Run(ctx) })
+	return nil
+}
+
+// peerID is the node's peer identity, "" without a swarm.
+func (n *node) peerID() string {
+	if n.host == nil {
+		return ""
+	}
+	return n.host.ID().String()
+}
+
+// Close stops the node's parts in the reverse order of their making. The
+// downloads under way end with the store; their partial files stay for
+// resumption.
+func (n *node) Close() error {
+	var errs []error
+	if n.agent != nil {
+		errs = append(errs, n.agent.Close())
+	}
+	if n.stop != nil {
+		n.stop()
+		n.running.Wait()
+	}
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.up != nil {
+		n.up.Close()
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// trackerNode is the tracker server and its seeder.
+type trackerNode struct {
+	server *server.Server
+	seeder *node
+}
+
+// newTrackerNode builds the tracker and its seeder: a node whose swarm
+// announces to the server in process (no HTTP, no token, no TLS between
+// them), and which the server asks to seed each blob on first demand.
+func newTrackerNode(tcfg server.Config, seed nodeConfig, log *slog.Logger, reg prometheus.Registerer) (*trackerNode, error) {
+	srv, err := server.New(tcfg, server.WithLogger(log), server.WithRegisterer(reg))
+	if err != nil {
+		return nil, err
+	}
+	// The seeder fetches only from the configured upstreams: agents must
+	// not make the tracker reach arbitrary hosts.
+	seed.Upstream.AllowUnknown = false
+	seeder, err := newNode(seed, srv, true, log, reg)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	if err := srv.Start(seeder.agent); err != nil {
+		seeder.Close()
+		srv.Close()
+		return nil, err
+	}
+	return &trackerNode{server: srv, seeder: seeder}, nil
+}
+
+// Close stops seeding, then the seeder.
+func (t *trackerNode) Close() error {
+	return errors.Join(t.server.Close(), t.seeder.Close())
+}
+
+var (
+	_ swarm.Tracker = (*tracker.Client)(nil)
+	_ swarm.Tracker = (*server.Server)(nil)
+	_ server.Seeder = (*agent.Agent)(nil)
+)
