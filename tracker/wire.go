@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"regexp"
 	"strconv"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
 // Source names where the origin holds a blob.
@@ -25,10 +23,10 @@ type Source struct {
 
 // Validate checks every field as the server does.
 func (s Source) Validate() error {
-	if s.Registry != "" && !validRegistry(s.Registry) {
+	if s.Registry != "" && !grammar.Registry(s.Registry) {
 		return fmt.Errorf("%w: registry %q is not host[:port]", ErrInvalid, s.Registry)
 	}
-	if !validRepo(s.Repo) {
+	if !grammar.Repository(s.Repo) {
 		return fmt.Errorf("%w: repository %q", ErrInvalid, s.Repo)
 	}
 	return ValidateDigest(s.Digest)
@@ -72,8 +70,6 @@ const (
 	maxAddrs     = 16
 	maxAddrLen   = 256
 	maxBlobs     = 8192
-	maxRepoLen   = 255
-	maxRegistry  = 255
 	// MaxMessageLen bounds the message of an error answer.
 	MaxMessageLen = 1024
 )
@@ -240,49 +236,6 @@ func ValidateDigest(d digest.Digest) error {
 		return fmt.Errorf("%w: digest %s: only sha256 is supported", ErrInvalid, d.Algorithm())
 	}
 	return nil
-}
-
-// repoRE is the distribution reference grammar for a repository path.
-var repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-
-func validRepo(r string) bool { return len(r) <= maxRepoLen && repoRE.MatchString(r) }
-
-var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*$`)
-
-// validRegistry accepts host[:port], host being a DNS name, an IPv4 address
-// or a bracketed IPv6 address.
-func validRegistry(r string) bool {
-	if r == "" || len(r) > maxRegistry {
-		return false
-	}
-	if strings.HasPrefix(r, "[") {
-		end := strings.IndexByte(r, ']')
-		if end < 0 {
-			return false
-		}
-		ip, err := netip.ParseAddr(r[1:end])
-		if err != nil || !ip.Is6() || ip.Zone() != "" {
-			return false
-		}
-		rest := r[end+1:]
-		return rest == "" || rest[0] == ':' && validPort(rest[1:])
-	}
-	host := r
-	if i := strings.LastIndexByte(r, ':'); i >= 0 {
-		if !validPort(r[i+1:]) {
-			return false
-		}
-		host = r[:i]
-	}
-	return hostRE.MatchString(host)
-}
-
-func validPort(p string) bool {
-	if p == "" || len(p) > 5 || p[0] == '0' {
-		return false
-	}
-	n, err := strconv.Atoi(p)
-	return err == nil && n >= 1 && n <= 65535
 }
 
 // decodeStrict decodes exactly one JSON value from at most limit bytes of r
