@@ -6,6 +6,11 @@
 //	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.1.0──▶ remote Host ──▶ Source.Piece
 //	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/1.0.0──── remote Host ◀── Source.Watch
 //
+// A Host starts in two steps: New listens and can fetch at once; Serve hands
+// it the Source it answers from. The swarm, which fetches through the host,
+// is that Source, so the caller builds the host, then the swarm, then calls
+// Serve.
+//
 // # Transport
 //
 // TCP only, TLS 1.3 (or Noise) and yamux; optionally a libp2p private network

@@ -1,13 +1,16 @@
-// Package tracker is Shoal's control plane: one in-memory tracker per cluster
-// that hands out peers for a blob and serves the blob's metainfo, and the
-// client the agents use to talk to it. It keeps no database: restarting it
-// loses nothing the agents do not re-announce within one interval.
+// Package tracker is the API of Shoal's control plane: the types agents and
+// the tracker exchange, their checks, the error codes, and the Client the
+// agents use. The tracker server is package tracker/server; agents link
+// only this package.
 //
-// The tracker is seeded by the origin. The first demand for a digest's
-// metainfo starts one Seed of the injected Seeder (in production an embedded
-// agent in seed mode), deduplicated across askers. The Seeder reports the
-// metainfo as it grows, piece by piece, while the origin download is still
-// running, so agents exchange pieces before the seeder holds the whole blob.
+// One in-memory tracker per cluster hands out peers for a blob and serves
+// the blob's metainfo. It keeps no database: restarting it loses nothing
+// the agents do not re-announce within one interval. It is seeded by the
+// origin: the first demand for a digest's metainfo starts one seeding by its
+// seeder (an agent in seed mode, in the tracker's process), which reports
+// the metainfo as it grows, piece by piece, while the origin download is
+// still running, so agents exchange pieces before the seeder holds the
+// whole blob.
 //
 //	agent ──announce──▶ Server ◀──progress(Info)── Seeder ──fetch──▶ origin
 //	agent ◀──peers───── Server                       │
@@ -41,6 +44,4 @@
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
 //	GET /healthz → 200, no token (for liveness probes).
 //
-// Metrics are registered on the injected prometheus.Registerer; the caller
-// mounts them.
 package tracker

@@ -15,5 +15,9 @@
 // of the blob to the origin fallback.
 //
 // Swarm also implements p2p.Source: it answers other peers from the store,
-// for pieces it has verified.
+// for pieces it has verified. The caller builds the p2p host first, the
+// swarm over it, then starts the host serving the swarm (p2p.Host.Serve),
+// and runs the swarm's announce loop (Run). Its Tracker is a
+// tracker.Client for an agent, or the tracker server itself, in process,
+// for the tracker's seeder.
 package swarm

@@ -660,3 +660,77 @@ func TestMaxSeeding(t *testing.T) {
 		t.Fatalf("after the first seeding ended: %+v, %v", i, err)
 	}
 }
+
+// The in-process methods, which the tracker's own seeder uses, answer what
+// the HTTP API answers.
+func TestInProcess(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	info := testInfo(t)
+	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
+
+	seeder := peer("seeder1", true)
+	interval, err := f.tr.Announce(ctx, tracker.Announce{Peer: seeder, Blobs: []tracker.BlobState{{Digest: info.Digest, Have: 2}}})
+	if err != nil || interval != server.DefaultConfig().AnnounceInterval {
+		t.Fatalf("Announce = %v, %v", interval, err)
+	}
+	// Seen over HTTP, and in process.
+	got, err := f.client.Peers(ctx, info.Digest, "")
+	if err != nil || !slices.Equal(ids(got), []string{"seeder1"}) {
+		t.Fatalf("HTTP Peers = %v, %v", ids(got), err)
+	}
+	if got, err := f.tr.Peers(ctx, info.Digest, "seeder1"); err != nil || len(got) != 0 {
+		t.Fatalf("Peers excluding self = %v, %v", ids(got), err)
+	}
+
+	f.seeder.Complete(info)
+	mi, err := f.tr.MetaInfo(ctx, src, -1)
+	if err != nil || !mi.Complete() || mi.Digest != info.Digest {
+		t.Fatalf("MetaInfo = %+v, %v", mi, err)
+	}
+
+	for name, err := range map[string]error{
+		"announce without addresses": func() error {
+			_, err := f.tr.Announce(ctx, tracker.Announce{Peer: tracker.Peer{ID: "x"}})
+			return err
+		}(),
+		"peers of a bad digest": func() error { _, err := f.tr.Peers(ctx, "sha256:nope", ""); return err }(),
+		"peers for a bad self":  func() error { _, err := f.tr.Peers(ctx, info.Digest, "no spaces"); return err }(),
+		"metainfo of a bad repo": func() error {
+			_, err := f.tr.MetaInfo(ctx, tracker.Source{Repo: "Bad", Digest: info.Digest}, -1)
+			return err
+		}(),
+		"metainfo with have out of range": func() error { _, err := f.tr.MetaInfo(ctx, src, -2); return err }(),
+	} {
+		if !errors.Is(err, tracker.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// A server not yet started has no seeder: a metainfo demand is unavailable,
+// not a crash.
+func TestNotStarted(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Token = "secret"
+	s, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	info := testInfo(t)
+	if _, err := s.MetaInfo(context.Background(), tracker.Source{Repo: "a/b", Digest: info.Digest}, -1); !errors.Is(err, tracker.ErrUnavailable) {
+		t.Fatalf("MetaInfo before Start: %v, want ErrUnavailable", err)
+	}
+	if err := s.Start(nil); err == nil {
+		t.Error("Start(nil) accepted")
+	}
+	if err := s.Start(trackertest.NewSeeder()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(trackertest.NewSeeder()); err == nil {
+		t.Error("a second Start accepted")
+	}
+}
