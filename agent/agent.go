@@ -160,7 +160,7 @@ func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string
 	if err == nil && !head && a.cfg.Prefetch {
 		a.prefetch(repo, m)
 	}
-	return m, err
+	return m, ociError(err)
 }
 
 // prefetch starts downloading the config and layers of an image manifest
@@ -245,7 +245,7 @@ func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag s
 			return m, nil
 		}
 	}
-	if seen && errors.Is(err, registryshim.ErrUnavailable) {
+	if seen && errors.Is(err, upstream.ErrUnavailable) {
 		if m, ok := a.mans.get(known.digest); ok {
 			a.log.Warn("upstream unreachable, serving last known manifest",
 				"registry", repo.Registry, "repo", repo.Name, "tag", tag, "digest", m.Digest, "age", a.now().Sub(known.at), "err", err)
@@ -260,8 +260,8 @@ func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag s
 
 // isFinal tells the upstream answers that a GET would only repeat.
 func isFinal(err error) bool {
-	for _, e := range []error{registryshim.ErrManifestUnknown, registryshim.ErrNameUnknown,
-		registryshim.ErrUnauthorized, registryshim.ErrDenied, registryshim.ErrTooManyRequests, registryshim.ErrUnavailable} {
+	for _, e := range []error{upstream.ErrManifestNotFound, upstream.ErrRepositoryNotFound,
+		upstream.ErrUnauthorized, upstream.ErrDenied, upstream.ErrTooManyRequests, upstream.ErrUnavailable} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -301,7 +301,7 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 	}
 	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
 	if err != nil {
-		return nil, err
+		return nil, ociError(err)
 	}
 	r, err = a.store.Fetch(ctx, dgst, size, a.upstreamFiller(repo, dgst))
 	if err != nil {
@@ -312,13 +312,14 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 
 // upstreamFiller fetches the ranges the store is missing, each with one
 // Range request, so a download interrupted by a restart resumes where it
-// stopped.
+// stopped. Its error reaches the shim through the store's readers, so it
+// carries the OCI error.
 func (a *Agent) upstreamFiller(repo registryshim.Repo, dgst digest.Digest) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
 		for _, m := range w.Missing() {
 			if err := a.fetchRange(ctx, repo, dgst, w, m); err != nil {
 				a.log.Warn("upstream blob fetch failed", "digest", dgst, "offset", m.Off, "err", err)
-				return err
+				return ociError(err)
 			}
 		}
 		return nil
@@ -345,25 +346,18 @@ func (a *Agent) fetchRange(ctx context.Context, repo registryshim.Repo, dgst dig
 
 const copyBuffer = 256 << 10
 
-// storeError maps store failures onto the OCI table: the client can do
-// nothing about them but fall back to the upstream.
-func storeError(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: %w", registryshim.ErrBlobUnknown, err)
-	}
-	return fmt.Errorf("%w: %w", registryshim.ErrUnavailable, err)
-}
-
 // StatBlob answers HEAD from the store, else from the upstream, without
 // fetching the blob.
 func (a *Agent) StatBlob(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (int64, error) {
 	if info, err := a.store.Stat(ctx, dgst); err == nil {
 		return info.Size, nil
 	}
-	return a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
+	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
+	return size, ociError(err)
 }
 
 // Tags passes the tag list through from the upstream.
 func (a *Agent) Tags(ctx context.Context, repo registryshim.Repo, n int, last string) ([]string, error) {
-	return a.up.Tags(ctx, repo.Registry, repo.Name, n, last)
+	tags, err := a.up.Tags(ctx, repo.Registry, repo.Name, n, last)
+	return tags, ociError(err)
 }

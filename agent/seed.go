@@ -8,6 +8,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/shoal-dev/shoal/agent/upstream"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
 	"github.com/shoal-dev/shoal/tracker"
@@ -54,7 +55,7 @@ func (a *Agent) Seed(ctx context.Context, src tracker.Source, progress func(*pie
 // seedError sorts a failure into what the tracker tells agents: the origin
 // does not have the blob, or it could not be reached.
 func seedError(err error) error {
-	if errors.Is(err, registryshim.ErrBlobUnknown) || errors.Is(err, registryshim.ErrNameUnknown) {
+	if errors.Is(err, upstream.ErrBlobNotFound) || errors.Is(err, upstream.ErrRepositoryNotFound) {
 		return fmt.Errorf("%w: %w", tracker.ErrNotFound, err)
 	}
 	return fmt.Errorf("%w: %w", tracker.ErrUnavailable, err)

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 // basicAuth serves h only to user:pass.
@@ -94,10 +92,10 @@ func TestBasicAuth(t *testing.T) {
 	}{
 		{"config", withCreds("alice", "s3cret"), nil},
 		{"docker config.json", withFile(host, "alice", "s3cret"), nil},
-		{"wrong password", withCreds("alice", "guess"), registryshim.ErrUnauthorized},
-		{"wrong password in config.json", withFile(host, "alice", "guess"), registryshim.ErrUnauthorized},
-		{"credentials for another host", withFile("other.example", "alice", "s3cret"), registryshim.ErrUnauthorized},
-		{"unreadable config.json", withFile(host, "", ""), registryshim.ErrInternal},
+		{"wrong password", withCreds("alice", "guess"), ErrUnauthorized},
+		{"wrong password in config.json", withFile(host, "alice", "guess"), ErrUnauthorized},
+		{"credentials for another host", withFile("other.example", "alice", "s3cret"), ErrUnauthorized},
+		{"unreadable config.json", withFile(host, "", ""), ErrInternal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -167,7 +165,7 @@ func TestBearerToken(t *testing.T) {
 
 	cfg.Registries[0].Password = "wrong"
 	bad := newClient(t, cfg)
-	if _, _, err := bad.Manifest(ctx, "registry.test", "foo", "oci"); !errors.Is(err, registryshim.ErrUnauthorized) {
+	if _, _, err := bad.Manifest(ctx, "registry.test", "foo", "oci"); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("Manifest with a wrong password = %v, want ErrUnauthorized", err)
 	}
 }

@@ -14,8 +14,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 // Cache bounds: registry hosts and repository names come from runtimes, so
@@ -224,13 +222,13 @@ func makeUpstream(key, dial string, insecure bool) (*upstream, error) {
 func (c *Client) route(registry string) (*upstream, error) {
 	if registry == "" {
 		if c.def == nil {
-			return nil, fmt.Errorf("no registry named and no default upstream configured: %w", registryshim.ErrNameUnknown)
+			return nil, fmt.Errorf("no registry named and no default upstream configured: %w", ErrRepositoryNotFound)
 		}
 		return c.def, nil
 	}
 	key, err := registryKey(registry)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", registryshim.ErrNameInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	if u, ok := c.table[key]; ok {
 		return u, nil
@@ -239,7 +237,7 @@ func (c *Client) route(registry string) (*upstream, error) {
 		return c.def, nil
 	}
 	if !c.cfg.AllowUnknown {
-		return nil, fmt.Errorf("registry %q is not configured: %w", registry, registryshim.ErrDenied)
+		return nil, fmt.Errorf("registry %q is not configured: %w", registry, ErrDenied)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -248,7 +246,7 @@ func (c *Client) route(registry string) (*upstream, error) {
 	}
 	u, err := makeUpstream(key, key, false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", registryshim.ErrNameInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	if len(c.unknown) >= maxUnknownRegistries {
 		for k := range c.unknown {
@@ -303,7 +301,7 @@ func (c *Client) pingUpstream(ctx context.Context, u *upstream) (*transport.Chal
 	if ch.Insecure && !u.insecure {
 		// ggcr falls back to HTTP for hosts that look local; without the
 		// operator's consent that would be a silent downgrade.
-		return nil, fmt.Errorf("ping: %s answers only over plain HTTP and is not marked insecure: %w", u.reg, registryshim.ErrDenied)
+		return nil, fmt.Errorf("ping: %s answers only over plain HTTP and is not marked insecure: %w", u.reg, ErrDenied)
 	}
 	return ch, nil
 }
@@ -318,7 +316,7 @@ func (c *Client) authenticator(ctx context.Context, u *upstream) (authn.Authenti
 	for _, r := range []name.Registry{u.reg, u.logical} {
 		a, err := authn.Resolve(ctx, c.keychain, r)
 		if err != nil {
-			return nil, fmt.Errorf("credentials for %s: %w: %w", r, registryshim.ErrInternal, err)
+			return nil, fmt.Errorf("credentials for %s: %w: %w", r, ErrInternal, err)
 		}
 		if a != authn.Anonymous {
 			return a, nil

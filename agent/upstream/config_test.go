@@ -68,28 +68,27 @@ func TestConfigValidate(t *testing.T) {
 
 func TestMapStatus(t *testing.T) {
 	t.Parallel()
-	// The sentinels' own codes are checked in fetch_test.go against a
-	// server; here only the cases a server test cannot reach cheaply.
+	// The sentinels are checked in fetch_test.go against a server; here
+	// only the cases a server test cannot reach cheaply.
 	for _, tc := range []struct {
 		kind   string
 		status int
 		codes  []string
-		want   string
+		want   error
 	}{
-		{kindBlob, 404, nil, "BLOB_UNKNOWN"},
-		{kindHeadBlob, 404, nil, "BLOB_UNKNOWN"},
-		{kindHeadManifest, 404, nil, "MANIFEST_UNKNOWN"},
-		{kindTags, 404, nil, "NAME_UNKNOWN"},
-		{kindBlob, 404, []string{"NAME_UNKNOWN"}, "NAME_UNKNOWN"},
-		{kindBlob, 416, nil, "RANGE_NOT_SATISFIABLE"},
-		{kindManifest, 503, []string{"MANIFEST_UNKNOWN"}, "UNAVAILABLE"},
-		{kindManifest, 401, []string{"DENIED"}, "UNAUTHORIZED"},
-		{kindManifest, 400, []string{"DIGEST_INVALID"}, "DIGEST_INVALID"},
-		{kindManifest, 405, []string{"UNSUPPORTED"}, "UNSUPPORTED"},
+		{kindBlob, 404, nil, ErrBlobNotFound},
+		{kindHeadBlob, 404, nil, ErrBlobNotFound},
+		{kindHeadManifest, 404, nil, ErrManifestNotFound},
+		{kindTags, 404, nil, ErrRepositoryNotFound},
+		{kindBlob, 404, []string{"NAME_UNKNOWN"}, ErrRepositoryNotFound},
+		{kindBlob, 416, nil, ErrRangeNotSatisfiable},
+		{kindManifest, 503, []string{"MANIFEST_UNKNOWN"}, ErrUnavailable},
+		{kindManifest, 401, []string{"DENIED"}, ErrUnauthorized},
+		{kindManifest, 400, []string{"DIGEST_INVALID"}, ErrInvalidDigest},
+		{kindManifest, 405, []string{"UNSUPPORTED"}, ErrUnsupported},
 	} {
-		err := mapStatus(tc.kind, tc.status, tc.codes)
-		if got := err.Error(); len(got) < len(tc.want) || got[:len(tc.want)] != tc.want {
-			t.Errorf("mapStatus(%s, %d, %v) = %v, want %s", tc.kind, tc.status, tc.codes, err, tc.want)
+		if err := mapStatus(tc.kind, tc.status, tc.codes); err != tc.want {
+			t.Errorf("mapStatus(%s, %d, %v) = %v, want %v", tc.kind, tc.status, tc.codes, err, tc.want)
 		}
 	}
 }

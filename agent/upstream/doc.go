@@ -13,11 +13,16 @@
 // HTTP through its RoundTripper so blobs can be fetched with Range and
 // manifests come back byte for byte.
 //
-// Every error of a fetch wraps one of registryshim's OCI sentinels (or is
-// the caller's own context error), so the agent can answer the runtime with
-// the upstream's verdict (404, 401, 429, 503) as is. An upstream that is
-// unreachable, silent, or answers with something unusable is UNAVAILABLE,
-// which makes a runtime using the agent as a mirror fall back to it.
+// Every error of a fetch wraps one of the package's sentinels (errors.go),
+// or is the caller's own context error, so the agent can answer the runtime
+// with the upstream's verdict (404, 401, 429, 503) as is; the agent maps them
+// to OCI codes in one table. An upstream that is unreachable, silent, or
+// answers with something unusable is ErrUnavailable, which the agent
+// answers with UNAVAILABLE: a runtime using the agent as a mirror falls back
+// to the upstream.
+//
+// The package does not import registryshim: the shim is the agent's
+// concern; only the name grammar (registryshim/grammar) is shared.
 // No 200 carries wrong bytes: a manifest fetched by digest is hashed before
 // it is returned, and a blob asked from an offset starts at that offset even
 // when the upstream ignores Range.

@@ -7,62 +7,107 @@ import (
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
 
-	"github.com/shoal-dev/shoal/registryshim"
+// Every error of a fetch wraps exactly one of these (or is the caller's own
+// context error): what the upstream answered, or why no answer can be used.
+// The agent maps them to the OCI errors it answers runtimes with.
+var (
+	ErrBlobNotFound       = errors.New("blob not found upstream")
+	ErrManifestNotFound   = errors.New("manifest not found upstream")
+	ErrRepositoryNotFound = errors.New("repository not found upstream")
+	// ErrUnauthorized: the upstream wants credentials, or other ones.
+	ErrUnauthorized = errors.New("upstream requires authentication")
+	// ErrDenied: the upstream refuses, or this client may not ask it (a
+	// registry that is not configured, plain HTTP without consent).
+	ErrDenied          = errors.New("upstream denies access")
+	ErrTooManyRequests = errors.New("upstream rate limit reached")
+	// ErrUnavailable: the upstream is unreachable, silent, answers 5xx or
+	// something unusable. A runtime told so falls back to the upstream.
+	ErrUnavailable         = errors.New("upstream unavailable")
+	ErrRangeNotSatisfiable = errors.New("range not satisfiable")
+	// ErrInvalidName: a repository name or registry host outside the
+	// grammar, or one the upstream calls invalid.
+	ErrInvalidName       = errors.New("invalid name")
+	ErrInvalidDigest     = errors.New("invalid digest")
+	ErrInvalidManifest   = errors.New("invalid manifest")
+	ErrInvalidPagination = errors.New("invalid number of tags")
+	ErrUnsupported       = errors.New("unsupported by upstream")
+	// ErrUnexpected: an answer that fits none of the above.
+	ErrUnexpected = errors.New("unexpected answer from upstream")
+	// ErrInternal: the client failed before it could ask (credentials
+	// unreadable, request not buildable); the upstream said nothing.
+	ErrInternal = errors.New("upstream client failure")
 )
 
 // ErrDigestMismatch marks content from the upstream that does not hash to
-// the digest it was asked or announced under. It comes wrapped together
-// with registryshim.ErrUnavailable: the upstream is misbehaving, and a
-// runtime told "unavailable" falls back to asking it directly.
-var ErrDigestMismatch = errors.New("upstream content does not match its digest")
+// the digest it was asked or announced under. It wraps ErrUnavailable: the
+// upstream is misbehaving, and a runtime told "unavailable" falls back to
+// asking it directly.
+var ErrDigestMismatch = fmt.Errorf("%w: content does not match its digest", ErrUnavailable)
+
+// kinds lists the sentinels above; an error wrapping one is classified.
+var kinds = []error{
+	ErrBlobNotFound, ErrManifestNotFound, ErrRepositoryNotFound, ErrUnauthorized, ErrDenied,
+	ErrTooManyRequests, ErrUnavailable, ErrRangeNotSatisfiable, ErrInvalidName, ErrInvalidDigest,
+	ErrInvalidManifest, ErrInvalidPagination, ErrUnsupported, ErrUnexpected, ErrInternal,
+}
+
+func classified(err error) bool {
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
 
 // mapStatus turns an upstream answer that is not a success into one of the
-// project's OCI sentinels. kind says what was asked (a metric kind), so a
-// plain 404 becomes BLOB_UNKNOWN or MANIFEST_UNKNOWN; codes are the OCI
-// error codes of the upstream's body, if it sent any.
+// sentinels. kind says what was asked (a metric kind), so a plain 404
+// becomes ErrBlobNotFound or ErrManifestNotFound; codes are the OCI error
+// codes of the upstream's body, if it sent any.
 func mapStatus(kind string, status int, codes []string) error {
 	switch {
 	case status == http.StatusUnauthorized:
-		return registryshim.ErrUnauthorized
+		return ErrUnauthorized
 	case status == http.StatusForbidden:
-		return registryshim.ErrDenied
+		return ErrDenied
 	case status == http.StatusTooManyRequests:
-		return registryshim.ErrTooManyRequests
+		return ErrTooManyRequests
 	case status >= 500:
-		return registryshim.ErrUnavailable
+		return ErrUnavailable
 	case status == http.StatusRequestedRangeNotSatisfiable:
-		return registryshim.ErrRangeInvalid
+		return ErrRangeNotSatisfiable
 	}
 	for _, code := range codes {
 		switch code {
 		case "NAME_UNKNOWN":
-			return registryshim.ErrNameUnknown
+			return ErrRepositoryNotFound
 		case "NAME_INVALID":
-			return registryshim.ErrNameInvalid
+			return ErrInvalidName
 		case "DIGEST_INVALID":
-			return registryshim.ErrDigestInvalid
+			return ErrInvalidDigest
 		case "MANIFEST_INVALID":
-			return registryshim.ErrManifestInvalid
+			return ErrInvalidManifest
 		case "UNSUPPORTED":
-			return registryshim.ErrUnsupported
+			return ErrUnsupported
 		case "BLOB_UNKNOWN":
-			return registryshim.ErrBlobUnknown
+			return ErrBlobNotFound
 		case "MANIFEST_UNKNOWN":
-			return registryshim.ErrManifestUnknown
+			return ErrManifestNotFound
 		}
 	}
 	if status == http.StatusNotFound {
 		switch kind {
 		case kindBlob, kindHeadBlob:
-			return registryshim.ErrBlobUnknown
+			return ErrBlobNotFound
 		case kindManifest, kindHeadManifest:
-			return registryshim.ErrManifestUnknown
+			return ErrManifestNotFound
 		default:
-			return registryshim.ErrNameUnknown
+			return ErrRepositoryNotFound
 		}
 	}
-	return registryshim.ErrInternal
+	return ErrUnexpected
 }
 
 // mapError wraps err, from an exchange with the upstream, with the sentinel
@@ -72,8 +117,7 @@ func mapError(ctx context.Context, kind string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
-	var serr *registryshim.Error
-	if errors.As(err, &serr) {
+	if classified(err) {
 		return err // classified where it was made
 	}
 	var terr *transport.Error
@@ -87,6 +131,6 @@ func mapError(ctx context.Context, kind string, err error) error {
 		return fmt.Errorf("%w: %w", mapStatus(kind, terr.StatusCode, codes), err)
 	}
 	// Connection refused, reset, DNS failure, TLS failure, time-out: the
-	// upstream cannot be reached now, which is what UNAVAILABLE says.
-	return fmt.Errorf("%w: %w", registryshim.ErrUnavailable, err)
+	// upstream cannot be reached now, which is what ErrUnavailable says.
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

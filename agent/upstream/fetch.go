@@ -15,8 +15,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 // Descriptor describes content as the upstream served it.
@@ -94,7 +92,7 @@ func verifyManifest(body []byte, want digest.Digest, announced string) (digest.D
 		}
 	}
 	if got := want.Algorithm().FromBytes(body); got != want {
-		return "", fmt.Errorf("manifest hashes to %s, want %s: %w: %w", got, want, ErrDigestMismatch, registryshim.ErrUnavailable)
+		return "", fmt.Errorf("manifest hashes to %s, want %s: %w", got, want, ErrDigestMismatch)
 	}
 	return want, nil
 }
@@ -119,7 +117,7 @@ func (c *Client) HeadManifest(ctx context.Context, registry, repo, ref string) (
 	size := x.resp.ContentLength
 	announced, annErr := parseDigest(x.resp.Header.Get(headerDigest))
 	if want != "" && annErr == nil && announced.Algorithm() == want.Algorithm() && announced != want {
-		return Descriptor{}, x.wrap(fmt.Errorf("upstream announces %s for %s: %w: %w", announced, want, ErrDigestMismatch, registryshim.ErrUnavailable))
+		return Descriptor{}, x.wrap(fmt.Errorf("upstream announces %s for %s: %w", announced, want, ErrDigestMismatch))
 	}
 	dgst := want
 	if dgst == "" && annErr == nil {
@@ -152,7 +150,7 @@ func (c *Client) blobSize(ctx context.Context, u *upstream, repo string, dgst di
 	x.close()
 	if announced, err := parseDigest(x.resp.Header.Get(headerDigest)); err == nil &&
 		announced.Algorithm() == dgst.Algorithm() && announced != dgst {
-		return 0, x.wrap(fmt.Errorf("upstream announces %s: %w: %w", announced, ErrDigestMismatch, registryshim.ErrUnavailable))
+		return 0, x.wrap(fmt.Errorf("upstream announces %s: %w", announced, ErrDigestMismatch))
 	}
 	if x.resp.ContentLength < 0 {
 		return 0, x.wrap(unusable("no Content-Length"))
@@ -172,7 +170,7 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 		return nil, fmt.Errorf("upstream %s: %w", u.key, err)
 	}
 	if offset < 0 {
-		return nil, fmt.Errorf("upstream %s: negative offset %d: %w", u.key, offset, registryshim.ErrRangeInvalid)
+		return nil, fmt.Errorf("upstream %s: negative offset %d: %w", u.key, offset, ErrRangeNotSatisfiable)
 	}
 	var rng string
 	if offset > 0 {
@@ -202,7 +200,7 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 				rng += strconv.FormatInt(size-1, 10)
 				continue
 			}
-			return nil, x.wrap(fmt.Errorf("offset %d of a %d-byte blob: %w", offset, size, registryshim.ErrRangeInvalid))
+			return nil, x.wrap(fmt.Errorf("offset %d of a %d-byte blob: %w", offset, size, ErrRangeNotSatisfiable))
 		case http.StatusPartialContent:
 			start, _, _, perr := parseContentRange(x.resp.Header.Get("Content-Range"))
 			if perr != nil || start < 0 || start > offset {
@@ -235,7 +233,7 @@ func (c *Client) blobBody(x *exchange, offset, skip int64) (io.ReadCloser, error
 		if _, err := io.CopyN(io.Discard, r, skip); err != nil {
 			r.Close()
 			if errors.Is(err, io.EOF) {
-				return nil, x.wrap(fmt.Errorf("blob ends before offset %d: %w", offset, registryshim.ErrRangeInvalid))
+				return nil, x.wrap(fmt.Errorf("blob ends before offset %d: %w", offset, ErrRangeNotSatisfiable))
 			}
 			return nil, err
 		}
@@ -250,7 +248,7 @@ func (c *Client) Tags(ctx context.Context, registry, repo string, n int, last st
 		return nil, err
 	}
 	if n < 0 {
-		return nil, fmt.Errorf("upstream %s: n=%d: %w", u.key, n, registryshim.ErrPaginationNumberInvalid)
+		return nil, fmt.Errorf("upstream %s: n=%d: %w", u.key, n, ErrInvalidPagination)
 	}
 	q := url.Values{}
 	if n > 0 {
@@ -306,7 +304,7 @@ func (c *Client) resolve(registry, repo string) (*upstream, string, error) {
 // UNAVAILABLE so that a runtime using the agent as a mirror falls back to
 // the upstream itself.
 func unusable(format string, args ...any) error {
-	return fmt.Errorf("unusable answer: %s: %w", fmt.Sprintf(format, args...), registryshim.ErrUnavailable)
+	return fmt.Errorf("unusable answer: %s: %w", fmt.Sprintf(format, args...), ErrUnavailable)
 }
 
 // errNoAnswer is the cause given to a request whose upstream stayed silent.
@@ -345,7 +343,7 @@ func (c *Client) do(ctx context.Context, u *upstream, repo, kind, method, rest s
 	req, err := http.NewRequestWithContext(x.ctx, method, target.String(), nil)
 	if err != nil {
 		x.finish()
-		return nil, x.wrap(fmt.Errorf("%w: %w", registryshim.ErrInternal, err))
+		return nil, x.wrap(fmt.Errorf("%w: %w", ErrInternal, err))
 	}
 	switch {
 	case kind == kindManifest || kind == kindHeadManifest:

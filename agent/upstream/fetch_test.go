@@ -10,8 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 func TestManifest(t *testing.T) {
@@ -87,7 +85,7 @@ func TestBlob(t *testing.T) {
 				}
 			}
 			_, err = c.Blob(ctx, "", "app", img.layerDesc.Digest, size+1)
-			if !errors.Is(err, registryshim.ErrRangeInvalid) {
+			if !errors.Is(err, ErrRangeNotSatisfiable) {
 				t.Errorf("Blob(offset past end) = %v, want ErrRangeInvalid", err)
 			}
 		})
@@ -154,20 +152,20 @@ func TestErrors(t *testing.T) {
 		call func(context.Context) error
 		want error
 	}{
-		{"unknown tag", manifest("app", "nope"), registryshim.ErrManifestUnknown},
-		{"unknown manifest digest", manifest("app", missing.String()), registryshim.ErrManifestUnknown},
-		{"unknown repository", manifest("other", "latest"), registryshim.ErrNameUnknown},
-		{"head unknown tag", func(ctx context.Context) error { _, err := c.HeadManifest(ctx, "", "app", "nope"); return err }, registryshim.ErrManifestUnknown},
-		{"unknown blob", blob("app", missing, 0), registryshim.ErrBlobUnknown},
-		{"unknown blob size", func(ctx context.Context) error { _, err := c.BlobSize(ctx, "", "app", missing); return err }, registryshim.ErrBlobUnknown},
-		{"tags of unknown repository", func(ctx context.Context) error { _, err := c.Tags(ctx, "", "other", 0, ""); return err }, registryshim.ErrNameUnknown},
-		{"invalid repository", manifest("App/../x", "latest"), registryshim.ErrNameInvalid},
-		{"invalid digest", manifest("app", "sha256:xyz"), registryshim.ErrDigestInvalid},
-		{"unsupported digest algorithm", manifest("app", "md5:d41d8cd98f00b204e9800998ecf8427e"), registryshim.ErrDigestInvalid},
-		{"invalid tag", manifest("app", "-bad"), registryshim.ErrManifestUnknown},
-		{"invalid blob digest", blob("app", "sha256:zz", 0), registryshim.ErrDigestInvalid},
-		{"negative offset", blob("app", img.layerDesc.Digest, -1), registryshim.ErrRangeInvalid},
-		{"negative n", func(ctx context.Context) error { _, err := c.Tags(ctx, "", "app", -1, ""); return err }, registryshim.ErrPaginationNumberInvalid},
+		{"unknown tag", manifest("app", "nope"), ErrManifestNotFound},
+		{"unknown manifest digest", manifest("app", missing.String()), ErrManifestNotFound},
+		{"unknown repository", manifest("other", "latest"), ErrRepositoryNotFound},
+		{"head unknown tag", func(ctx context.Context) error { _, err := c.HeadManifest(ctx, "", "app", "nope"); return err }, ErrManifestNotFound},
+		{"unknown blob", blob("app", missing, 0), ErrBlobNotFound},
+		{"unknown blob size", func(ctx context.Context) error { _, err := c.BlobSize(ctx, "", "app", missing); return err }, ErrBlobNotFound},
+		{"tags of unknown repository", func(ctx context.Context) error { _, err := c.Tags(ctx, "", "other", 0, ""); return err }, ErrRepositoryNotFound},
+		{"invalid repository", manifest("App/../x", "latest"), ErrInvalidName},
+		{"invalid digest", manifest("app", "sha256:xyz"), ErrInvalidDigest},
+		{"unsupported digest algorithm", manifest("app", "md5:d41d8cd98f00b204e9800998ecf8427e"), ErrInvalidDigest},
+		{"invalid tag", manifest("app", "-bad"), ErrManifestNotFound},
+		{"invalid blob digest", blob("app", "sha256:zz", 0), ErrInvalidDigest},
+		{"negative offset", blob("app", img.layerDesc.Digest, -1), ErrRangeNotSatisfiable},
+		{"negative n", func(ctx context.Context) error { _, err := c.Tags(ctx, "", "app", -1, ""); return err }, ErrInvalidPagination},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -195,15 +193,15 @@ func TestStatusMapping(t *testing.T) {
 		body   string
 		want   error
 	}{
-		{http.StatusUnauthorized, "", registryshim.ErrUnauthorized},
-		{http.StatusForbidden, "", registryshim.ErrDenied},
-		{http.StatusTooManyRequests, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, registryshim.ErrTooManyRequests},
-		{http.StatusInternalServerError, "oops", registryshim.ErrUnavailable},
-		{http.StatusBadGateway, "", registryshim.ErrUnavailable},
-		{http.StatusNotFound, `{"errors":[{"code":"NAME_UNKNOWN","message":"no such repo"}]}`, registryshim.ErrNameUnknown},
-		{http.StatusNotFound, "", registryshim.ErrManifestUnknown},
-		{http.StatusBadRequest, `{"errors":[{"code":"MANIFEST_INVALID"}]}`, registryshim.ErrManifestInvalid},
-		{http.StatusTeapot, "", registryshim.ErrInternal},
+		{http.StatusUnauthorized, "", ErrUnauthorized},
+		{http.StatusForbidden, "", ErrDenied},
+		{http.StatusTooManyRequests, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, ErrTooManyRequests},
+		{http.StatusInternalServerError, "oops", ErrUnavailable},
+		{http.StatusBadGateway, "", ErrUnavailable},
+		{http.StatusNotFound, `{"errors":[{"code":"NAME_UNKNOWN","message":"no such repo"}]}`, ErrRepositoryNotFound},
+		{http.StatusNotFound, "", ErrManifestNotFound},
+		{http.StatusBadRequest, `{"errors":[{"code":"MANIFEST_INVALID"}]}`, ErrInvalidManifest},
+		{http.StatusTeapot, "", ErrUnexpected},
 	} {
 		t.Run(http.StatusText(tc.status)+" "+tc.body, func(t *testing.T) {
 			t.Parallel()
@@ -248,7 +246,7 @@ func TestManifestVerified(t *testing.T) {
 	}
 	for _, ref := range []string{other.String(), "lying"} {
 		_, _, err := c.Manifest(ctx, "", "app", ref)
-		if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, registryshim.ErrUnavailable) {
+		if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Manifest(%s) = %v, want ErrDigestMismatch and ErrUnavailable", ref, err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/registryshim"
 	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
@@ -18,7 +17,7 @@ import (
 // anything outside the OCI grammar is refused before a request is made.
 func checkRepo(repo string) error {
 	if !grammar.Repository(repo) {
-		return fmt.Errorf("repository %q: %w", repo, registryshim.ErrNameInvalid)
+		return fmt.Errorf("repository %q: %w", repo, ErrInvalidName)
 	}
 	return nil
 }
@@ -27,10 +26,10 @@ func checkRepo(repo string) error {
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("digest %q: %w: %w", s, registryshim.ErrDigestInvalid, err)
+		return "", fmt.Errorf("digest %q: %w: %w", s, ErrInvalidDigest, err)
 	}
 	if !d.Algorithm().Available() {
-		return "", fmt.Errorf("digest %q: algorithm not supported: %w", s, registryshim.ErrDigestInvalid)
+		return "", fmt.Errorf("digest %q: algorithm not supported: %w", s, ErrInvalidDigest)
 	}
 	return d, nil
 }
@@ -44,7 +43,7 @@ func parseRef(ref string) (digest.Digest, string, error) {
 	}
 	if !grammar.Tag(ref) {
 		// No manifest can be known under a name outside the grammar.
-		return "", "", fmt.Errorf("tag %q: invalid: %w", ref, registryshim.ErrManifestUnknown)
+		return "", "", fmt.Errorf("tag %q: invalid: %w", ref, ErrManifestNotFound)
 	}
 	return "", ref, nil
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 func TestRouting(t *testing.T) {
@@ -53,12 +51,12 @@ func TestRouting(t *testing.T) {
 		registry string
 		want     error
 	}{
-		{"unknown registry, not allowed", c, "c.example", registryshim.ErrDenied},
-		{"invalid registry", c, "a.example/evil", registryshim.ErrNameInvalid},
-		{"no default", newClient(t, testConfig("")), "", registryshim.ErrNameUnknown},
+		{"unknown registry, not allowed", c, "c.example", ErrDenied},
+		{"invalid registry", c, "a.example/evil", ErrInvalidName},
+		{"no default", newClient(t, testConfig("")), "", ErrRepositoryNotFound},
 		// Allowed unknown registries are HTTPS only: a loopback one that
 		// answers plain HTTP must not be downgraded to silently.
-		{"unknown registry over plain HTTP", newClient(t, testConfig("")), hostOf(srvA), registryshim.ErrDenied},
+		{"unknown registry over plain HTTP", newClient(t, testConfig("")), hostOf(srvA), ErrDenied},
 	} {
 		if _, _, err := tc.c.Manifest(t.Context(), tc.registry, "app", "oci"); !errors.Is(err, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)

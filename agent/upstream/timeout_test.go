@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shoal-dev/shoal/registryshim"
 )
 
 // silentListener accepts connections and never answers on them.
@@ -59,7 +57,7 @@ func TestTimeouts(t *testing.T) {
 		cfg := testConfig("http://" + silentListener(t))
 		cfg.Timeout = timeout
 		c := newClient(t, cfg)
-		if _, _, err := c.Manifest(t.Context(), "", "app", "v1"); !errors.Is(err, registryshim.ErrUnavailable) {
+		if _, _, err := c.Manifest(t.Context(), "", "app", "v1"); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Manifest = %v, want ErrUnavailable", err)
 		}
 	})
@@ -73,7 +71,7 @@ func TestTimeouts(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		c := newClient(t, testConfig("http://"+addr))
-		if _, err := c.BlobSize(t.Context(), "", "app", digest.FromString("x")); !errors.Is(err, registryshim.ErrUnavailable) {
+		if _, err := c.BlobSize(t.Context(), "", "app", digest.FromString("x")); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("BlobSize = %v, want ErrUnavailable", err)
 		}
 	})
@@ -95,7 +93,7 @@ func TestTimeouts(t *testing.T) {
 		}
 		defer rc.Close()
 		n, err := io.Copy(io.Discard, rc)
-		if n != 10 || !errors.Is(err, registryshim.ErrUnavailable) {
+		if n != 10 || !errors.Is(err, ErrUnavailable) {
 			t.Errorf("read %d bytes, %v; want 10 bytes then ErrUnavailable", n, err)
 		}
 	})
@@ -105,7 +103,7 @@ func TestTimeouts(t *testing.T) {
 		c := newClient(t, testConfig("http://"+silentListener(t)))
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if _, err := c.Tags(ctx, "", "app", 0, ""); !errors.Is(err, context.Canceled) || errors.Is(err, registryshim.ErrUnavailable) {
+		if _, err := c.Tags(ctx, "", "app", 0, ""); !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("Tags = %v, want context.Canceled and not ErrUnavailable", err)
 		}
 	})
