@@ -142,10 +142,7 @@ func (f agentFlags) config() (nodeConfig, error) {
 		return cfg, err
 	}
 	cfg.Agent.TagTTL = f.TagTTL
-	if f.Tracker == "" {
-		return cfg, cfg.validate(false)
-	}
-	return cfg, cfg.validate(true)
+	return cfg, cfg.validate()
 }
 
 // config applies the flags to the defaults def.

@@ -44,28 +44,8 @@ func newTrackerCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		tcfg := server.DefaultConfig()
-		tcfg.Token = f.Token
-		if f.TokenFile != "" {
-			b, err := os.ReadFile(f.TokenFile)
-			if err != nil {
-				return err
-			}
-			tcfg.Token = strings.TrimSpace(string(b))
-		}
-		if tcfg.Token == "" {
-			return errors.New("a cluster token is required: --token, --token-file or SHOAL_TOKEN")
-		}
-		tcfg.AnnounceInterval = f.AnnounceInterval
-		tcfg.PeerTTL = 3 * f.AnnounceInterval
-		if err := tcfg.Validate(); err != nil {
-			return err
-		}
-		seed, err := f.nodeFlags.config(defaultSeederConfig())
+		tcfg, seed, err := f.config()
 		if err != nil {
-			return err
-		}
-		if err := seed.validate(true); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", f.Listen)
@@ -89,4 +69,31 @@ func newTrackerCmd() *cobra.Command {
 		return serve(cmd.Context(), ln, withMetrics(node.server.Handler(), reg), f.ShutdownTimeout, node.seeder.agent.Drain, log)
 	}
 	return cmd
+}
+
+// config is the tracker's and its seeder's configuration from the flags,
+// checked.
+func (f trackerFlags) config() (server.Config, nodeConfig, error) {
+	tcfg := server.DefaultConfig()
+	tcfg.Token = f.Token
+	if f.TokenFile != "" {
+		b, err := os.ReadFile(f.TokenFile)
+		if err != nil {
+			return tcfg, nodeConfig{}, err
+		}
+		tcfg.Token = strings.TrimSpace(string(b))
+	}
+	if tcfg.Token == "" {
+		return tcfg, nodeConfig{}, errors.New("a cluster token is required: --token, --token-file or SHOAL_TOKEN")
+	}
+	tcfg.AnnounceInterval = f.AnnounceInterval
+	tcfg.PeerTTL = 3 * f.AnnounceInterval
+	if err := tcfg.Validate(); err != nil {
+		return tcfg, nodeConfig{}, err
+	}
+	seed, err := f.nodeFlags.config(defaultSeederConfig())
+	if err != nil {
+		return tcfg, seed, err
+	}
+	return tcfg, seed, seed.validate()
 }

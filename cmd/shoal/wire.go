@@ -66,18 +66,14 @@ func (c nodeConfig) withDataDir() nodeConfig {
 	return c
 }
 
-// validate checks every part's configuration; the peer transport's and
-// the swarm's only for a node that joins a swarm.
-func (c nodeConfig) validate(withSwarm bool) error {
+// validate checks every part's configuration, the swarm's too on a node
+// without a tracker: a bad setting is an error wherever it is set.
+func (c nodeConfig) validate() error {
 	if c.DataDir == "" && c.Store.Dir == "" {
 		return errors.New("data-dir is required")
 	}
 	c = c.withDataDir()
-	errs := []error{c.Agent.Validate(), c.Store.Validate(), c.Upstream.Validate()}
-	if withSwarm {
-		errs = append(errs, c.P2P.Validate(), c.Swarm.Validate())
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.Agent.Validate(), c.Store.Validate(), c.Upstream.Validate(), c.P2P.Validate(), c.Swarm.Validate())
 }
 
 // node is one agent and the parts it is made of.
