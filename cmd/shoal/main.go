@@ -1,5 +1,3 @@
-// Command shoal is the single binary of Shoal: the node agent, the tracker,
-// the image puller and the local demo swarm.
 package main
 
 import (
