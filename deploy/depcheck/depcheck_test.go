@@ -54,6 +54,19 @@ var rules = []rule{
 		from: trees(mod).minus(helpers),
 		deny: helpers,
 	},
+	{
+		// Its errors are its own; the agent maps them onto the OCI table.
+		name:       "the upstream client imports nothing of registryshim but the grammar",
+		from:       trees("agent/upstream"),
+		deny:       trees("registryshim").minus(pkgs("registryshim/grammar")),
+		transitive: true,
+	},
+	{
+		name:       "the tracker API and client import nothing of the agent",
+		from:       pkgs("tracker"),
+		deny:       trees("agent"),
+		transitive: true,
+	},
 }
 
 // TestImportRules checks every rule against the module's real import graph.
@@ -92,7 +105,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		"tracker/server":        {"tracker"},
 		"tracker/trackertest":   {"tracker/server"},
 		"agent/store":           nil,
-		"agent":                 {"registryshim", "p2p", "tracker", "agent/store"},
+		"agent/upstream":        {"registryshim/grammar"},
+		"agent":                 {"registryshim", "p2p", "tracker", "agent/store", "agent/upstream"},
 		"agent/agenttest":       {"deploy/conf", "tracker/trackertest"},
 		"deploy/conf":           nil,
 		"deploy/testbed":        {"deploy/conf"},
@@ -121,9 +135,9 @@ func TestRulesCatchViolations(t *testing.T) {
 			want: map[string]string{rules[1].name: "p2p/piece imports deploy/conf"},
 		},
 		{
-			name: "server reaches the agent through the client",
-			add:  [2]string{"tracker", "agent/store"},
-			want: map[string]string{rules[2].name: "tracker/server imports agent/store: tracker/server → tracker → agent/store"},
+			name: "server reaches the agent",
+			add:  [2]string{"tracker/server", "agent/store"},
+			want: map[string]string{rules[2].name: "tracker/server imports agent/store"},
 		},
 		{
 			name: "agent links the server",
@@ -139,6 +153,19 @@ func TestRulesCatchViolations(t *testing.T) {
 			name: "agent imports a helper",
 			add:  [2]string{"agent", "p2p/p2ptest"},
 			want: map[string]string{rules[5].name: "agent imports p2p/p2ptest"},
+		},
+		{
+			name: "upstream speaks OCI errors",
+			add:  [2]string{"agent/upstream", "registryshim"},
+			want: map[string]string{rules[6].name: "agent/upstream imports registryshim"},
+		},
+		{
+			name: "tracker client reaches the agent",
+			add:  [2]string{"tracker", "agent/store"},
+			want: map[string]string{
+				rules[2].name: "tracker/server imports agent/store: tracker/server → tracker → agent/store",
+				rules[7].name: "tracker imports agent/store",
+			},
 		},
 		{
 			name:   "picker renamed",
