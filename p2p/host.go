@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -56,6 +57,7 @@ type Host struct {
 	host     host.Host
 	src      Source // set once by Serve, before any handler runs
 	log      *slog.Logger
+	clock    clock.Clock // the upload queue's wait
 	m        *metrics
 	uploads  chan struct{} // one token per upload under way
 	queued   atomic.Int64  // requests waiting for an upload slot
@@ -77,8 +79,9 @@ type Host struct {
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
-	reg prometheus.Registerer
+	log   *slog.Logger
+	reg   prometheus.Registerer
+	clock clock.Clock
 }
 
 // WithLogger sets the logger; the default discards.
@@ -87,6 +90,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // WithRegisterer sets where metrics are registered; the default is a
 // private registry nobody reads.
 func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.reg = r } }
+
+// WithClock sets the clock of the upload queue's wait (default: the system
+// clock). Stream deadlines are the network's and run on real time.
+func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
 
 // Protocol IDs.
 const (
@@ -105,7 +112,7 @@ func New(cfg Config, opts ...Option) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
+	o := options{log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry(), clock: clock.New()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -165,6 +172,7 @@ func New(cfg Config, opts ...Option) (*Host, error) {
 		cfg:      cfg,
 		host:     lh,
 		log:      o.log,
+		clock:    o.clock,
 		m:        m,
 		uploads:  make(chan struct{}, cfg.MaxUploads),
 		upRate:   limiter(cfg.UploadRate),

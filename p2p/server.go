@@ -127,7 +127,7 @@ func (h *Host) uploadSlot() bool {
 		return false
 	}
 	defer h.queued.Add(-1)
-	t := time.NewTimer(h.cfg.UploadQueue)
+	t := h.clock.Timer(h.cfg.UploadQueue)
 	defer t.Stop()
 	select {
 	case h.uploads <- struct{}{}: // blocked senders get the channel in turn

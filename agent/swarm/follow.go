@@ -22,7 +22,7 @@ func (ss *session) followMetaInfo(ctx context.Context, have int) {
 		}
 		if err != nil {
 			ss.s.log.Debug("metainfo poll failed", "digest", ss.src.Digest, "err", err)
-			sleep(ctx, time.Second)
+			ss.sleep(ctx, time.Second)
 			continue
 		}
 		if len(info.Pieces) > have {
@@ -63,7 +63,7 @@ func (ss *session) followPeers(ctx context.Context) {
 			}
 			ss.post(event{peers: peers})
 		}
-		if !sleep(ctx, every) {
+		if !ss.sleep(ctx, every) {
 			return
 		}
 	}
@@ -136,8 +136,9 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 // a session ask the tracker less often.
 const denseHandout = 8
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// sleep waits d on the swarm's clock; false if ctx ended first.
+func (ss *session) sleep(ctx context.Context, d time.Duration) bool {
+	t := ss.s.clock.Timer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
@@ -97,7 +98,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 		tp := &asked{got: make(map[peer.ID][]int)}
 		cfg := DefaultConfig()
 		cfg.PerPeer, cfg.MaxInFlight = 4, 8
-		s := &Swarm{cfg: cfg, tp: tp}
+		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
 		ctx, cancel := context.WithCancel(context.Background())
 		ss := &session{
 			s: s, count: info.Count(), info: info, ctx: ctx,
@@ -149,7 +150,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 // those it announced to us itself.
 func TestHaveSuppressed(t *testing.T) {
 	t.Parallel()
-	s := &Swarm{blobs: map[digest.Digest]*blob{}}
+	s := &Swarm{blobs: map[digest.Digest]*blob{}, clock: clock.New()}
 	dgst := digest.FromString("blob")
 	b := s.track(dgst, 4<<20, 1<<20)
 	ctx := t.Context()

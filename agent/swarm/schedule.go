@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -25,7 +24,7 @@ func (ss *session) retryAt() time.Time {
 	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
 		return at
 	}
-	now := time.Now()
+	now := ss.s.clock.Now()
 	earliest := func(t time.Time) {
 		if t.After(now) && (at.IsZero() || t.Before(at)) {
 			at = t
@@ -46,7 +45,7 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
 		return
 	}
-	now := time.Now()
+	now := ss.s.clock.Now()
 	order := make([]*remote, 0, len(ss.peers))
 	for _, r := range ss.peers {
 		order = append(order, r)
@@ -101,7 +100,7 @@ func seedersLast(rs []*remote) int {
 }
 
 func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
-	ctx, cancel := context.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
+	ctx, cancel := ss.s.clock.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
 	req := &request{n: n, r: r, cancel: cancel}
 	ss.flight[req] = struct{}{}
 	r.inflight++
@@ -148,7 +147,7 @@ func (ss *session) fetched(ev event) {
 	}
 	ss.pick.Have(req.n)
 	ss.b.markHave(req.n)
-	ss.last = time.Now()
+	ss.last = ss.s.clock.Now()
 	ss.s.m.pieces.WithLabelValues("verified").Inc()
 	source := FromPeer
 	if r.seeder {
@@ -182,15 +181,15 @@ func (ss *session) failed(req *request, err error) {
 		// other pieces still.
 		ss.pick.Skip(req.n, string(r.id))
 		if r.skipped.IsZero() {
-			r.skipped = time.Now()
+			r.skipped = ss.s.clock.Now()
 		}
 	case errors.Is(err, p2p.ErrBusy):
 		r.busy++
-		r.busyTill = time.Now().Add(r.backoff())
+		r.busyTill = ss.s.clock.Now().Add(r.backoff())
 	default:
 		ss.s.m.pieces.WithLabelValues("failed").Inc()
 		r.failures++
-		r.busyTill = time.Now().Add(busyBackoff)
+		r.busyTill = ss.s.clock.Now().Add(busyBackoff)
 		if r.failures >= maxFailures && !r.seeder {
 			ss.s.log.Debug("peer keeps failing, dropped", "peer", r.id, "digest", ss.info.Digest, "err", err)
 			ss.drop(r.id)

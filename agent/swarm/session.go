@@ -115,7 +115,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		peers:  make(map[peer.ID]*remote),
 		banned: make(map[peer.ID]bool),
 		flight: make(map[*request]struct{}),
-		last:   time.Now(),
+		last:   s.clock.Now(),
 	}
 	ss.pick.SetKnown(len(info.Pieces))
 	ss.resume()
@@ -126,16 +126,16 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	bg.Go(func() { ss.followMetaInfo(ctx, known) })
 	bg.Go(func() { ss.followPeers(ctx) })
 
-	stall := time.NewTicker(s.cfg.StallTimeout / 4)
+	stall := s.clock.Ticker(s.cfg.StallTimeout / 4)
 	defer stall.Stop()
 	// retry wakes the loop when a peer's backoff or a seeder's ration skip
 	// runs out while request slots are free: in a quiet swarm no event may
 	// come to do it.
-	retry := time.NewTimer(time.Hour)
+	retry := s.clock.Timer(time.Hour)
 	defer retry.Stop()
 	for !ss.pick.Done() {
 		if at := ss.schedule(&bg); !at.IsZero() {
-			retry.Reset(time.Until(at))
+			retry.Reset(s.clock.Until(at))
 		}
 		select {
 		case <-ctx.Done():
@@ -146,7 +146,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 			}
 		case <-retry.C:
 		case <-stall.C:
-			if time.Since(ss.last) > s.cfg.StallTimeout {
+			if s.clock.Since(ss.last) > s.cfg.StallTimeout {
 				return fmt.Errorf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers))
 			}
 		}
@@ -233,7 +233,7 @@ func (ss *session) grow(info *piece.Info) error {
 	}
 	ss.info = info
 	ss.pick.SetKnown(len(info.Pieces))
-	ss.last = time.Now()
+	ss.last = ss.s.clock.Now()
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
@@ -109,6 +110,7 @@ type Stats struct{ Peer, Seeder, Origin int64 }
 type Swarm struct {
 	cfg   Config
 	log   *slog.Logger
+	clock clock.Clock // every timer and timestamp of the swarm
 	tr    Tracker
 	tp    Transport
 	store Store
@@ -134,6 +136,11 @@ func WithLogger(l *slog.Logger) Option { return func(s *Swarm) { s.log = l } }
 // WithRegisterer registers the swarm's metrics with r.
 func WithRegisterer(r prometheus.Registerer) Option { return func(s *Swarm) { s.m = newMetrics(r) } }
 
+// WithClock sets the clock every timeout, backoff and ration of the swarm
+// runs on (default: the system clock); tests and the simulator pass a
+// clock.Mock.
+func WithClock(c clock.Clock) Option { return func(s *Swarm) { s.clock = c } }
+
 // AsSeeder makes the node announce itself as the seeder and ration the
 // copies of each piece it uploads.
 func AsSeeder() Option { return func(s *Swarm) { s.seed = true } }
@@ -144,7 +151,7 @@ func New(cfg Config, tr Tracker, tp Transport, st Store, self tracker.Peer, opts
 		return nil, err
 	}
 	s := &Swarm{
-		cfg: cfg, log: slog.New(slog.DiscardHandler), tr: tr, tp: tp, store: st, self: self,
+		cfg: cfg, log: slog.New(slog.DiscardHandler), clock: clock.New(), tr: tr, tp: tp, store: st, self: self,
 		kick:  make(chan struct{}, 1),
 		blobs: make(map[digest.Digest]*blob),
 	}
@@ -334,7 +341,7 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 	case !b.have.Has(n):
 		b.mu.Unlock()
 		return nil, 0, p2p.ErrNoPiece
-	case s.seed && !b.complete && !b.rationOK(n, s.cfg):
+	case s.seed && !b.complete && !b.rationOK(n, s.cfg, s.clock.Now()):
 		b.mu.Unlock()
 		return nil, 0, p2p.ErrRationed
 	}
@@ -347,7 +354,7 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 	}
 	rc := readCloser{Reader: io.NewSectionReader(r, off, length), r: r}
 	if s.seed {
-		rc.done = func() { b.uploadEnded(n) }
+		rc.done = func() { b.uploadEnded(n, s.clock.Now()) }
 	}
 	return rc, length, nil
 }
@@ -355,11 +362,11 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 // rationOK decides whether the seeder uploads piece n once more. Early on,
 // only SeedCopies peers get each piece from the seeder; the rest must get
 // it from them, which spreads the swarm's upload over all agents.
-func (b *blob) rationOK(n int, cfg Config) bool {
+func (b *blob) rationOK(n int, cfg Config, now time.Time) bool {
 	if cfg.SeedCopies == 0 {
 		return true
 	}
-	relaxed := !b.doneAt[n].IsZero() && time.Since(b.doneAt[n]) > cfg.SeedRelax
+	relaxed := !b.doneAt[n].IsZero() && now.Sub(b.doneAt[n]) > cfg.SeedRelax
 	if int(b.uploads[n]) < cfg.SeedCopies || relaxed {
 		if b.uploads[n] < 255 {
 			b.uploads[n]++
@@ -369,11 +376,11 @@ func (b *blob) rationOK(n int, cfg Config) bool {
 	return false
 }
 
-func (b *blob) uploadEnded(n int) {
+func (b *blob) uploadEnded(n int, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.doneAt[n].IsZero() {
-		b.doneAt[n] = time.Now()
+		b.doneAt[n] = now
 	}
 }
 
@@ -394,7 +401,7 @@ func (rc readCloser) Close() error {
 // interval the tracker asks for, and at once when a download starts.
 func (s *Swarm) Run(ctx context.Context) {
 	interval := time.Second
-	t := time.NewTimer(0)
+	t := s.clock.Timer(0)
 	defer t.Stop()
 	for {
 		select {
