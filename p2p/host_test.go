@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -91,6 +92,13 @@ func randomBytes(t testing.TB, n int) []byte {
 // counter sums the values of a counter or gauge family in reg.
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
+	return counterWith(t, reg, name, "")
+}
+
+// counterWith sums the samples of a counter or gauge family in reg whose
+// result label is result; "" sums them all.
+func counterWith(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +109,11 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if result != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == "result" && l.GetValue() == result
+			}) {
+				continue
+			}
 			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
@@ -471,10 +484,13 @@ func TestFetchRationed(t *testing.T) {
 	client := newNode(t, nil)
 	connect(t, client, server)
 	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); !errors.Is(err, p2p.ErrRationed) {
-		t.Fatalf("Fetch = %v, want ErrRationed", err)
+		t.Fatalf("Fetch from a rationing source = %v, want ErrRationed", err)
 	}
-	if got := counter(t, server.reg, "shoal_p2p_uploads_total"); got != 1 {
-		t.Errorf("server counted %v uploads, want 1 (rationed)", got)
+	if got, all := counterWith(t, server.reg, "shoal_p2p_uploads_total", "rationed"), counter(t, server.reg, "shoal_p2p_uploads_total"); got != 1 || all != 1 {
+		t.Errorf("server counted %v rationed uploads of %v, want 1 of 1", got, all)
+	}
+	if got := counterWith(t, client.reg, "shoal_p2p_fetches_total", "rationed"); got != 1 {
+		t.Errorf("client counted %v rationed fetches, want 1", got)
 	}
 }
 
@@ -751,14 +767,62 @@ func TestAdmit(t *testing.T) {
 	}
 }
 
+// TestRateLimited fetches four pieces at once under an upload limit on the
+// server, then under a download limit on the client. Each limit is shared by
+// all transfers, and its limiter starts with at most a burst of tokens, so
+// the fetches cannot end before (bytes − burst) / rate has passed. That is a
+// lower bound only: a slow or loaded machine makes the fetches slower, never
+// faster, so the check cannot flake. Without a limiter the 4 MiB cross
+// loopback in milliseconds; with one limiter per transfer instead of one per
+// host they would take a quarter of the bound.
 func TestRateLimited(t *testing.T) {
 	t.Parallel()
-	limited := func(c *p2p.Config) { c.UploadRate, c.DownloadRate = 64<<20, 64<<20 }
-	server, client := newNode(t, limited), newNode(t, limited)
-	connect(t, client, server)
-	info := server.src.AddBlob(randomBytes(t, 1<<20), 1<<20)
-	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
-		t.Fatal(err)
+	const (
+		rate   = 4 << 20 // bytes per second
+		pieces = 4
+		size   = 1 << 20 // per piece
+		// burst bounds the limiter's burst: one chunk (256 KiB) today,
+		// room for a larger chunk without loosening the check much.
+		burst = 1 << 20
+	)
+	want := time.Duration(float64(pieces*size-burst) / rate * float64(time.Second))
+	for name, tc := range map[string]struct{ server, client func(*p2p.Config) }{
+		"upload": {
+			server: func(c *p2p.Config) { c.UploadRate, c.MaxUploads = rate, 2*pieces },
+			client: nil,
+		},
+		"download": {
+			server: func(c *p2p.Config) { c.MaxUploads = 2 * pieces },
+			client: func(c *p2p.Config) { c.DownloadRate = rate },
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			server, client := newNode(t, tc.server), newNode(t, tc.client)
+			connect(t, client, server)
+			data := randomBytes(t, pieces*size)
+			info := server.src.AddBlob(data, size)
+			ctx := testContext(t)
+			start := time.Now()
+			var wg sync.WaitGroup
+			for n := range pieces {
+				wg.Go(func() {
+					got, err := client.Fetch(ctx, server.ID(), info.Digest, n, info.Pieces[n], nil)
+					if err != nil {
+						t.Errorf("Fetch piece %d: %v", n, err)
+					} else if !bytes.Equal(got, data[n*size:(n+1)*size]) {
+						t.Errorf("piece %d differs", n)
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			t.Logf("%d bytes in %v at %d B/s (at least %v)", pieces*size, elapsed, rate, want)
+			if elapsed < want {
+				t.Errorf("%d bytes under a limit of %d B/s took %v, want at least %v: the limit is not applied (or not shared by the transfers)",
+					pieces*size, rate, elapsed, want)
+			}
+		})
 	}
 }
 
