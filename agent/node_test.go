@@ -106,6 +106,7 @@ func newNode(cfg nodeConfig, dir string) (n *node, err error) {
 		if err := h.Serve(sw); err != nil {
 			return nil, err
 		}
+		st.OnChange(sw.Changed)
 		ctx, stop := context.WithCancel(context.Background())
 		var running sync.WaitGroup
 		running.Go(func() { sw.Run(ctx) })

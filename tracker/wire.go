@@ -69,7 +69,8 @@ const (
 	maxPeerIDLen = 128
 	maxAddrs     = 16
 	maxAddrLen   = 256
-	maxBlobs     = 8192
+	// MaxAnnounceBlobs bounds the blobs of one announce.
+	MaxAnnounceBlobs = 8192
 	// MaxMessageLen bounds the message of an error answer.
 	MaxMessageLen = 1024
 )
@@ -120,8 +121,8 @@ func (a Announce) Validate() error {
 	if err := validIdent(a.Peer.ID, a.Peer.Addrs); err != nil {
 		return err
 	}
-	if len(a.Blobs) > maxBlobs {
-		return fmt.Errorf("%w: %d blobs, at most %d", ErrInvalid, len(a.Blobs), maxBlobs)
+	if len(a.Blobs) > MaxAnnounceBlobs {
+		return fmt.Errorf("%w: %d blobs, at most %d", ErrInvalid, len(a.Blobs), MaxAnnounceBlobs)
 	}
 	for _, b := range a.Blobs {
 		if err := ValidateDigest(b.Digest); err != nil {

@@ -51,6 +51,8 @@ type Disk struct {
 	pins     map[digest.Digest]int // open readers
 	usage    int64
 	clock    uint64
+	onChange func(digest.Digest, Change) // see OnChange
+	evicted  []digest.Digest             // evicted, not yet notified
 }
 
 // New opens (creating if needed) the store in cfg.Dir, indexing committed
@@ -189,6 +191,14 @@ func (d *Disk) Delete(ctx context.Context, dg digest.Digest) error {
 	if err := checkDigest(dg); err != nil {
 		return err
 	}
+	err := d.delete(dg)
+	if err == nil {
+		d.notify(Gone, dg)
+	}
+	return err
+}
+
+func (d *Disk) delete(dg digest.Digest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {

@@ -12,6 +12,8 @@ import (
 
 // evictLocked frees space when usage is above the high watermark, oldest use
 // first, down to the low watermark. Pinned blobs and running ingests stay.
+// The committed blobs it removes wait in d.evicted for notifyEvicted, which
+// the caller runs once mu is released.
 func (d *Disk) evictLocked() {
 	if d.cfg.Capacity == 0 || float64(d.usage) <= d.cfg.HighWatermark*float64(d.cfg.Capacity) {
 		return
@@ -43,6 +45,7 @@ func (d *Disk) evictLocked() {
 		} else {
 			err = os.Remove(d.blobPath(c.dg))
 			delete(d.blobs, c.dg)
+			d.evicted = append(d.evicted, c.dg)
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.log.Warn("store: eviction could not remove a file", "digest", c.dg, "error", err)

@@ -32,6 +32,7 @@ func (d *Disk) Fetch(ctx context.Context, dg digest.Digest, size int64, fill Fil
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	defer d.notifyEvicted() // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -173,11 +174,13 @@ func (d *Disk) commit(in *ingest) error {
 	d.evictLocked()
 	d.metrics.size.Set(float64(d.usage))
 	d.mu.Unlock()
+	d.notifyEvicted()
 	// The last byte is released only once the rename is durable too.
 	if err := syncDir(d.blobsDir); err != nil {
 		d.log.Warn("store: cannot sync blobs directory", "error", err)
 	}
 	in.complete(nil)
+	d.notify(Committed, in.dgst)
 	return nil
 }
 
@@ -250,4 +253,5 @@ func (d *Disk) fail(in *ingest, err error) {
 	}
 	d.log.Log(context.Background(), level, "store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)
 	in.complete(fmt.Errorf("store: ingest %s: %w", in.dgst, err))
+	d.notify(Gone, in.dgst)
 }

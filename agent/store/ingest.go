@@ -27,6 +27,9 @@ type Writer interface {
 	// Missing lists, sorted, the ranges not yet written. On a resumed ingest
 	// it excludes what an earlier process already wrote.
 	Missing() []Range
+	// ReadAt reads back bytes already written (by this fill or, on a
+	// resumed ingest, an earlier one), so a filler can check them.
+	ReadAt(p []byte, off int64) (int, error)
 }
 
 // Filler fills w with the blob's content. Returning nil means "all written":
@@ -92,6 +95,13 @@ func (in *ingest) Missing() []Range {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.written.gaps(Range{0, in.size}, nil)
+}
+
+func (in *ingest) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > in.size {
+		return 0, fmt.Errorf("store: read back [%d, %d) of a %d-byte ingest", off, off+int64(len(p)), in.size)
+	}
+	return in.file.ReadAt(p, off)
 }
 
 func (in *ingest) WriteAt(p []byte, off int64) (int, error) {

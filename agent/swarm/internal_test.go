@@ -150,7 +150,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 // those it announced to us itself.
 func TestHaveSuppressed(t *testing.T) {
 	t.Parallel()
-	s := &Swarm{blobs: map[digest.Digest]*blob{}, clock: clock.New()}
+	s := &Swarm{blobs: map[digest.Digest]*blob{}, clock: clock.New(), store: newMemStore()}
 	dgst := digest.FromString("blob")
 	b := s.track(dgst, 4<<20, 1<<20)
 	ctx := t.Context()

@@ -176,6 +176,10 @@ func (ss *session) failed(req *request, err error) {
 		ss.s.log.Warn("peer sent a corrupt piece, dropped", "peer", r.id, "digest", ss.info.Digest, "piece", req.n)
 		ss.banned[r.id] = true
 		ss.drop(r.id)
+	case errors.Is(err, p2p.ErrUnknownBlob):
+		// It no longer holds the blob (evicted): stop following it here;
+		// a later handout brings it back if it fetches the blob again.
+		ss.drop(r.id)
 	case errors.Is(err, p2p.ErrRationed):
 		// Only this piece: the seeder gives it to others first, and gives
 		// other pieces still.

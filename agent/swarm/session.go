@@ -38,8 +38,8 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
 		err := s.download(ctx, src, info, w)
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) {
+			return err // a corrupt partial blob is discarded, not finished
 		}
 		s.log.Warn("swarm download stalled, finishing from the origin", "digest", src.Digest, "err", err)
 		s.m.fallbacks.Inc()
@@ -63,6 +63,9 @@ type session struct {
 	banned map[peer.ID]bool
 	flight map[*request]struct{} // piece requests in flight
 	last   time.Time
+	// pending are pieces an earlier run wrote whose CID is not known yet:
+	// held for the picker, not announced or served until verified.
+	pending map[int]bool
 }
 
 type remote struct {
@@ -114,12 +117,18 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		events: make(chan event, 64),
 		peers:  make(map[peer.ID]*remote),
 		banned: make(map[peer.ID]bool),
-		flight: make(map[*request]struct{}),
-		last:   s.clock.Now(),
+		flight:  make(map[*request]struct{}),
+		last:    s.clock.Now(),
+		pending: make(map[int]bool),
+	}
+	if ss.b == nil {
+		return fmt.Errorf("swarm: %s is committed already", src.Digest)
 	}
 	ss.pick.SetKnown(len(info.Pieces))
-	ss.resume()
-	if ss.pick.Done() {
+	if err := ss.resume(); err != nil {
+		return err
+	}
+	if ss.done() {
 		return nil
 	}
 	known := len(info.Pieces)
@@ -133,7 +142,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	// come to do it.
 	retry := s.clock.Timer(time.Hour)
 	defer retry.Stop()
-	for !ss.pick.Done() {
+	for !ss.done() {
 		if at := ss.schedule(&bg); !at.IsZero() {
 			retry.Reset(s.clock.Until(at))
 		}
@@ -155,8 +164,16 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	return nil
 }
 
-// resume marks the pieces a previous run already wrote.
-func (ss *session) resume() {
+// done tells whether every piece is written and verified.
+func (ss *session) done() bool { return ss.pick.Done() && len(ss.pending) == 0 }
+
+// resume takes the pieces an earlier run already wrote. Each is read back
+// and checked against its CID before it counts as held, so the node never
+// announces or serves a byte it has not verified; pieces whose CID the
+// metainfo does not carry yet wait in pending. A written piece that does
+// not match its CID was corrupted on disk: the partial blob is discarded,
+// as for a digest mismatch, and the next pull starts over.
+func (ss *session) resume() error {
 	have := make([]bool, ss.info.Count())
 	for n := range have {
 		have[n] = true
@@ -171,9 +188,32 @@ func (ss *session) resume() {
 	for n, ok := range have {
 		if ok {
 			ss.pick.Have(n)
-			ss.b.markHave(n)
+			ss.pending[n] = true
 		}
 	}
+	return ss.verifyPending()
+}
+
+// verifyPending checks the pending pieces whose CID is known now.
+func (ss *session) verifyPending() error {
+	for n := range ss.pending {
+		if n >= len(ss.info.Pieces) {
+			continue
+		}
+		off, length := ss.info.Span(n)
+		buf := ss.s.buffer(length)
+		_, err := ss.w.ReadAt(buf, off)
+		if err == nil {
+			err = piece.Verify(ss.info.Pieces[n], buf)
+		}
+		ss.s.release(buf)
+		if err != nil {
+			return fmt.Errorf("%w: %s piece %d written by an earlier run: %w", store.ErrDigestMismatch, ss.info.Digest, n, err)
+		}
+		delete(ss.pending, n)
+		ss.b.markHave(n)
+	}
+	return nil
 }
 
 func (ss *session) post(ev event) {
@@ -234,7 +274,7 @@ func (ss *session) grow(info *piece.Info) error {
 	ss.info = info
 	ss.pick.SetKnown(len(info.Pieces))
 	ss.last = ss.s.clock.Now()
-	return nil
+	return ss.verifyPending()
 }
 
 // drop forgets a peer; a later handout may bring it back unless banned.

@@ -36,9 +36,12 @@ type Transport interface {
 	Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error)
 }
 
-// Store is what the swarm reads pieces from when serving them.
+// Store is what the swarm serves from and what it learns this node holds:
+// a blob the store has committed is complete, whatever path brought it.
 type Store interface {
 	Open(ctx context.Context, dgst digest.Digest) (store.Reader, error)
+	Stat(ctx context.Context, dgst digest.Digest) (store.Info, error)
+	Walk(ctx context.Context, fn func(store.Info) error) error
 }
 
 // Config tunes downloads.
@@ -186,8 +189,9 @@ func (s *Swarm) count(source string, n int64) {
 	s.m.bytes.WithLabelValues(source).Add(float64(n))
 }
 
-// blob is what this node holds of one blob, shared by its download session
-// (or seeding) and the piece server.
+// blob is what this node holds of a blob it is still downloading (or
+// seeding), shared by the session and the piece server. Blobs the store has
+// committed have no blob: the store is their one record (see Changed).
 type blob struct {
 	mu       sync.Mutex
 	size     int64
@@ -201,12 +205,18 @@ type blob struct {
 	complete bool
 }
 
-// track returns the state of dgst, created for a blob of size.
+// track returns the state of dgst, created for a blob of size, or nil if
+// the store has committed it: then the store is its record. The check runs
+// under mu, and the store commits before it tells Changed (which takes mu),
+// so no state outlives a commit.
 func (s *Swarm) track(dgst digest.Digest, size, psize int64) *blob {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b, ok := s.blobs[dgst]; ok {
 		return b
+	}
+	if _, err := s.store.Stat(context.Background(), dgst); err == nil {
+		return nil
 	}
 	n := piece.Count(size, psize)
 	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]peer.ID), theirs: make(map[peer.ID]*piece.Bitfield)}
@@ -279,14 +289,26 @@ func (b *blob) heard(p peer.ID, bits *piece.Bitfield, n int) {
 // psize) is verified and in the store. The seeder calls it as pieces arrive
 // from the origin.
 func (s *Swarm) MarkPiece(dgst digest.Digest, size, psize int64, n int) {
-	s.track(dgst, size, psize).markHave(n)
+	if b := s.track(dgst, size, psize); b != nil {
+		b.markHave(n)
+	}
 }
 
 // Watch implements p2p.Source.
 func (s *Swarm) Watch(ctx context.Context, p peer.ID, dgst digest.Digest) (*piece.Bitfield, <-chan int, error) {
-	b, err := s.blobOrStored(ctx, dgst)
-	if err != nil {
-		return nil, nil, err
+	b := s.lookup(dgst)
+	if b == nil {
+		count, err := s.stored(ctx, dgst)
+		if err != nil {
+			return nil, nil, err
+		}
+		have := piece.NewBitfield(count)
+		for n := range count {
+			have.Set(n)
+		}
+		ch := make(chan int)
+		close(ch)
+		return have, ch, nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -308,55 +330,59 @@ func (s *Swarm) Watch(ctx context.Context, p peer.ID, dgst digest.Digest) (*piec
 	return have, ch, nil
 }
 
-// blobOrStored returns the state of dgst, or makes a complete one for a
-// blob the store holds from before (pieces cut by the default policy).
-func (s *Swarm) blobOrStored(ctx context.Context, dgst digest.Digest) (*blob, error) {
-	if b := s.lookup(dgst); b != nil {
-		return b, nil
-	}
-	r, err := s.store.Open(ctx, dgst)
+// stored returns the piece count of a blob the store has committed (pieces
+// cut by the default policy, as the seeder cuts them), or ErrUnknownBlob.
+func (s *Swarm) stored(ctx context.Context, dgst digest.Digest) (int, error) {
+	info, err := s.store.Stat(ctx, dgst)
 	if err != nil {
-		return nil, p2p.ErrUnknownBlob
+		return 0, p2p.ErrUnknownBlob
 	}
-	size := r.Size()
-	r.Close()
-	b := s.track(dgst, size, piece.SizeFor(size))
-	b.mu.Lock()
-	for n := range b.pieces {
-		b.have.Set(n)
-	}
-	b.complete = true
-	b.mu.Unlock()
-	return b, nil
+	return piece.Count(info.Size, piece.SizeFor(info.Size)), nil
 }
 
 // Piece implements p2p.Source.
 func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
-	b, err := s.blobOrStored(ctx, dgst)
-	if err != nil {
-		return nil, 0, err
-	}
-	b.mu.Lock()
-	switch {
-	case !b.have.Has(n):
+	var size, psize int64
+	var done func()
+	b := s.lookup(dgst)
+	if b != nil {
+		b.mu.Lock()
+		switch {
+		case !b.have.Has(n):
+			b.mu.Unlock()
+			return nil, 0, p2p.ErrNoPiece
+		case s.seed && !b.complete && !b.rationOK(n, s.cfg, s.clock.Now()):
+			b.mu.Unlock()
+			return nil, 0, p2p.ErrRationed
+		}
+		size, psize = b.size, b.psize
 		b.mu.Unlock()
-		return nil, 0, p2p.ErrNoPiece
-	case s.seed && !b.complete && !b.rationOK(n, s.cfg, s.clock.Now()):
-		b.mu.Unlock()
-		return nil, 0, p2p.ErrRationed
+		if s.seed {
+			done = func() { b.uploadEnded(n, s.clock.Now()) }
+		}
+	} else {
+		count, err := s.stored(ctx, dgst)
+		if err != nil {
+			return nil, 0, err
+		}
+		if n < 0 || n >= count {
+			return nil, 0, p2p.ErrNoPiece
+		}
 	}
-	off := int64(n) * b.psize
-	length := min(b.psize, b.size-off)
-	b.mu.Unlock()
 	r, err := s.store.Open(ctx, dgst)
 	if err != nil {
+		if b == nil {
+			return nil, 0, p2p.ErrUnknownBlob // evicted since
+		}
 		return nil, 0, fmt.Errorf("swarm: piece %d of %s: %w", n, dgst, err)
 	}
-	rc := readCloser{Reader: io.NewSectionReader(r, off, length), r: r}
-	if s.seed {
-		rc.done = func() { b.uploadEnded(n, s.clock.Now()) }
+	if b == nil {
+		size = r.Size()
+		psize = piece.SizeFor(size)
 	}
-	return rc, length, nil
+	off := int64(n) * psize
+	length := min(psize, size-off)
+	return readCloser{Reader: io.NewSectionReader(r, off, length), r: r, done: done}, length, nil
 }
 
 // rationOK decides whether the seeder uploads piece n once more. Early on,
@@ -410,7 +436,7 @@ func (s *Swarm) Run(ctx context.Context) {
 		case <-t.C:
 		case <-s.kick:
 		}
-		next, err := s.tr.Announce(ctx, s.announcement())
+		next, err := s.tr.Announce(ctx, s.announcement(ctx))
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("announce failed", "err", err)
@@ -430,31 +456,59 @@ func (s *Swarm) kickAnnounce() {
 	}
 }
 
-func (s *Swarm) announcement() tracker.Announce {
+// announcement lists the blobs this node downloads, then those its store
+// holds, up to what one announce may carry. An announce is the whole list:
+// the tracker forgets what it leaves out.
+func (s *Swarm) announcement(ctx context.Context) tracker.Announce {
+	a := tracker.Announce{Peer: s.self}
+	listed := make(map[digest.Digest]bool)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := tracker.Announce{Peer: s.self, Blobs: make([]tracker.BlobState, 0, len(s.blobs))}
 	for d, b := range s.blobs {
 		b.mu.Lock()
 		a.Blobs = append(a.Blobs, tracker.BlobState{Digest: d, Have: b.have.Count(), Complete: b.complete})
 		b.mu.Unlock()
+		listed[d] = true
+	}
+	s.mu.Unlock()
+	errFull := errors.New("announce full")
+	err := s.store.Walk(ctx, func(info store.Info) error {
+		if len(a.Blobs) >= tracker.MaxAnnounceBlobs {
+			return errFull
+		}
+		if !listed[info.Digest] && info.Digest.Algorithm() == digest.SHA256 {
+			a.Blobs = append(a.Blobs, tracker.BlobState{Digest: info.Digest, Have: piece.Count(info.Size, piece.SizeFor(info.Size)), Complete: true})
+		}
+		return nil
+	})
+	if errors.Is(err, errFull) {
+		s.log.Debug("store holds more blobs than one announce carries", "announced", len(a.Blobs))
 	}
 	return a
 }
 
-// Forget drops the state of a blob the store no longer holds.
-func (s *Swarm) Forget(dgst digest.Digest) {
+// Changed takes the store's news (store.Disk.OnChange): a blob committed by
+// any path (the swarm, the seeder, the origin fallback, a plain pull) is
+// complete, served and announced from the store from now on; a blob gone
+// from the store is no longer announced. Either way the download state of
+// the blob, if any, is dropped: the store is the record.
+func (s *Swarm) Changed(dgst digest.Digest, c store.Change) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if b, ok := s.blobs[dgst]; ok {
+	b := s.blobs[dgst]
+	delete(s.blobs, dgst)
+	s.mu.Unlock()
+	if b != nil && c == store.Committed {
+		// Watchers hear Done: the node holds every piece now. Those of a
+		// blob that is gone hear nothing more; a piece they ask for is
+		// answered UnknownBlob, and they stop following this node.
 		b.mu.Lock()
+		b.complete = true
 		for ch := range b.subs {
 			close(ch)
+			delete(b.subs, ch)
 		}
-		b.subs = map[chan int]peer.ID{}
 		b.mu.Unlock()
-		delete(s.blobs, dgst)
 	}
+	s.kickAnnounce()
 }
 
 func (s *Swarm) buffer(size int64) []byte { return s.bufs.get(size) }

@@ -24,6 +24,7 @@ import (
 //	agent:   upstream.Client ─┐
 //	         store.Disk ──────┼─▶ agent.Agent ──▶ registryshim handler (/v2/)
 //	         tracker.Client ─▶ swarm.Swarm ◀──▶ p2p.Host (two-phase: New, then Serve(swarm))
+//	         store.Disk ──OnChange──▶ swarm.Swarm (commits and removals: what the node holds)
 //	tracker: server.Server ◀── in process ── seeder node (its swarm announces to the server)
 //	         server.Server ──Seed──▶ seeder agent ──▶ origin
 
@@ -140,6 +141,7 @@ func (n *node) joinSwarm(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slo
 	if err := h.Serve(n.swarm); err != nil {
 		return err
 	}
+	n.store.OnChange(n.swarm.Changed) // the store is the record of what the node holds
 	ctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
 	n.running.Go(func() { n.swarm.Run(ctx) })

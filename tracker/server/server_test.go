@@ -734,3 +734,24 @@ func TestNotStarted(t *testing.T) {
 		t.Error("a second Start accepted")
 	}
 }
+
+// An announce is the peer's whole list: a blob it no longer lists (evicted)
+// is withdrawn at once, not left to expire.
+func TestAnnounceWithdraws(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	a, b := digest.FromString("a"), digest.FromString("b")
+	p := peer("agent1", false)
+	announce(t, f.client, p, tracker.BlobState{Digest: a, Have: 1, Complete: true}, tracker.BlobState{Digest: b, Have: 1, Complete: true})
+	announce(t, f.client, p, tracker.BlobState{Digest: b, Have: 1, Complete: true})
+	if got, err := f.client.Peers(ctx, a, ""); err != nil || len(got) != 0 {
+		t.Errorf("peers of the withdrawn blob: %v, %v; want none", ids(got), err)
+	}
+	if got, err := f.client.Peers(ctx, b, ""); err != nil || !slices.Equal(ids(got), []string{"agent1"}) {
+		t.Errorf("peers of the blob still listed: %v, %v", ids(got), err)
+	}
+	if n := f.metric(t, "shoal_tracker_peers", "", ""); n != 1 {
+		t.Errorf("shoal_tracker_peers = %v, want 1", n)
+	}
+}

@@ -20,7 +20,15 @@ type swarm struct {
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest]map[string]*holding
+	peers     map[string]*announced // each peer's last announce
 	lastSweep time.Time
+}
+
+// announced is what a peer listed last: an announce is its whole list, so
+// a blob it leaves out is withdrawn.
+type announced struct {
+	digests []digest.Digest
+	seen    time.Time
 }
 
 type holding struct {
@@ -37,7 +45,7 @@ type ident struct {
 }
 
 func newSwarm(ttl time.Duration, onPairs func(int)) *swarm {
-	return &swarm{ttl: ttl, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding)}
+	return &swarm{ttl: ttl, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced)}
 }
 
 // announce records a validated announce made at now.
@@ -45,7 +53,7 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) {
 	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	added := 0
+	added := -s.withdraw(a, now)
 	for _, b := range a.Blobs {
 		holders := s.blobs[b.Digest]
 		if holders == nil {
@@ -62,8 +70,46 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) {
 		for d := range s.blobs {
 			added -= s.expire(d, now)
 		}
+		for id, p := range s.peers {
+			if now.Sub(p.seen) >= s.ttl {
+				delete(s.peers, id)
+			}
+		}
 	}
 	s.onPairs(added)
+}
+
+// withdraw drops the holdings of the blobs a's peer listed last time and
+// leaves out now, records its new list, and returns how many it dropped.
+// Caller holds mu.
+func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
+	digests := make([]digest.Digest, len(a.Blobs))
+	for i, b := range a.Blobs {
+		digests[i] = b.Digest
+	}
+	prev := s.peers[a.Peer.ID]
+	s.peers[a.Peer.ID] = &announced{digests: digests, seen: now}
+	if prev == nil {
+		return 0
+	}
+	listed := make(map[digest.Digest]bool, len(digests))
+	for _, d := range digests {
+		listed[d] = true
+	}
+	n := 0
+	for _, d := range prev.digests {
+		if listed[d] {
+			continue
+		}
+		if holders := s.blobs[d]; holders[a.Peer.ID] != nil {
+			delete(holders, a.Peer.ID)
+			n++
+			if len(holders) == 0 {
+				delete(s.blobs, d)
+			}
+		}
+	}
+	return n
 }
 
 // expire drops the stale holders of d and returns how many. Caller holds mu.
