@@ -43,5 +43,4 @@
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
 //	GET /healthz → 200, no token (for liveness probes).
-//
 package tracker

@@ -112,11 +112,11 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 
 	ss := &session{
 		s: s, src: src, count: info.Count(), info: info, w: w, ctx: ctx,
-		b:      s.track(src.Digest, info.Size, info.PieceSize),
-		pick:   picker.New(info.Count(), picker.DefaultOptions()),
-		events: make(chan event, 64),
-		peers:  make(map[peer.ID]*remote),
-		banned: make(map[peer.ID]bool),
+		b:       s.track(src.Digest, info.Size, info.PieceSize),
+		pick:    picker.New(info.Count(), picker.DefaultOptions()),
+		events:  make(chan event, 64),
+		peers:   make(map[peer.ID]*remote),
+		banned:  make(map[peer.ID]bool),
 		flight:  make(map[*request]struct{}),
 		last:    s.clock.Now(),
 		pending: make(map[int]bool),
