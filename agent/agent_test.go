@@ -25,7 +25,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
-
 )
 
 // origin is go-containerregistry's in-process registry behind a counter of
@@ -112,39 +111,51 @@ func testLogger() *slog.Logger {
 
 func (n *node) host() string { return strings.TrimPrefix(n.srv.URL, "http://") }
 
-// pull fetches an image through the agent with go-containerregistry and
-// checks every layer's bytes against its digest.
-func pull(t *testing.T, n *node, repo, ref string) v1.Image {
-	t.Helper()
+// fetchImage pulls an image through the agent with go-containerregistry and
+// checks the config's and every layer's bytes against their digests. It
+// reports failures only by its error, so it may run on any goroutine.
+func fetchImage(ctx context.Context, n *node, repo, ref string) (v1.Image, error) {
 	r, err := name.ParseReference(n.host()+"/"+repo+ref, name.Insecure)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	img, err := remote.Image(r)
+	img, err := remote.Image(r, remote.WithContext(ctx))
 	if err != nil {
-		t.Fatalf("pull %s: %v", r, err)
+		return nil, fmt.Errorf("pull %s: %w", r, err)
 	}
 	if _, err := img.RawConfigFile(); err != nil {
-		t.Fatalf("config: %v", err)
+		return nil, fmt.Errorf("pull %s: config: %w", r, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("pull %s: layers: %w", r, err)
 	}
 	for _, l := range layers {
 		want, _ := l.Digest()
 		rc, err := l.Compressed()
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("pull %s: layer %s: %w", r, want, err)
 		}
 		got := digest.SHA256.Digester()
-		if _, err := io.Copy(got.Hash(), rc); err != nil {
-			t.Fatalf("layer %s: %v", want, err)
-		}
+		_, err = io.Copy(got.Hash(), rc)
 		rc.Close()
-		if got.Digest().String() != want.String() {
-			t.Fatalf("layer %s: got %s", want, got.Digest())
+		if err != nil {
+			return nil, fmt.Errorf("pull %s: layer %s: %w", r, want, err)
 		}
+		if got.Digest().String() != want.String() {
+			return nil, fmt.Errorf("pull %s: layer %s: got %s", r, want, got.Digest())
+		}
+	}
+	return img, nil
+}
+
+// pull is fetchImage for the test's own goroutine: a failure ends the test.
+// Other goroutines call fetchImage and report with t.Error.
+func pull(t *testing.T, n *node, repo, ref string) v1.Image {
+	t.Helper()
+	img, err := fetchImage(t.Context(), n, repo, ref)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return img
 }
@@ -174,7 +185,11 @@ func TestConcurrentPullsShareOneDownload(t *testing.T) {
 	a := startAgent(t, t.TempDir(), func(c *nodeConfig) { c.Upstream.Default = o.URL })
 	var wg sync.WaitGroup
 	for range 8 {
-		wg.Go(func() { pull(t, a, "app", ":v1") })
+		wg.Go(func() {
+			if _, err := fetchImage(t.Context(), a, "app", ":v1"); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	wg.Wait()
 	// 2 layers + 1 config; each fetched from the origin once.
@@ -360,5 +375,3 @@ func get(t *testing.T, u, method string) *http.Response {
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
 }
-
-var _ = fmt.Sprint

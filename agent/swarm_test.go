@@ -51,11 +51,7 @@ func TestSwarmRolloutOriginSendsOnce(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
 	}
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Go(func() { pull(t, nd, "app/rollout", ":v1") })
-	}
-	wg.Wait()
+	pullAll(t, nodes, "app/rollout", ":v1")
 
 	size := imageBytes(t, img)
 	sent := o.blobBytes.Load()
@@ -123,12 +119,8 @@ func TestSwarmCorruptPeerIsDropped(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the liar is known before anyone asks
 
 	nodes := []*node{startAgent(t, t.TempDir(), swarmConfig(tn, o.URL)), startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))}
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Go(func() { pull(t, nd, "app/corrupt", ":v1") })
-	}
-	wg.Wait()
-	// Every pulled byte was verified by pull(); the liar's pieces were
+	pullAll(t, nodes, "app/corrupt", ":v1")
+	// Every pulled byte was verified by pullAll; the liar's pieces were
 	// refused, so it was asked at least once and dropped.
 	dropped := 0.0
 	for _, nd := range nodes {
@@ -153,7 +145,11 @@ func TestSwarmPeerKilledMidway(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for _, nd := range nodes[1:] {
-		wg.Go(func() { pull(t, nd, "app/kill", ":v1") })
+		wg.Go(func() {
+			if _, err := fetchImage(t.Context(), nd, "app/kill", ":v1"); err != nil {
+				t.Errorf("survivor: %v", err)
+			}
+		})
 	}
 	victim := nodes[0]
 	wg.Go(func() {
@@ -194,6 +190,20 @@ func TestSwarmTrackerDownFallsBackToUpstream(t *testing.T) {
 	if v := metricValue(t, a, "shoal_agent_tracker_unavailable_total"); v == 0 {
 		t.Error("tracker outage not counted")
 	}
+}
+
+// pullAll pulls ref through every node at once and checks every pull.
+func pullAll(t *testing.T, nodes []*node, repo, ref string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Go(func() {
+			if _, err := fetchImage(t.Context(), nd, repo, ref); err != nil {
+				t.Errorf("agent %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // metricValue sums a metric's samples from the agent's registerer.
