@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
@@ -116,7 +118,10 @@ func TestSwarmCorruptPeerIsDropped(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { cancel(); announcing.Wait() })
-	time.Sleep(300 * time.Millisecond) // the liar is known before anyone asks
+	// The liar is handed out for every layer before anyone asks.
+	for _, b := range blobs {
+		waitForPeer(t, tc, b.Digest, self.ID)
+	}
 
 	nodes := []*node{startAgent(t, t.TempDir(), swarmConfig(tn, o.URL)), startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))}
 	pullAll(t, nodes, "app/corrupt", ":v1")
@@ -204,6 +209,24 @@ func pullAll(t *testing.T, nodes []*node, repo, ref string) {
 		})
 	}
 	wg.Wait()
+}
+
+// waitForPeer waits until the tracker hands out id for d.
+func waitForPeer(t *testing.T, tc *tracker.Client, d digest.Digest, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for {
+		peers, err := tc.Peers(ctx, d, "")
+		if slices.ContainsFunc(peers, func(p tracker.Peer) bool { return p.ID == id }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("tracker does not hand out %s for %s after 10 s (last answer %v, %v)", id, d, peers, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // metricValue sums a metric's samples from the agent's registerer.
