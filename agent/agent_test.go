@@ -28,8 +28,8 @@ import (
 )
 
 // origin is go-containerregistry's in-process registry behind a counter of
-// blob bytes sent, with a switch that makes it unreachable and a hook that
-// cuts blob bodies short.
+// blob bytes sent, with a switch that makes it unreachable, a hook that
+// cuts blob bodies short and one that holds them.
 type origin struct {
 	*httptest.Server
 	blobBytes atomic.Int64
@@ -39,6 +39,25 @@ type origin struct {
 	cutAfter atomic.Int64
 	// slow, when > 0, is a pause (ns) after every write of a blob body.
 	slow atomic.Int64
+	// hold, when set, stops blob bodies once blobBytes reaches its mark.
+	hold atomic.Pointer[originHold]
+}
+
+type originHold struct {
+	after   int64
+	release chan struct{}
+	once    sync.Once
+}
+
+// holdAfter makes the origin stop sending blob bytes once it has sent n in
+// all (give or take one write per body under way) until release is called,
+// at the latest when the test ends.
+func (o *origin) holdAfter(t *testing.T, n int64) (release func()) {
+	h := &originHold{after: n, release: make(chan struct{})}
+	o.hold.Store(h)
+	release = func() { h.once.Do(func() { close(h.release) }) }
+	t.Cleanup(release) // before the server's Close, which waits for handlers
+	return release
 }
 
 func newOrigin(t *testing.T) *origin {
@@ -54,7 +73,8 @@ func newOrigin(t *testing.T) *origin {
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			o.blobGets.Add(1)
-			cw := &countingWriter{ResponseWriter: w, n: &o.blobBytes, limit: o.cutAfter.Swap(0), pause: time.Duration(o.slow.Load())}
+			cw := &countingWriter{ResponseWriter: w, n: &o.blobBytes, limit: o.cutAfter.Swap(0), pause: time.Duration(o.slow.Load()),
+				hold: &o.hold, ctx: r.Context()}
 			reg.ServeHTTP(cw, r)
 			return
 		}
@@ -72,9 +92,35 @@ type countingWriter struct {
 	limit   int64
 	written int64
 	pause   time.Duration
+	hold    *atomic.Pointer[originHold]
+	ctx     context.Context
 }
 
+// Write passes p on in writes of at most 32 KiB, so that cutAfter, slow
+// and hold act on a body as it streams: the registry writes a blob in one
+// call.
 func (c *countingWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), 32<<10)
+		m, err := c.write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+func (c *countingWriter) write(p []byte) (int, error) {
+	if h := c.hold.Load(); h != nil && c.n.Load() >= h.after {
+		select {
+		case <-h.release:
+		case <-c.ctx.Done():
+			return 0, c.ctx.Err()
+		}
+	}
 	if c.limit > 0 && c.written+int64(len(p)) > c.limit {
 		p = p[:c.limit-c.written]
 		n, _ := c.ResponseWriter.Write(p)
