@@ -56,7 +56,7 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 	// through the seeder's link, which must never wait for requests.
 	seeders := order[agents:]
 	for _, r := range seeders {
-		if !r.skipped.IsZero() && now.Sub(r.skipped) > ss.s.cfg.SeedRelax {
+		if !r.skipped.IsZero() && now.Sub(r.skipped) >= ss.s.cfg.SeedRelax {
 			ss.pick.ClearSkips(string(r.id)) // the seeder has relaxed its ration by now
 			r.skipped = time.Time{}
 		}
@@ -76,7 +76,7 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 // pickFrom fills the free request slots of rs with pick's choices.
 func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pick func(id string) (int, bool)) {
 	for _, r := range rs {
-		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && now.After(r.busyTill) {
+		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && !now.Before(r.busyTill) {
 			n, ok := pick(string(r.id))
 			if !ok {
 				break
