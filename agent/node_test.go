@@ -38,6 +38,7 @@ type node struct {
 	*agent.Agent
 	srv   *httptest.Server
 	reg   *prometheus.Registry
+	store *store.Disk
 	parts []func() error // closed in reverse order
 }
 
@@ -83,6 +84,7 @@ func newNode(cfg nodeConfig, dir string) (n *node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.store = st
 	n.parts = append(n.parts, st.Close)
 	opts := []agent.Option{agent.WithLogger(log), agent.WithRegisterer(n.reg)}
 	if cfg.Tracker != nil {

@@ -27,7 +27,9 @@ func (c Change) String() string {
 // OnChange makes fn hear of every blob committed or gone from now on. It is
 // the second step of a two-phase start: the swarm, built over the store,
 // registers itself before the store is used. Call it once. fn runs outside
-// the store's lock, on the goroutine that made the change; events of one
+// the store's lock, on the goroutine that made the change, and for a blob
+// that was being fetched, before its readers get the last byte or the
+// error; it must be quick. Events of one
 // digest may reach fn out of order when two goroutines change it at once,
 // so fn should re-read the store (Stat) rather than keep the news as a fact.
 func (d *Disk) OnChange(fn func(digest.Digest, Change)) {

@@ -179,8 +179,8 @@ func (d *Disk) commit(in *ingest) error {
 	if err := syncDir(d.blobsDir); err != nil {
 		d.log.Warn("store: cannot sync blobs directory", "error", err)
 	}
+	d.notify(Committed, in.dgst) // before readers get the last byte
 	in.complete(nil)
-	d.notify(Committed, in.dgst)
 	return nil
 }
 
@@ -252,6 +252,6 @@ func (d *Disk) fail(in *ingest, err error) {
 		level = slog.LevelInfo
 	}
 	d.log.Log(context.Background(), level, "store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)
-	in.complete(fmt.Errorf("store: ingest %s: %w", in.dgst, err))
 	d.notify(Gone, in.dgst)
+	in.complete(fmt.Errorf("store: ingest %s: %w", in.dgst, err))
 }
