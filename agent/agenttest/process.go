@@ -142,15 +142,17 @@ func (p *Process) Logs() string {
 	return string(b)
 }
 
-// inCI reports whether missing tools must fail rather than skip.
-func inCI() bool { return os.Getenv("CI") == "true" }
+// InCI reports whether this is a CI run (CI=true, which .ci/run sets): there
+// a test that lacks a tool or a capability (root, network namespaces, tmpfs)
+// must fail, not skip. Every such skip in the module goes through it.
+func InCI() bool { return os.Getenv("CI") == "true" }
 
 // skipOrFatal skips the test, or fails it under CI=true where every tool
 // the harness needs must be installed.
 func skipOrFatal(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if inCI() {
+	if InCI() {
 		t.Fatalf("agenttest: %s (CI=true: required)", msg)
 	}
 	t.Skipf("agenttest: %s", msg)

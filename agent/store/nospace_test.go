@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/agent/agenttest"
 	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/store/storetest"
 )
@@ -75,12 +76,16 @@ func TestNoSpaceInjected(t *testing.T) {
 }
 
 // TestNoSpaceTmpfs fills a real, tiny filesystem. It needs to mount tmpfs
-// (root) and skips otherwise; TestNoSpaceInjected covers the logic anyway.
+// (root) and skips otherwise, except under CI=true where it fails;
+// TestNoSpaceInjected covers the logic anyway.
 func TestNoSpaceTmpfs(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=512k"); err != nil {
-		t.Skipf("cannot mount tmpfs: %v", err)
+		if agenttest.InCI() {
+			t.Fatalf("cannot mount tmpfs: %v (CI=true: required; run as root)", err)
+		}
+		t.Skipf("cannot mount tmpfs: %v (run as root)", err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {

@@ -13,35 +13,36 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/agenttest"
 )
 
 // ciPrefix keeps this test's namespaces apart from the benchmark's.
 const ciPrefix = "shoalci-"
 
-// skipOrFatal skips, or fails under CI=true, where everything the test
-// needs must be installed.
+// skipOrFatal skips, or fails under CI=true (agenttest.InCI), where
+// everything the test needs must be installed and allowed.
 func skipOrFatal(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
+	if agenttest.InCI() {
 		t.Fatalf("%s (CI=true: required; run deploy/deps.sh as root)", msg)
 	}
 	t.Skipf("%s (run deploy/deps.sh as root)", msg)
 }
 
-// requireBed checks the machine can run a bed: it skips when it genuinely
-// cannot (not root, no network namespaces) and otherwise fails under CI
-// when something is missing.
+// requireBed checks the machine can run a bed. Without root, network
+// namespaces or iproute2 it skips, except under CI=true where it fails:
+// CI must run the bed.
 func requireBed(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test in network namespaces; skipped with -short")
 	}
-	err := Probe(t.Context(), ciPrefix)
-	if errors.Is(err, ErrUnavailable) {
-		t.Skipf("cannot run here: %v", err)
-	}
-	if err != nil {
+	if err := Probe(t.Context(), ciPrefix); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			skipOrFatal(t, "cannot run here: %v", err)
+		}
 		skipOrFatal(t, "%v", err)
 	}
 }
