@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
@@ -176,6 +180,114 @@ func FuzzClientMetaInfo(f *testing.F) {
 		}
 		if info.Digest != d || info.Validate() != nil {
 			t.Fatalf("invalid metainfo accepted: %+v", info)
+		}
+	})
+}
+
+// noOrigin is a tracker seeder whose origin has nothing: a metainfo request
+// the tracker accepts is answered 404 at once.
+type noOrigin struct{}
+
+func (noOrigin) Seed(context.Context, tracker.Source, func(*piece.Info)) error {
+	return fmt.Errorf("%w: fuzz origin has nothing", tracker.ErrNotFound)
+}
+
+// inProcess is a RoundTripper that serves every request with a tracker's
+// handler, and counts them.
+type inProcess struct {
+	h    http.Handler
+	sent atomic.Int64
+	have atomic.Int64 // ParseHave of the last request's have, as the server reads it
+}
+
+func (p *inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
+	p.sent.Add(1)
+	have, err := tracker.ParseHave(req.URL.Query().Get("have"))
+	if err != nil {
+		have = -2
+	}
+	p.have.Store(int64(have))
+	rec := httptest.NewRecorder()
+	p.h.ServeHTTP(rec, req)
+	return rec.Result(), nil
+}
+
+// FuzzClientQuery checks that the client and the tracker agree on what a
+// valid query is: the client refuses to send what tracker.Source.Validate,
+// ValidateDigest or ValidatePeerID refuse, and the tracker never answers
+// what the client does send with INVALID; the have the client sends is the
+// one the tracker reads (clamped to piece.MaxPieces, -1 when negative).
+func FuzzClientQuery(f *testing.F) {
+	d := digest.FromString("x").String()
+	for _, s := range []struct {
+		registry, repo, dgst, self string
+		have                       int
+	}{
+		{"", "library/alpine", d, "", -1},
+		{"registry.example:5000", "team/app", d, "p1", 0},
+		{"[::1]:5000", "a/b", d, "", 3},
+		{"", "a/b", d, "", piece.MaxPieces + 1},
+		{"", "a/b", d, "", -7},
+		{"http://x", "a/b", d, "a b", 1},
+		{"x", "a/../b", d, "p%", 1},
+		{"x", "a/b?c", "sha256:zz", "p/1", 1},
+		{"x&registry=y", "a/b#c", d, strings.Repeat("p", 129), 1},
+		{"", "a/b", digest.SHA512.FromString("x").String(), "", 1},
+	} {
+		f.Add(s.registry, s.repo, s.dgst, s.self, s.have)
+	}
+	cfg := server.DefaultConfig()
+	cfg.Token = trackertest.Token
+	cfg.MetaInfoWait = time.Second
+	srv, err := server.New(cfg)
+	if err == nil {
+		err = srv.Start(noOrigin{})
+	}
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	rt := &inProcess{h: srv.Handler()}
+	c, err := tracker.NewClient("http://tracker.invalid", trackertest.Token, tracker.WithHTTPClient(&http.Client{Transport: rt}))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, registry, repo, dgst, self string, have int) {
+		src := tracker.Source{Registry: registry, Repo: repo, Digest: digest.Digest(dgst)}
+		before := rt.sent.Load()
+		_, err := c.MetaInfo(ctx, src, have)
+		sent := rt.sent.Load() > before
+		if verr := src.Validate(); verr != nil {
+			if sent || !errors.Is(err, tracker.ErrInvalid) {
+				t.Fatalf("metainfo of %+v (invalid: %v): sent %v, err %v; want ErrInvalid, nothing sent", src, verr, sent, err)
+			}
+		} else {
+			if !sent || !(errors.Is(err, tracker.ErrNotFound) || errors.Is(err, tracker.ErrUnavailable)) {
+				t.Fatalf("metainfo of %+v: sent %v, err %v; want the tracker to answer NOT_FOUND", src, sent, err)
+			}
+			want := int64(min(have, piece.MaxPieces))
+			if have < 0 {
+				want = -1
+			}
+			if got := rt.have.Load(); got != want {
+				t.Fatalf("metainfo with have %d: the tracker read have %d, want %d", have, got, want)
+			}
+		}
+
+		before = rt.sent.Load()
+		_, err = c.Peers(ctx, digest.Digest(dgst), self)
+		sent = rt.sent.Load() > before
+		verr := tracker.ValidateDigest(digest.Digest(dgst))
+		if verr == nil && self != "" {
+			verr = tracker.ValidatePeerID(self)
+		}
+		if verr != nil {
+			if sent || !errors.Is(err, tracker.ErrInvalid) {
+				t.Fatalf("peers of %q for %q (invalid: %v): sent %v, err %v; want ErrInvalid, nothing sent", dgst, self, verr, sent, err)
+			}
+		} else if !sent || err != nil {
+			t.Fatalf("peers of %q for %q: sent %v, err %v; want an answer", dgst, self, sent, err)
 		}
 	})
 }
