@@ -1,7 +1,19 @@
 package upstream
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -85,6 +97,120 @@ func FuzzCheckRepo(f *testing.F) {
 		if strings.Contains(repo, "..") || strings.Contains(repo, "//") || strings.HasPrefix(repo, "/") ||
 			strings.HasSuffix(repo, "/") || strings.ContainsAny(repo, "?#% ") {
 			t.Fatalf("%q accepted", repo)
+		}
+	})
+}
+
+// tagsOrigin is a RoundTripper playing a registry: /v2/ answers 200 and a
+// tag list answers body, whatever it is. It records the last tag list
+// request's query.
+type tagsOrigin struct {
+	mu    sync.Mutex
+	body  []byte
+	query string
+}
+
+func (o *tagsOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	body := []byte("{}")
+	if strings.HasSuffix(req.URL.Path, "/tags/list") {
+		body, o.query = o.body, req.URL.RawQuery
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(bytes.NewReader(body)),
+		Request:    req,
+	}, nil
+}
+
+func (o *tagsOrigin) answer(body []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.body, o.query = body, ""
+}
+
+// FuzzTags feeds the tag-list decoding hostile bodies. The client returns a
+// non-nil list of at most n tags, which re-encodes to JSON that decodes to
+// the same list (the agent passes it on), or an error that is UNAVAILABLE
+// (the runtime falls back to the upstream), never a panic or an internal
+// error; a negative n is refused before anything is sent; n and last reach
+// the upstream as given.
+func FuzzTags(f *testing.F) {
+	for _, s := range []struct {
+		body string
+		n    int
+		last string
+	}{
+		{`{"name":"app","tags":["v1","v2","latest"]}`, 0, ""},
+		{`{"name":"app","tags":["v1","v2","latest"]}`, 2, "v1"},
+		{`{"tags":null}`, 0, ""},
+		{`{}`, 5, ""},
+		{`{"tags":[1,2]}`, 0, ""},
+		{`{"tags":"v1"}`, 0, ""},
+		{`{"tags":["\u0000","\ud800","../../x","a\nb"]}`, 0, "&n=1"},
+		{`{"tags":["v1"]}{"tags":["v2"]}`, 0, ""},
+		{`[]`, 0, ""},
+		{`null`, 0, ""},
+		{"{\"tags\":[\"\xff\xfe\"]}", 1, ""},
+		{`{"tags":["v1"],"tags":["v2","v3"]}`, 1, ""},
+		{``, 0, ""},
+		{`{"tags":["v1"]`, -1, ""},
+	} {
+		f.Add([]byte(s.body), s.n, s.last)
+	}
+	dir := f.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(cfgPath, []byte("{}"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	cfg := testConfig("http://origin.test")
+	cfg.DockerConfig = cfgPath // no credentials from the machine running the fuzzer
+	origin := &tagsOrigin{}
+	c := newClient(f, cfg, WithTransport(origin))
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, body []byte, n int, last string) {
+		origin.answer(body)
+		tags, err := c.Tags(ctx, "", "app", n, last)
+		origin.mu.Lock()
+		query := origin.query
+		origin.mu.Unlock()
+		if n < 0 {
+			if !errors.Is(err, ErrInvalidPagination) || query != "" {
+				t.Fatalf("n=%d: err %v, query %q sent; want ErrInvalidPagination and nothing sent", n, err, query)
+			}
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInternal) {
+				t.Fatalf("body %q: %v, want an UNAVAILABLE error", body, err)
+			}
+		} else {
+			if tags == nil || (n > 0 && len(tags) > n) {
+				t.Fatalf("body %q, n=%d: tags %q", body, n, tags)
+			}
+			if !json.Valid(body) {
+				t.Fatalf("body %q is not JSON but gave tags %q", body, tags)
+			}
+			out, err := json.Marshal(struct {
+				Tags []string `json:"tags"`
+			}{tags})
+			if err != nil {
+				t.Fatalf("tags %q do not re-encode: %v", tags, err)
+			}
+			var back struct{ Tags []string }
+			if err := json.Unmarshal(out, &back); err != nil || !slices.Equal(back.Tags, tags) {
+				t.Fatalf("tags %q re-encode as %s, which decodes to %q (%v)", tags, out, back.Tags, err)
+			}
+		}
+		q, qerr := url.ParseQuery(query)
+		wantN := ""
+		if n > 0 {
+			wantN = strconv.Itoa(n)
+		}
+		if qerr != nil || q.Get("n") != wantN || q.Get("last") != last || len(q) > 2 {
+			t.Fatalf("n=%d last=%q sent as query %q", n, last, query)
 		}
 	})
 }
