@@ -152,7 +152,7 @@ func (d *Disk) Open(ctx context.Context, dg digest.Digest) (Reader, error) {
 		return d.openBlobLocked(ctx, dg, e)
 	}
 	if in := d.ingests[dg]; in != nil {
-		return d.joinLocked(ctx, in)
+		return d.joinLocked(ctx, in, false)
 	}
 	return nil, fmt.Errorf("store: %s: %w", dg, ErrNotFound)
 }
@@ -167,13 +167,13 @@ func (d *Disk) openBlobLocked(ctx context.Context, dg digest.Digest, e *entry) (
 	return &reader{d: d, dgst: dg, size: e.size, f: f, ctx: ctx}, nil
 }
 
-func (d *Disk) joinLocked(ctx context.Context, in *ingest) (Reader, error) {
+func (d *Disk) joinLocked(ctx context.Context, in *ingest, ranged bool) (Reader, error) {
 	f, err := os.Open(in.path)
 	if err != nil {
 		return nil, fmt.Errorf("store: open ingest %s: %w", in.dgst, err)
 	}
 	d.pins[in.dgst]++
-	return &reader{d: d, dgst: in.dgst, size: in.size, f: f, ing: in, ctx: ctx}, nil
+	return &reader{d: d, dgst: in.dgst, size: in.size, f: f, ing: in, ranged: ranged, ctx: ctx}, nil
 }
 
 func (d *Disk) unpin(dg digest.Digest) {

@@ -17,4 +17,8 @@ var (
 	ErrInProgress = errors.New("store: ingest in progress")
 	// ErrUnsupportedDigest: only sha256 digests are stored.
 	ErrUnsupportedDigest = errors.New("store: unsupported digest")
+	// ErrPartial, returned by the filler of FetchRange, ends a fill that
+	// wrote the range it was asked for and not the whole blob: the partial
+	// blob stays, and a later Fetch completes it.
+	ErrPartial = errors.New("store: partial fill")
 )

@@ -18,8 +18,27 @@ import (
 // committed blob is read at once; a running ingest is joined; otherwise fill
 // runs in a goroutine owned by the store (not stopped when ctx ends, since
 // other readers may share it; stopped by Close), resuming a partial ingest
-// left by an earlier run. ctx bounds the Reader's waits.
+// left by an earlier run. ctx bounds the Reader's waits. A running
+// FetchRange fill is joined too, and fill takes over when it ends.
 func (d *Disk) Fetch(ctx context.Context, dg digest.Digest, size int64, fill Filler) (Reader, error) {
+	return d.fetch(ctx, dg, size, fill, false)
+}
+
+// FetchRange is Fetch for a reader that reads one range of the blob only,
+// and wants no more of it fetched than that. fill must write only bytes it
+// checked against the blob's piece hashes, and may return ErrPartial once
+// it wrote the range it serves: the partial blob stays for a later Fetch to
+// complete, and the Reader keeps serving what was written. While every byte
+// of the ingest came from such fills, the Reader serves the last byte of
+// the blob as soon as it is written; the whole blob's digest still guards
+// every read of the whole blob. A running whole Fetch is joined as is; a
+// Fetch or FetchRange that joins a ranged fill queues its own filler, run
+// when that fill ends.
+func (d *Disk) FetchRange(ctx context.Context, dg digest.Digest, size int64, fill Filler) (Reader, error) {
+	return d.fetch(ctx, dg, size, fill, true)
+}
+
+func (d *Disk) fetch(ctx context.Context, dg digest.Digest, size int64, fill Filler, ranged bool) (Reader, error) {
 	if err := checkDigest(dg); err != nil {
 		return nil, err
 	}
@@ -29,22 +48,39 @@ func (d *Disk) Fetch(ctx context.Context, dg digest.Digest, size int64, fill Fil
 	if fill == nil {
 		return nil, errors.New("store: fetch: nil filler")
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, ending, err := d.tryFetch(ctx, dg, size, fill, ranged)
+		if ending == nil {
+			return r, err
+		}
+		// A ranged fill is ending partial: once it is gone, the partial
+		// blob it leaves is resumed.
+		select {
+		case <-ending:
+		case <-ctx.Done():
+		}
 	}
+}
+
+// tryFetch is one attempt of fetch; ending, if not nil, is closed once a
+// ranged fill that could not be joined has ended.
+func (d *Disk) tryFetch(ctx context.Context, dg digest.Digest, size int64, fill Filler, ranged bool) (_ Reader, ending <-chan struct{}, _ error) {
 	defer d.notifyEvicted() // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if e := d.blobs[dg]; e != nil {
 		if e.size != size {
-			return nil, fmt.Errorf("store: fetch %s: stored size %d, asked %d: %w", dg, e.size, size, ErrSizeMismatch)
+			return nil, nil, fmt.Errorf("store: fetch %s: stored size %d, asked %d: %w", dg, e.size, size, ErrSizeMismatch)
 		}
 		r, err := d.openBlobLocked(ctx, dg, e)
 		if !errors.Is(err, fs.ErrNotExist) {
-			return r, err
+			return r, nil, err
 		}
 		// Removed behind our back: forget it and fetch again.
 		d.log.Warn("store: committed blob vanished, fetching again", "digest", dg)
@@ -53,26 +89,43 @@ func (d *Disk) Fetch(ctx context.Context, dg digest.Digest, size int64, fill Fil
 	}
 	if in := d.ingests[dg]; in != nil {
 		if in.size != size {
-			return nil, fmt.Errorf("store: fetch %s: ingest size %d, asked %d: %w", dg, in.size, size, ErrSizeMismatch)
+			return nil, nil, fmt.Errorf("store: fetch %s: ingest size %d, asked %d: %w", dg, in.size, size, ErrSizeMismatch)
 		}
-		return d.joinLocked(ctx, in)
+		in.mu.Lock()
+		ending := in.ending
+		if ending == nil && in.sparse {
+			// A ranged fill runs: this filler runs after it, for its own
+			// range or the whole blob.
+			in.next = append(in.next, fill)
+		}
+		if !ranged {
+			in.checked = false
+		}
+		in.mu.Unlock()
+		if ending != nil {
+			return nil, ending, nil
+		}
+		r, err := d.joinLocked(ctx, in, ranged)
+		return r, nil, err
 	}
 	in, resume, err := d.startLocked(dg, size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	r, err := d.joinLocked(ctx, in)
+	in.sparse = ranged
+	in.checked = ranged && !resume // an earlier run's bytes were not written by this fill
+	r, err := d.joinLocked(ctx, in, ranged)
 	if err != nil {
 		// Without a reader nobody can use this fill; undo it.
 		in.file.Close()
 		delete(d.ingests, dg)
 		d.partials[dg] = &entry{size: size}
 		d.touchLocked(d.partials[dg])
-		return nil, err
+		return nil, nil, err
 	}
 	d.wg.Add(1)
 	go d.run(in, fill, resume)
-	return r, nil
+	return r, nil, nil
 }
 
 // startLocked registers a new ingest, reusing a partial one of the same size.
@@ -126,8 +179,28 @@ func (d *Disk) run(in *ingest, fill Filler, resume bool) {
 	defer d.wg.Done()
 	start := time.Now()
 	err := in.prepare(resume)
-	if err == nil {
+	for err == nil {
 		err = callFill(d.ctx, fill, in)
+		if !errors.Is(err, ErrPartial) {
+			break
+		}
+		// The next Fetch that joined takes over, on the same ingest. Decided
+		// under d.mu, where Fetch joins: a Fetch that comes later waits for
+		// this ingest to end and resumes what it leaves.
+		d.mu.Lock()
+		in.mu.Lock()
+		fill = nil
+		if len(in.next) > 0 {
+			fill, in.next = in.next[0], in.next[1:]
+		} else {
+			in.ending = make(chan struct{})
+		}
+		in.mu.Unlock()
+		d.mu.Unlock()
+		if fill == nil {
+			break
+		}
+		err = nil
 	}
 	if err == nil {
 		err = in.verify()
@@ -220,6 +293,11 @@ func (d *Disk) fail(in *ingest, err error) {
 
 	d.mu.Lock()
 	delete(d.ingests, in.dgst)
+	in.mu.Lock()
+	if in.ending != nil {
+		defer close(in.ending) // after the partial is recorded, below
+	}
+	in.mu.Unlock()
 	if discard {
 		for _, p := range []string{in.path, in.journalPath} {
 			if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
@@ -237,6 +315,8 @@ func (d *Disk) fail(in *ingest, err error) {
 
 	result := resultError
 	switch {
+	case errors.Is(err, ErrPartial):
+		result = resultPartial
 	case errors.Is(err, ErrNoSpace):
 		result = resultNoSpace
 	case errors.Is(err, ErrDigestMismatch):
@@ -248,7 +328,7 @@ func (d *Disk) fail(in *ingest, err error) {
 	}
 	d.metrics.ingests.WithLabelValues(result).Inc()
 	level := slog.LevelWarn
-	if result == resultCanceled {
+	if result == resultCanceled || result == resultPartial {
 		level = slog.LevelInfo
 	}
 	d.log.Log(context.Background(), level, "store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)

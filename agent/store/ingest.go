@@ -76,6 +76,20 @@ type ingest struct {
 
 	prefix    atomic.Int64 // contiguous written bytes from 0
 	committed atomic.Bool  // fast path for readers once verified
+	// checked: every byte was written by a FetchRange filler, which writes
+	// only bytes it checked against piece hashes, so a ranged reader may
+	// have the last byte before the whole blob is verified. Guarded by mu;
+	// cleared for good once a whole Fetch joins.
+	checked bool
+	// sparse: the ingest was started by FetchRange, so a fill may end
+	// ErrPartial. next queues the fillers of the Fetches that joined it;
+	// each takes over, on the same ingest, when the one before ends
+	// ErrPartial. Guarded by mu.
+	sparse bool
+	next   []Filler
+	// ending is made when a ranged fill ends with no whole Fetch to take
+	// over, and closed once the ingest is gone and its partial recorded.
+	ending chan struct{}
 
 	flushMu sync.Mutex     // serialises journal appends and closing
 	flushWG sync.WaitGroup // the background flush, waited for before closing
@@ -424,20 +438,26 @@ func (in *ingest) complete(err error) {
 }
 
 // waitFor blocks until [off, end) is readable: written, and committed when it
-// includes the last byte.
-func (in *ingest) waitFor(ctx context.Context, off, end int64) error {
+// includes the last byte. For a ranged reader (FetchRange) the last byte is
+// readable once written if every byte came from a FetchRange filler (they
+// are checked against piece hashes), and a fill that ended ErrPartial leaves
+// what it wrote readable.
+func (in *ingest) waitFor(ctx context.Context, off, end int64, ranged bool) error {
 	if in.committed.Load() {
 		return nil
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for {
+		covered := in.written.covers(off, end)
 		switch {
+		case ranged && covered && errors.Is(in.err, ErrPartial):
+			return nil
 		case in.err != nil:
 			return in.err
 		case in.done:
 			return nil
-		case end < in.size && in.written.covers(off, end):
+		case covered && (end < in.size || ranged && in.checked):
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -458,13 +478,15 @@ func (in *ingest) waitFor(ctx context.Context, off, end int64) error {
 // reader reads a committed blob or one being ingested through its own file
 // descriptor; the file stays readable after the ingest is renamed into place.
 type reader struct {
-	d     *Disk
-	dgst  digest.Digest
-	size  int64
-	f     *os.File
-	ing   *ingest // nil when the blob was committed at open
-	ctx   context.Context
-	close sync.Once
+	d    *Disk
+	dgst digest.Digest
+	size int64
+	f    *os.File
+	ing  *ingest // nil when the blob was committed at open
+	// ranged: a FetchRange reader, which reads only its range (see waitFor).
+	ranged bool
+	ctx    context.Context
+	close  sync.Once
 }
 
 // Reader reads a committed blob or one being ingested. ReadAt blocks until the
@@ -494,7 +516,7 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 		// Reporting the end reveals that the content is complete, so it
 		// waits for verification like the last byte does.
 		if r.ing != nil {
-			if err := r.ing.waitFor(r.ctx, r.size, r.size); err != nil {
+			if err := r.ing.waitFor(r.ctx, r.size, r.size, false); err != nil {
 				return 0, err
 			}
 		}
@@ -502,7 +524,7 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	end := min(off+int64(len(p)), r.size)
 	if r.ing != nil {
-		if err := r.ing.waitFor(r.ctx, off, end); err != nil {
+		if err := r.ing.waitFor(r.ctx, off, end, r.ranged); err != nil {
 			return 0, err
 		}
 	}

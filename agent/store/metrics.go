@@ -13,6 +13,7 @@ const (
 	resultSizeMismatch   = "size_mismatch"
 	resultNoSpace        = "no_space"
 	resultCanceled       = "canceled"
+	resultPartial        = "partial"
 	resultError          = "error"
 )
 
@@ -42,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Finished ingests by result.",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{resultCommitted, resultDigestMismatch, resultSizeMismatch, resultNoSpace, resultCanceled, resultError} {
+	for _, r := range []string{resultCommitted, resultDigestMismatch, resultSizeMismatch, resultNoSpace, resultCanceled, resultPartial, resultError} {
 		m.ingests.WithLabelValues(r)
 	}
 	if reg == nil {
