@@ -37,7 +37,7 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 // from info, and hands whatever is left to fallback if the swarm stalls.
 func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
-		err := s.download(ctx, src, info, w)
+		err := s.download(ctx, src, info, w, nil)
 		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) {
 			return err // a corrupt partial blob is discarded, not finished
 		}
@@ -105,7 +105,9 @@ type event struct {
 	fetch bool            // this is a fetch result
 }
 
-func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.Info, w store.Writer) error {
+// download fetches the pieces of src that w lacks: all of them, or with
+// want only those that cover it.
+func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.Info, w store.Writer, want *store.Range) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer func() { cancel(); bg.Wait() }()
@@ -125,6 +127,13 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		return fmt.Errorf("swarm: %s is committed already", src.Digest)
 	}
 	ss.pick.SetKnown(len(info.Pieces))
+	if want != nil {
+		for n := range ss.count {
+			if !covers(info, *want, n) {
+				ss.pick.Have(n) // not wanted: never picked
+			}
+		}
+	}
 	if err := ss.resume(); err != nil {
 		return err
 	}
