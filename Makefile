@@ -7,7 +7,7 @@ PKGS    := ./...
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build test test-unit lint bench demo deps fuzz clean
+.PHONY: all build test test-unit lint bench demo deps fuzz fuzz-short clean
 
 all: build
 
@@ -20,10 +20,11 @@ deps:
 
 # The whole suite: unit, component, multi-node and end-to-end tests (the
 # latter start docker-registry, containerd, skopeo and crane, and network
-# namespaces when run as root).
+# namespaces when run as root), then every fuzz target for a short budget.
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
+	$(call fuzz-all,$(FUZZTIME_SHORT))
 
 test-unit:
 	$(GO) test -race -short $(PKGS)
@@ -38,11 +39,31 @@ bench: deps
 demo:
 	$(GO) run ./cmd/shoal demo
 
-fuzz:
-	@for p in $$($(GO) list $(PKGS)); do \
+# Fuzzing: `make fuzz` gives every target FUZZTIME (FUZZTIME=10m for a long
+# hunt); `make fuzz-short`, run by `make test`, gives each FUZZTIME_SHORT.
+# There are 31 targets in 12 packages (Dec 2026): 2 s each is a minute of
+# fuzzing, and with building and replaying the seed corpora fuzz-short took
+# 2¼ minutes on a 2-core machine. Keep budget × targets near a minute:
+# lower FUZZTIME_SHORT as targets are added.
+FUZZTIME       ?= 20s
+FUZZTIME_SHORT ?= 2s
+
+# fuzz-all runs every fuzz target of $(PKGS) for $(1) each. Only packages
+# with a `func Fuzz` in their test files are listed, so the others are not
+# built again.
+define fuzz-all
+	@for p in $$($(GO) list -f '{{.ImportPath}} {{.Dir}}' $(PKGS) | \
+	    while read -r ip dir; do grep -qs '^func Fuzz' "$$dir"/*_test.go && echo "$$ip"; done); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
-	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
+	    echo "== $$p $$f ($(1))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(1) $$p || exit 1; \
 	  done; done
+endef
+
+fuzz:
+	$(call fuzz-all,$(FUZZTIME))
+
+fuzz-short:
+	$(call fuzz-all,$(FUZZTIME_SHORT))
 
 clean:
 	rm -rf $(BIN)
