@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
 	"github.com/shoal-dev/shoal/tracker"
 )
@@ -281,23 +282,16 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		return nil, storeError(err)
 	}
 	a.metrics.blobs.WithLabelValues("miss").Inc()
-	if a.swarm != nil {
-		src := tracker.Source{Registry: repo.Registry, Repo: repo.Name, Digest: dgst}
-		info, err := a.swarm.MetaInfo(ctx, src)
-		switch {
-		case err == nil:
-			r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.upstreamFiller(repo, dgst)))
-			if err != nil {
-				return nil, storeError(err)
-			}
-			return r, nil
-		case errors.Is(err, tracker.ErrNotFound):
-			return nil, fmt.Errorf("%w: %w", registryshim.ErrBlobUnknown, err)
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
+	src, info, err := a.swarmInfo(ctx, repo, dgst)
+	if err != nil {
+		return nil, err
+	}
+	if info != nil {
+		r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.upstreamFiller(repo, dgst)))
+		if err != nil {
+			return nil, storeError(err)
 		}
-		a.log.Warn("tracker unavailable, pulling from the upstream", "digest", dgst, "err", err)
-		a.metrics.trackerDown.Inc()
+		return r, nil
 	}
 	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
 	if err != nil {
@@ -308,6 +302,28 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		return nil, storeError(err)
 	}
 	return r, nil
+}
+
+// swarmInfo asks the swarm for the metainfo of a blob the store lacks. A
+// nil Info and no error means: no swarm, or no tracker to be reached, so
+// the blob comes from the upstream.
+func (a *Agent) swarmInfo(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (tracker.Source, *piece.Info, error) {
+	src := tracker.Source{Registry: repo.Registry, Repo: repo.Name, Digest: dgst}
+	if a.swarm == nil {
+		return src, nil, nil
+	}
+	info, err := a.swarm.MetaInfo(ctx, src)
+	switch {
+	case err == nil:
+		return src, info, nil
+	case errors.Is(err, tracker.ErrNotFound):
+		return src, nil, fmt.Errorf("%w: %w", registryshim.ErrBlobUnknown, err)
+	case ctx.Err() != nil:
+		return src, nil, ctx.Err()
+	}
+	a.log.Warn("tracker unavailable, pulling from the upstream", "digest", dgst, "err", err)
+	a.metrics.trackerDown.Inc()
+	return src, nil, nil
 }
 
 // upstreamFiller fetches the ranges the store is missing, each with one

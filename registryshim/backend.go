@@ -59,3 +59,13 @@ type Backend interface {
 	// starting after last ("" : from the first).
 	Tags(ctx context.Context, repo Repo, n int, last string) ([]string, error)
 }
+
+// RangeBackend is a Backend that can open part of a blob without fetching
+// the rest; the handler finds it by type assertion. For a request with one
+// satisfiable Range that is not the whole blob, the handler resolves the
+// range against StatBlob's size and reads [off, off+n) of BlobRange's Blob
+// only, so a lazy-pulling snapshotter reading a layer's footer gets the
+// footer, not the layer.
+type RangeBackend interface {
+	BlobRange(ctx context.Context, repo Repo, dgst digest.Digest, off, n int64) (Blob, error)
+}

@@ -234,6 +234,12 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, t target) {
 		h.fail(w, r, err)
 		return
 	}
+	if rb, ok := h.backend.(RangeBackend); ok {
+		if vs := r.Header.Values("Range"); len(vs) == 1 && ifRangeMatches(r, t.dgst) {
+			h.serveRange(w, r, t, repo, rb, vs[0])
+			return
+		}
+	}
 	b, err := h.backend.Blob(r.Context(), repo, t.dgst)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("open blob %s: %w", t.dgst, err))
@@ -260,6 +266,44 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, t target) {
 	if res == rangeUnsatisfiable {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		h.fail(w, r, fmt.Errorf("blob %s range %q: %w", t.dgst, r.Header.Get("Range"), ErrRangeInvalid))
+		return
+	}
+	h.stream(w, r, b, t.dgst, size, rng, res == rangePartial)
+}
+
+// serveRange answers a Range request from a RangeBackend: the whole blob
+// as usual when the range is the whole blob or is ignored, else only the
+// range's bytes.
+func (h *Handler) serveRange(w http.ResponseWriter, r *http.Request, t target, repo Repo, rb RangeBackend, spec string) {
+	size, err := h.backend.StatBlob(r.Context(), repo, t.dgst)
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("stat blob %s: %w", t.dgst, err))
+		return
+	}
+	rng, res := parseRange(spec, size)
+	var b Blob
+	switch res {
+	case rangeUnsatisfiable:
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		h.fail(w, r, fmt.Errorf("blob %s range %q: %w", t.dgst, spec, ErrRangeInvalid))
+		return
+	case rangePartial:
+		b, err = rb.BlobRange(r.Context(), repo, t.dgst, rng.start, rng.length)
+	default:
+		rng = byteRange{start: 0, length: size}
+		b, err = h.backend.Blob(r.Context(), repo, t.dgst)
+	}
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("open blob %s: %w", t.dgst, err))
+		return
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			h.log.Debug("closing blob", "digest", t.dgst, "error", err)
+		}
+	}()
+	if b.Size() != size {
+		h.fail(w, r, fmt.Errorf("blob %s: backend returned size %d, stat said %d", t.dgst, b.Size(), size))
 		return
 	}
 	h.stream(w, r, b, t.dgst, size, rng, res == rangePartial)
