@@ -5,6 +5,7 @@
 //
 //	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.1.0──▶ remote Host ──▶ Source.Piece
 //	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/1.0.0──── remote Host ◀── Source.Watch
+//	swarm ◀──metainfo, peers──Meta(peer, digest, known)── Host ◀──/shoal/meta/1.0.0── remote Host ◀── MetaSource.Meta
 //
 // A Host starts in two steps: New listens and can fetch at once; Serve hands
 // it the Source it answers from. The swarm, which fetches through the host,
@@ -57,6 +58,24 @@
 //
 // The client ends a subscription early by closing or resetting the stream;
 // anything it sends after the request is a protocol error.
+//
+// /shoal/meta/1.0.0: what a peer knows of a blob, so that a swarm goes on
+// when its tracker stops answering. Requests follow one another on a stream,
+// as on the piece protocol.
+//
+//	client → MetaRequest{digest, from}
+//	server → Meta{status, size, pieceSize, from, CIDs of pieces from…, peers}
+//	… the next request (from where a full answer stopped), or the client closes
+//
+// An answer carries at most 4096 CIDs and 32 peers (ID and up to 8
+// multiaddrs each), never the asker or the server itself. The host speaks it
+// only if its Source is also a MetaSource (found by type assertion), and
+// answers 16 requests at once at most (Busy beyond). The client checks the
+// answer's shape, that it starts where it asked and keeps its shape across
+// answers, and that every peer ID and address parses; anything else is
+// ErrProtocol. What a peer says is its word only: the caller compares the
+// shape with what it knows, and every piece is still checked against its
+// CID, the blob against its digest.
 //
 // Malformed or oversized messages reset the stream; the peer is logged and
 // counted in shoal_p2p_protocol_errors_total. Servers bound the time to

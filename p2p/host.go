@@ -51,7 +51,7 @@ type Source interface {
 	Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error)
 }
 
-// Host is a libp2p host speaking Shoal's piece and have protocols.
+// Host is a libp2p host speaking Shoal's piece, have and meta protocols.
 type Host struct {
 	cfg      Config
 	host     host.Host
@@ -65,6 +65,9 @@ type Host struct {
 	downRate *rate.Limiter
 	bufs     sync.Pool // *[]byte of chunk bytes, for sources that are not io.WriterTo
 	streams  streamPool
+
+	meta      MetaSource    // src, if it answers meta requests; set with src
+	metaSlots chan struct{} // one token per meta request being answered
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -99,6 +102,7 @@ func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
 const (
 	PieceProtocol protocol.ID = "/shoal/piece/1.1.0"
 	HaveProtocol  protocol.ID = "/shoal/have/1.0.0"
+	MetaProtocol  protocol.ID = "/shoal/meta/1.0.0"
 )
 
 // servingTag protects the connection of a peer we are uploading to.
@@ -194,8 +198,9 @@ func New(cfg Config, opts ...Option) (*Host, error) {
 	return h, nil
 }
 
-// Serve answers piece and have requests from src from now on. Call it once;
-// until then peers asking for pieces are told the protocol is not spoken.
+// Serve answers piece and have requests from src from now on, and meta
+// requests if src is also a MetaSource. Call it once; until then peers
+// asking for pieces are told the protocol is not spoken.
 func (h *Host) Serve(src Source) error {
 	if src == nil {
 		return errors.New("p2p: nil Source")
@@ -206,6 +211,10 @@ func (h *Host) Serve(src Source) error {
 	h.src = src
 	h.host.SetStreamHandler(PieceProtocol, h.servePiece)
 	h.host.SetStreamHandler(HaveProtocol, h.serveHave)
+	if ms, ok := src.(MetaSource); ok {
+		h.meta, h.metaSlots = ms, make(chan struct{}, maxMetaAnswers)
+		h.host.SetStreamHandler(MetaProtocol, h.serveMeta)
+	}
 	return nil
 }
 
@@ -269,10 +278,16 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 		Protocol: map[protocol.ID]rcmgr.ResourceLimits{
 			PieceProtocol: ours,
 			HaveProtocol:  ours,
+			MetaProtocol: {
+				StreamsInbound: 4 * peers, StreamsOutbound: 4 * peers, Streams: 8 * peers,
+				Memory: rcmgr.Unlimited64,
+			},
 		},
 		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{
 			PieceProtocol: streams,
 			HaveProtocol:  streams,
+			// A few small exchanges per download at a time.
+			MetaProtocol: {StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 << 20},
 		},
 	}
 	return partial.Build(defaults)
