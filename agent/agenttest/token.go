@@ -197,7 +197,7 @@ func parseScopes(scopes []string) ([]resourceActions, error) {
 	for _, s := range scopes {
 		for _, one := range strings.Fields(s) {
 			first, last := strings.Index(one, ":"), strings.LastIndex(one, ":")
-			if first <= 0 || last == first || last == len(one)-1 {
+			if first <= 0 || last <= first+1 || last == len(one)-1 {
 				return nil, fmt.Errorf("%w: %q", errBadScope, one)
 			}
 			access = append(access, resourceActions{
