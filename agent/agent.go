@@ -28,18 +28,19 @@ import (
 // registryshim.Backend over the upstream registries, the content store and,
 // when it has one, the swarm.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	now     func() time.Time
-	up      *upstream.Client
-	store   *store.Disk
-	swarm   *swarm.Swarm // nil: every blob comes from the upstream
-	shim    http.Handler
-	tags    *tagCache
-	mans    *manifestCache
-	metrics *metrics
-	closing atomic.Bool
-	origin  atomic.Int64 // blob bytes fetched from the upstream without a swarm
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	up       *upstream.Client
+	store    *store.Disk
+	swarm    *swarm.Swarm // nil: every blob comes from the upstream
+	shim     http.Handler
+	tags     *tagCache
+	mans     *manifestCache
+	confirms *confirms // what the upstream confirmed each repository holds
+	metrics  *metrics
+	closing  atomic.Bool
+	origin   atomic.Int64 // blob bytes fetched from the upstream without a swarm
 
 	ctx  context.Context // ends when Close starts; prefetches use it
 	stop context.CancelFunc
@@ -86,15 +87,16 @@ func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agen
 		opt(&o)
 	}
 	a := &Agent{
-		cfg:     cfg,
-		log:     o.logger,
-		now:     o.now,
-		up:      up,
-		store:   st,
-		swarm:   o.swarm,
-		tags:    newTagCache(maxTags),
-		mans:    newManifestCache(cfg.ManifestCacheBytes),
-		metrics: newMetrics(o.registerer),
+		cfg:      cfg,
+		log:      o.logger,
+		now:      o.now,
+		up:       up,
+		store:    st,
+		swarm:    o.swarm,
+		tags:     newTagCache(maxTags),
+		mans:     newManifestCache(cfg.ManifestCacheBytes),
+		confirms: newConfirms(cfg.AuthTTL, o.now),
+		metrics:  newMetrics(o.registerer),
 	}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
@@ -199,6 +201,12 @@ func (a *Agent) prefetch(repo registryshim.Repo, m *registryshim.Manifest) {
 
 func (a *Agent) manifestByDigest(ctx context.Context, repo registryshim.Repo, d digest.Digest) (*registryshim.Manifest, error) {
 	if m, ok := a.mans.get(d); ok {
+		// Cached under some repository: served under this one once the
+		// upstream confirms it holds it.
+		if err := a.authorizeManifest(ctx, repo, d); err != nil {
+			return nil, err
+		}
+		a.confirmManifest(repo, m)
 		a.metrics.manifests.WithLabelValues("hit").Inc()
 		return m, nil
 	}
@@ -213,6 +221,7 @@ func (a *Agent) fetchManifest(ctx context.Context, repo registryshim.Repo, ref s
 	}
 	m := &registryshim.Manifest{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Body: body}
 	a.mans.put(m)
+	a.confirmManifest(repo, m)
 	return m, nil
 }
 
@@ -223,7 +232,7 @@ func (a *Agent) fetchManifest(ctx context.Context, repo registryshim.Repo, ref s
 func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag string) (*registryshim.Manifest, error) {
 	key := tagKey{repo.Registry, repo.Name, tag}
 	known, seen := a.tags.get(key)
-	if seen && a.now().Sub(known.at) < a.cfg.TagTTL {
+	if fresh, _ := a.confirms.check(keyOf(repo, known.digest)); seen && fresh && a.now().Sub(known.at) < a.cfg.TagTTL {
 		if m, ok := a.mans.get(known.digest); ok {
 			a.metrics.manifests.WithLabelValues("hit").Inc()
 			return m, nil
@@ -234,6 +243,7 @@ func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag s
 	if err == nil {
 		a.tags.put(key, desc.Digest, a.now())
 		if m, ok := a.mans.get(desc.Digest); ok {
+			a.confirmManifest(repo, m) // the HEAD in repo answered this digest
 			return m, nil
 		}
 	}
@@ -273,6 +283,10 @@ func isFinal(err error) bool {
 // Blob serves a blob from the store, starting or joining its download from
 // the upstream when the store does not hold it.
 func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (registryshim.Blob, error) {
+	size, err := a.authorizeBlob(ctx, repo, dgst)
+	if err != nil {
+		return nil, ociError(err)
+	}
 	r, err := a.store.Open(ctx, dgst)
 	if err == nil {
 		a.metrics.blobs.WithLabelValues("hit").Inc()
@@ -293,9 +307,10 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		}
 		return r, nil
 	}
-	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
-	if err != nil {
-		return nil, ociError(err)
+	if size < 0 {
+		if size, err = a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst); err != nil {
+			return nil, ociError(err)
+		}
 	}
 	r, err = a.store.Fetch(ctx, dgst, size, a.upstreamFiller(repo, dgst))
 	if err != nil {
@@ -365,10 +380,17 @@ const copyBuffer = 256 << 10
 // StatBlob answers HEAD from the store, else from the upstream, without
 // fetching the blob.
 func (a *Agent) StatBlob(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) (int64, error) {
+	size, err := a.authorizeBlob(ctx, repo, dgst)
+	if err != nil {
+		return 0, ociError(err)
+	}
 	if info, err := a.store.Stat(ctx, dgst); err == nil {
 		return info.Size, nil
 	}
-	size, err := a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
+	if size >= 0 {
+		return size, nil
+	}
+	size, err = a.up.BlobSize(ctx, repo.Registry, repo.Name, dgst)
 	return size, ociError(err)
 }
 

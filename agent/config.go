@@ -15,6 +15,10 @@ type Config struct {
 	// Prefetch starts downloading an image's config and layers when a
 	// runtime fetches its manifest.
 	Prefetch bool
+	// AuthTTL is how long the upstream's confirmation that a repository
+	// holds a manifest or blob is trusted before the upstream is asked
+	// again (see confirm.go).
+	AuthTTL time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -23,6 +27,7 @@ func DefaultConfig() Config {
 		TagTTL:             5 * time.Second,
 		ManifestCacheBytes: 64 << 20,
 		Prefetch:           true,
+		AuthTTL:            10 * time.Minute,
 	}
 }
 
@@ -30,6 +35,9 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if c.TagTTL < 0 {
 		return fmt.Errorf("agent: tag-ttl %s is negative", c.TagTTL)
+	}
+	if c.AuthTTL <= 0 {
+		return fmt.Errorf("agent: auth-ttl %s must be positive", c.AuthTTL)
 	}
 	if c.ManifestCacheBytes < 0 {
 		return fmt.Errorf("agent: manifest cache of %d bytes", c.ManifestCacheBytes)

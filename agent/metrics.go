@@ -6,6 +6,7 @@ type metrics struct {
 	manifests   *prometheus.CounterVec
 	blobs       *prometheus.CounterVec
 	trackerDown prometheus.Counter
+	confirms    *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -22,7 +23,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_agent_tracker_unavailable_total",
 			Help: "Blob downloads that went straight to the upstream because the tracker could not be reached.",
 		}),
+		confirms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_confirmations_total",
+			Help: "Checks that the upstream confirmed a repository holds a manifest or blob before it is served, by result: cached (confirmed within auth-ttl), upstream (a HEAD confirmed it), stale (upstream unreachable, an expired confirmation served), refused (the upstream said no).",
+		}, []string{"result"}),
 	}
-	r.MustRegister(m.manifests, m.blobs, m.trackerDown)
+	r.MustRegister(m.manifests, m.blobs, m.trackerDown, m.confirms)
 	return m
 }

@@ -23,6 +23,9 @@ var _ registryshim.RangeBackend = (*Agent)(nil)
 // fill the rest. Without a swarm there are no piece hashes to check bytes
 // against before the whole blob's digest, so the read is a whole-blob one.
 func (a *Agent) BlobRange(ctx context.Context, repo registryshim.Repo, dgst digest.Digest, off, n int64) (registryshim.Blob, error) {
+	if _, err := a.authorizeBlob(ctx, repo, dgst); err != nil {
+		return nil, ociError(err)
+	}
 	if _, err := a.store.Stat(ctx, dgst); err == nil {
 		return a.Blob(ctx, repo, dgst)
 	}

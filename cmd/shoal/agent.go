@@ -86,6 +86,7 @@ type agentFlags struct {
 	Tracker      string        `mapstructure:"tracker"`
 	TrackerToken string        `mapstructure:"tracker-token"`
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
+	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
 }
 
 func newAgentCmd() *cobra.Command {
@@ -99,6 +100,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
 	fs.String("tracker-token", "", "cluster token for the tracker")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
+	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f agentFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -142,6 +144,7 @@ func (f agentFlags) config() (nodeConfig, error) {
 		return cfg, err
 	}
 	cfg.Agent.TagTTL = f.TagTTL
+	cfg.Agent.AuthTTL = f.AuthTTL
 	return cfg, cfg.validate()
 }
 

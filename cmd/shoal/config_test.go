@@ -60,6 +60,7 @@ registry: [a.example=https://127.0.0.1:1, b.example]
 				c.Swarm.PerPeer, 2,
 				c.P2P.MaxUploads, 8,
 				c.Agent.TagTTL, 5*time.Second,
+				c.Agent.AuthTTL, 10*time.Minute,
 				c.DataDir, "/d")
 		}},
 		{"file", nil, []string{"--config", file}, func(c nodeConfig) []string {
@@ -127,6 +128,7 @@ func TestConfigRejects(t *testing.T) {
 		{"zero upload slots", "", nil, []string{"--tracker", "http://127.0.0.1:1", "--max-uploads", "0"}, "upload"},
 		{"bad duration", "", nil, []string{"--stall-timeout", "soon"}, "stall-timeout"},
 		{"bad registry", "", nil, []string{"--registry", "=http://x"}, "registry"},
+		{"zero auth ttl", "", nil, []string{"--auth-ttl", "0s"}, "auth-ttl"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := tc.args
