@@ -150,7 +150,7 @@ type trackerNode struct {
 func startTracker(t *testing.T, originURL string) (tn *trackerNode, stop func()) {
 	t.Helper()
 	tcfg := server.DefaultConfig()
-	tcfg.Token = clusterToken
+	tcfg.Tokens = []string{clusterToken}
 	tcfg.AnnounceInterval = 500 * time.Millisecond
 	tcfg.PeerTTL = 5 * time.Second
 	srv, err := server.New(tcfg)

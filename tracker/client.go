@@ -3,6 +3,8 @@ package tracker
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,6 +124,40 @@ func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Inf
 	return &info, nil
 }
 
+// Ping checks that the tracker answers its health probe, over TLS that
+// verifies: a certificate that does not wraps ErrCertificate.
+func (c *Client) Ping(ctx context.Context) error {
+	u := *c.base
+	u.Path += "/healthz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("tracker: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if certificateError(err) {
+			return fmt.Errorf("%w: %w", ErrCertificate, err)
+		}
+		return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: ping: HTTP %d", ErrUnavailable, resp.StatusCode)
+	}
+	return nil
+}
+
+// certificateError tells TLS verification failures from other transport
+// errors.
+func certificateError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+}
+
 // do sends one request and decodes a 200 answer into out; any other answer
 // becomes the matching sentinel error with the tracker's message.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, limit int64, out any) error {
@@ -145,6 +181,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("tracker: %s %s: %w", method, path, ctx.Err())
+		}
+		if certificateError(err) {
+			return fmt.Errorf("%w: %s %s: %w", ErrCertificate, method, path, err)
 		}
 		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
 	}

@@ -237,7 +237,7 @@ func FuzzClientQuery(f *testing.F) {
 		f.Add(s.registry, s.repo, s.dgst, s.self, s.have)
 	}
 	cfg := server.DefaultConfig()
-	cfg.Token = trackertest.Token
+	cfg.Tokens = []string{trackertest.Token}
 	cfg.MetaInfoWait = time.Second
 	srv, err := server.New(cfg)
 	if err == nil {

@@ -19,6 +19,9 @@ var (
 	ErrInvalid = errors.New("tracker: invalid")
 	// ErrPending: seeding started but no metainfo is known yet; ask again.
 	ErrPending = errors.New("tracker: metainfo pending")
+	// ErrCertificate: the tracker's TLS certificate does not verify against
+	// the client's CAs (wrong CA, wrong name, expired). Retrying cannot help.
+	ErrCertificate = errors.New("tracker: certificate not trusted")
 )
 
 // ErrorBody is the JSON body of every non-200 answer.

@@ -90,12 +90,16 @@ func (s *Shoal) start(addr string) error {
 	if !hasFlag(args, "listen") {
 		args = append(slices.Clone(args), "--listen", addr)
 	}
+	scheme := "http://"
+	if hasFlag(args, "tls-cert") {
+		scheme = "https://" // a tracker serving TLS
+	}
 	proc := StartProcess(s.t, ProcessOptions{}, s.bin, args...)
-	if err := waitHTTP(s.t.Context(), proc, "http://"+addr+"/healthz"); err != nil {
+	if err := waitHTTP(s.t.Context(), proc, scheme+addr+"/healthz"); err != nil {
 		_ = proc.Kill()
 		return fmt.Errorf("shoal %s: %w\n%s", args[0], err, proc.Logs())
 	}
-	s.proc, s.Addr, s.URL = proc, addr, "http://"+addr
+	s.proc, s.Addr, s.URL = proc, addr, scheme+addr
 	return nil
 }
 

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -85,6 +85,8 @@ type agentFlags struct {
 	nodeFlags    `mapstructure:",squash"`
 	Tracker      string        `mapstructure:"tracker"`
 	TrackerToken string        `mapstructure:"tracker-token"`
+	TokenFile    string        `mapstructure:"tracker-token-file"`
+	TrackerCA    string        `mapstructure:"tracker-ca"`
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
 }
@@ -98,7 +100,9 @@ func newAgentCmd() *cobra.Command {
 	fs := cmd.Flags()
 	addNodeFlags(fs, "127.0.0.1:5050", defaultNodeConfig())
 	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
-	fs.String("tracker-token", "", "cluster token for the tracker")
+	fs.String("tracker-token", "", "cluster token for the tracker (visible in ps: prefer --tracker-token-file)")
+	fs.String("tracker-token-file", "", "file holding the cluster token for the tracker (its first token)")
+	fs.String("tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against (default: the system roots)")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -117,7 +121,7 @@ func newAgentCmd() *cobra.Command {
 		reg := newRegistry()
 		var tr swarm.Tracker
 		if f.Tracker != "" {
-			if tr, err = tracker.NewClient(f.Tracker, f.TrackerToken, tracker.WithLogger(log)); err != nil {
+			if tr, err = f.trackerClient(cmd.Context(), log); err != nil {
 				return err
 			}
 		}
@@ -135,6 +139,48 @@ func newAgentCmd() *cobra.Command {
 		return serve(cmd.Context(), ln, withMetrics(n.agent.Handler(), reg), f.ShutdownTimeout, n.agent.Drain, log)
 	}
 	return cmd
+}
+
+// trackerClient is the client of --tracker, with the token from the flag
+// or its file and the CA from --tracker-ca. A tracker whose certificate
+// does not verify is an error now, not a string of failed announces; one
+// that does not answer yet is not (the agent pulls from the upstream until
+// it does).
+func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger) (*tracker.Client, error) {
+	token := f.TrackerToken
+	if f.TokenFile != "" {
+		toks, err := readTokens(f.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		token = toks[0]
+	}
+	if token == "" {
+		return nil, errors.New("a cluster token is required with --tracker: --tracker-token-file or --tracker-token")
+	}
+	opts := []tracker.Option{tracker.WithLogger(log)}
+	if f.TrackerCA != "" {
+		pool, err := readCA(f.TrackerCA)
+		if err != nil {
+			return nil, err
+		}
+		tp := http.DefaultTransport.(*http.Transport).Clone()
+		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
+	}
+	c, err := tracker.NewClient(f.Tracker, token, opts...)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx); err != nil {
+		if errors.Is(err, tracker.ErrCertificate) {
+			return nil, fmt.Errorf("tracker %s: %w", f.Tracker, err)
+		}
+		log.Warn("tracker not answering yet; pulling from the upstream until it does", "tracker", f.Tracker, "err", err)
+	}
+	return c, nil
 }
 
 // config is the node's configuration from the flags, checked.
@@ -193,24 +239,6 @@ func (f nodeFlags) config(def nodeConfig) (nodeConfig, error) {
 		cfg.P2P.PSK = psk
 	}
 	return cfg, nil
-}
-
-// readPSK reads a 32-byte key, raw or as 64 hex digits.
-func readPSK(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if s := strings.TrimSpace(string(b)); len(s) == 64 {
-		var key [32]byte
-		if _, err := fmt.Sscanf(s, "%x", &key); err == nil {
-			return key[:], nil
-		}
-	}
-	if len(b) != 32 {
-		return nil, fmt.Errorf("p2p-psk-file %s: want 32 raw bytes or 64 hex digits", path)
-	}
-	return b, nil
 }
 
 func newRegistry() *prometheus.Registry {

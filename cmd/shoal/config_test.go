@@ -149,7 +149,7 @@ func TestConfigRejects(t *testing.T) {
 // The tracker takes its token from a file, its own keys and the seeder's
 // node keys the same way, and the seeder has its own upload defaults.
 func TestTrackerConfig(t *testing.T) {
-	token := writeConfig(t, "token", "s3cret\n")
+	token := writeConfig(t, "tokens", "# the new one, then the one being rotated out\ns3cret\n\nold-s3cret\n")
 	file := writeConfig(t, "tracker.toml", "announce-interval = \"2s\"\nstall-timeout = \"45s\"\n")
 	t.Setenv("SHOAL_TOKEN_FILE", token)
 	cmd := newTrackerCmd()
@@ -165,7 +165,9 @@ func TestTrackerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range mismatches(
-		tcfg.Token, "s3cret",
+		len(tcfg.Tokens), 2,
+		tcfg.Tokens[0], "s3cret",
+		tcfg.Tokens[1], "old-s3cret",
 		tcfg.AnnounceInterval, 2*time.Second,
 		tcfg.PeerTTL, 6*time.Second,
 		seed.Swarm.StallTimeout, 45*time.Second,

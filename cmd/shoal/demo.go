@@ -186,7 +186,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 		return err
 	}
 	tcfg := server.DefaultConfig()
-	tcfg.Token = "demo-token"
+	tcfg.Tokens = []string{"demo-token"}
 	tcfg.AnnounceInterval = time.Second
 	tcfg.PeerTTL = 3 * time.Second
 	seed := demoConfig(defaultSeederConfig(), filepath.Join(dir, "seeder"), originURL, f.Rate)
@@ -205,7 +205,7 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	addrs := make([]string, f.Agents)
 	for i := range agents {
 		cfg := demoConfig(defaultNodeConfig(), filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
-		tc, err := tracker.NewClient(trackerURL, tcfg.Token)
+		tc, err := tracker.NewClient(trackerURL, tcfg.Tokens[0])
 		if err != nil {
 			return err
 		}

@@ -4,8 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +29,7 @@ func newTrackerCmd() *cobra.Command {
 	fs := cmd.Flags()
 	addNodeFlags(fs, "0.0.0.0:7070", defaultSeederConfig())
 	fs.String("token", "", "cluster token agents must present")
-	fs.String("token-file", "", "file holding the cluster token")
+	fs.String("token-file", "", "file holding the cluster tokens, one per line (several while one is rotated out)")
 	fs.Duration("announce-interval", server.DefaultConfig().AnnounceInterval, "how often agents announce")
 	fs.String("tls-cert", "", "TLS certificate for the tracker API (with --tls-key)")
 	fs.String("tls-key", "", "TLS key for the tracker API")
@@ -75,15 +73,17 @@ func newTrackerCmd() *cobra.Command {
 // checked.
 func (f trackerFlags) config() (server.Config, nodeConfig, error) {
 	tcfg := server.DefaultConfig()
-	tcfg.Token = f.Token
+	if f.Token != "" {
+		tcfg.Tokens = append(tcfg.Tokens, f.Token)
+	}
 	if f.TokenFile != "" {
-		b, err := os.ReadFile(f.TokenFile)
+		toks, err := readTokens(f.TokenFile)
 		if err != nil {
 			return tcfg, nodeConfig{}, err
 		}
-		tcfg.Token = strings.TrimSpace(string(b))
+		tcfg.Tokens = append(tcfg.Tokens, toks...)
 	}
-	if tcfg.Token == "" {
+	if len(tcfg.Tokens) == 0 {
 		return tcfg, nodeConfig{}, errors.New("a cluster token is required: --token, --token-file or SHOAL_TOKEN")
 	}
 	tcfg.AnnounceInterval = f.AnnounceInterval

@@ -10,9 +10,10 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// Token is the cluster token agents send as "Authorization: Bearer";
-	// required. Compared in constant time.
-	Token string
+	// Tokens are the cluster tokens agents may send as "Authorization:
+	// Bearer"; at least one. Several are accepted at once so that a token
+	// can be rotated without downtime. Compared in constant time.
+	Tokens []string
 	// AnnounceInterval is told to agents: how often they announce.
 	AnnounceInterval time.Duration
 	// PeerTTL: a (peer, blob) not re-announced within this is forgotten.
@@ -36,8 +37,8 @@ type Config struct {
 	// TLS is configured by the caller on the http.Server.
 }
 
-// DefaultConfig returns the defaults. Token is left empty: the caller must
-// set it.
+// DefaultConfig returns the defaults. Tokens are left empty: the caller must
+// set them.
 func DefaultConfig() Config {
 	return Config{
 		AnnounceInterval: 3 * time.Second,
@@ -54,8 +55,14 @@ func DefaultConfig() Config {
 // Validate reports every invalid field.
 func (c Config) Validate() error {
 	var errs []error
-	if err := tracker.ValidateToken(c.Token); err != nil {
-		errs = append(errs, err)
+	if len(c.Tokens) == 0 {
+		errs = append(errs, errors.New("token is required"))
+	}
+	for _, tok := range c.Tokens {
+		if err := tracker.ValidateToken(tok); err != nil {
+			errs = append(errs, err)
+			break
+		}
 	}
 	if c.AnnounceInterval <= 0 {
 		errs = append(errs, fmt.Errorf("announce interval %s must be positive", c.AnnounceInterval))

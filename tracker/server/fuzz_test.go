@@ -52,7 +52,7 @@ func (s *checkingSeeder) violation() string {
 func fuzzHandler(f *testing.F, s server.Seeder, known digest.Digest) http.Handler {
 	f.Helper()
 	cfg := server.DefaultConfig()
-	cfg.Token = trackertest.Token
+	cfg.Tokens = []string{trackertest.Token}
 	cfg.PeerTTL = time.Hour // p1 stays known however long the fuzzing runs
 	cfg.MetaInfoWait = time.Second
 	srv, err := server.New(cfg)

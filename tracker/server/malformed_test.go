@@ -18,7 +18,7 @@ import (
 func newHandler(t testing.TB) http.Handler {
 	t.Helper()
 	cfg := server.DefaultConfig()
-	cfg.Token = trackertest.Token
+	cfg.Tokens = []string{trackertest.Token}
 	s, err := server.New(cfg)
 	if err == nil {
 		err = s.Start(trackertest.NewSeeder())

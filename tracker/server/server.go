@@ -46,7 +46,7 @@ type Server struct {
 	reg     prometheus.Registerer
 	clock   Clock
 	metrics *metrics
-	token   [sha256.Size]byte
+	tokens  [][sha256.Size]byte // hashes of the accepted tokens
 	swarm   *swarm
 
 	ctx     context.Context // parent of every seeding; canceled by Close
@@ -73,10 +73,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		cfg:     cfg,
 		log:     slog.New(slog.DiscardHandler),
 		clock:   systemClock{},
-		token:   sha256.Sum256([]byte(cfg.Token)),
 		closing: make(chan struct{}),
 		infos:   make(map[digest.Digest]*entry),
 		lru:     list.New(),
+	}
+	for _, tok := range cfg.Tokens {
+		s.tokens = append(s.tokens, sha256.Sum256([]byte(tok)))
 	}
 	for _, o := range opts {
 		o(s)
@@ -142,7 +144,7 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		// Hashing first makes the comparison constant-time in the length too.
 		sum := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+		if !ok || !s.known(sum) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-tracker"`)
 			s.writeError(w, fmt.Errorf("%w: missing or wrong bearer token", tracker.ErrUnauthorized))
 			return
@@ -237,6 +239,16 @@ func (s *Server) await(ctx context.Context, src tracker.Source, have int) (view,
 			return v, ctx.Err()
 		}
 	}
+}
+
+// known reports whether sum is the hash of an accepted token, comparing
+// with every one in constant time.
+func (s *Server) known(sum [sha256.Size]byte) bool {
+	match := 0
+	for _, t := range s.tokens {
+		match |= subtle.ConstantTimeCompare(sum[:], t[:])
+	}
+	return match == 1
 }
 
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {

@@ -591,9 +591,11 @@ func TestConfigValidate(t *testing.T) {
 		ok   bool
 	}{
 		{"defaults with token", func(*server.Config) {}, true},
-		{"no token", func(c *server.Config) { c.Token = "" }, false},
-		{"token with space", func(c *server.Config) { c.Token = "a b" }, false},
-		{"huge token", func(c *server.Config) { c.Token = strings.Repeat("x", 5000) }, false},
+		{"no token", func(c *server.Config) { c.Tokens = nil }, false},
+		{"token with space", func(c *server.Config) { c.Tokens = []string{"a b"} }, false},
+		{"huge token", func(c *server.Config) { c.Tokens = []string{strings.Repeat("x", 5000)} }, false},
+		{"one bad token of two", func(c *server.Config) { c.Tokens = append(c.Tokens, "") }, false},
+		{"two tokens", func(c *server.Config) { c.Tokens = append(c.Tokens, "next-secret") }, true},
 		{"zero interval", func(c *server.Config) { c.AnnounceInterval = 0 }, false},
 		{"TTL below interval", func(c *server.Config) { c.PeerTTL = time.Second }, false},
 		{"no handout", func(c *server.Config) { c.MaxHandout = 0 }, false},
@@ -604,7 +606,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no info cache", func(c *server.Config) { c.MaxInfos = 0 }, false},
 	} {
 		cfg := server.DefaultConfig()
-		cfg.Token = "secret"
+		cfg.Tokens = []string{"secret"}
 		tc.edit(&cfg)
 		if err := cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
@@ -714,7 +716,7 @@ func TestInProcess(t *testing.T) {
 func TestNotStarted(t *testing.T) {
 	t.Parallel()
 	cfg := server.DefaultConfig()
-	cfg.Token = "secret"
+	cfg.Tokens = []string{"secret"}
 	s, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -22,8 +22,8 @@ const Token = "trackertest-token"
 // and seeder on a loopback httptest server, closed when the test ends.
 func Start(t testing.TB, cfg server.Config, seeder server.Seeder, opts ...server.Option) *Tracker {
 	t.Helper()
-	if cfg.Token == "" {
-		cfg.Token = Token
+	if len(cfg.Tokens) == 0 {
+		cfg.Tokens = []string{Token}
 	}
 	s, err := server.New(cfg, opts...)
 	if err != nil {
@@ -39,7 +39,7 @@ func Start(t testing.TB, cfg server.Config, seeder server.Seeder, opts ...server
 		s.Close()
 		hs.Close()
 	})
-	return &Tracker{Server: s, URL: hs.URL, Token: cfg.Token}
+	return &Tracker{Server: s, URL: hs.URL, Token: cfg.Tokens[0]}
 }
 
 // Client returns a client of tr with tr's token.
