@@ -50,7 +50,14 @@ func TestSwarmRolloutOriginSendsOnce(t *testing.T) {
 	const n = 10
 	nodes := make([]*node, n)
 	for i := range nodes {
-		nodes[i] = startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
+		nodes[i] = startAgent(t, t.TempDir(), func(c *nodeConfig) {
+			swarmConfig(tn, o.URL)(c)
+			// The count below is of the protocol, not of the machine's
+			// speed: a loaded -race run that starves a download for the
+			// default 20 s would send it to the origin. The stall fallback
+			// has its own fake-clock test (agent/swarm).
+			c.Swarm.StallTimeout = 2 * time.Minute
+		})
 	}
 	pullAll(t, nodes, "app/rollout", ":v1")
 
