@@ -13,20 +13,32 @@ import (
 )
 
 // followMetaInfo long-polls the tracker while piece hashes are still
-// arriving from the seeder.
-func (ss *session) followMetaInfo(ctx context.Context, have int) {
-	for have < ss.count {
-		info, err := ss.s.tr.MetaInfo(ctx, ss.src, have)
+// arriving from the seeder, starting from info, the session's first
+// metainfo. While the tracker fails, it asks the peers the session follows
+// for the hashes after those it knows, and takes only an answer that keeps
+// every one of them. It is the only poster of info events, and it records
+// each metainfo it posts for the peers that ask this node (Swarm.Meta).
+func (ss *session) followMetaInfo(ctx context.Context, info *piece.Info) {
+	ss.b.setInfo(info)
+	for len(info.Pieces) < ss.count {
+		next, err := ss.s.tr.MetaInfo(ctx, ss.src, len(info.Pieces))
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			ss.s.log.Debug("metainfo poll failed", "digest", ss.src.Digest, "err", err)
-			ss.sleep(ctx, time.Second)
-			continue
+			ss.s.log.Debug("metainfo poll failed, asking peers", "digest", ss.src.Digest, "err", err)
+			if next = ss.moreMeta(ctx, info); next == nil {
+				if !ss.sleep(ctx, time.Second) {
+					return
+				}
+				continue
+			}
 		}
-		if len(info.Pieces) > have {
-			have = len(info.Pieces)
+		// An answer of the tracker that contradicts what peers said fails
+		// the session (grow checks): the tracker's word is the seeder's.
+		if len(next.Pieces) > len(info.Pieces) {
+			info = next
+			ss.b.setInfo(info)
 			ss.post(event{info: info})
 		}
 	}
@@ -37,7 +49,8 @@ func (ss *session) followMetaInfo(ctx context.Context, have int) {
 // to 8 times that) while they are full and bring none, so a settled swarm
 // does not poll its tracker. A sparse handout (a swarm still forming, or
 // just the seeder) is asked again soon: a session that waited long with a
-// handful of peers would starve.
+// handful of peers would starve. While the tracker fails, the handout comes
+// from peers instead (exchange), at the same pace.
 func (ss *session) followPeers(ctx context.Context) {
 	seen := make(map[string]bool)
 	every := ss.s.cfg.PeersRefresh
@@ -46,21 +59,29 @@ func (ss *session) followPeers(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			ss.s.log.Debug("peer handout failed", "digest", ss.src.Digest, "err", err)
+		exchanged := err != nil
+		if exchanged {
+			ss.s.log.Debug("peer handout failed, asking peers", "digest", ss.src.Digest, "err", err)
+			if peers = ss.exchange(ctx); ctx.Err() != nil {
+				return
+			}
+		}
+		fresh := 0
+		for _, p := range peers {
+			if !seen[p.ID] {
+				seen[p.ID] = true
+				fresh++
+			}
+		}
+		if exchanged {
+			ss.s.pex.m.learned.Add(float64(fresh))
+		}
+		if fresh > 0 || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout) {
 			every = ss.s.cfg.PeersRefresh
 		} else {
-			fresh := false
-			for _, p := range peers {
-				if !seen[p.ID] {
-					seen[p.ID], fresh = true, true
-				}
-			}
-			if fresh || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout) {
-				every = ss.s.cfg.PeersRefresh
-			} else {
-				every = min(2*every, 8*ss.s.cfg.PeersRefresh)
-			}
+			every = min(2*every, 8*ss.s.cfg.PeersRefresh)
+		}
+		if len(peers) > 0 {
 			ss.post(event{peers: peers})
 		}
 		if !ss.sleep(ctx, every) {
@@ -113,6 +134,9 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 	err := ss.s.tp.Connect(ctx, ai)
 	var bits *piece.Bitfield
 	var haves <-chan int
+	if err != nil && ctx.Err() == nil {
+		ss.s.pex.book.forget(ai.ID) // gone, or never there
+	}
 	if err == nil {
 		bits, haves, err = ss.s.tp.Watch(ctx, ai.ID, ss.src.Digest, ss.count)
 	}
@@ -123,6 +147,13 @@ func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 		ss.post(event{from: ai.ID, r: r, gone: true})
 		return
 	}
+	// Peers that ask this node about the blob hear of ai while it is
+	// followed (until the session drops it or ends: ctx is the following's,
+	// which outlives the watch of a complete peer), and the book remembers
+	// it for later downloads.
+	ss.b.follow(ai)
+	context.AfterFunc(ctx, func() { ss.b.unfollow(ai.ID) })
+	ss.s.remember(ai, ss.src.Digest, true, ss.s.clock.Now())
 	ss.b.heard(ai.ID, bits, -1)
 	ss.post(event{from: ai.ID, r: r, bits: bits})
 	for n := range haves {

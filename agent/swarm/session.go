@@ -20,16 +20,26 @@ var ErrNoMetaInfo = errors.New("swarm: no metainfo")
 
 // MetaInfo asks the tracker for a blob's metainfo, waiting until at least
 // its size and piece size are known. The first ask of a digest makes the
-// tracker start seeding it from the origin.
+// tracker start seeding it from the origin. When the tracker cannot answer
+// (any failure but ErrNotFound), the peers this node met recently are asked
+// instead (see pex.go); if none knows the blob, the tracker's error is
+// returned.
 func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, error) {
 	for {
 		info, err := s.tr.MetaInfo(ctx, src, -1)
-		if !errors.Is(err, tracker.ErrPending) {
+		switch {
+		case errors.Is(err, tracker.ErrPending):
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		case err == nil || errors.Is(err, tracker.ErrNotFound) || ctx.Err() != nil:
 			return info, err
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if info := s.metaFromPeers(ctx, src.Digest); info != nil {
+			return info, nil
 		}
+		return nil, err
 	}
 }
 
@@ -140,8 +150,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	if ss.done() {
 		return nil
 	}
-	known := len(info.Pieces)
-	bg.Go(func() { ss.followMetaInfo(ctx, known) })
+	bg.Go(func() { ss.followMetaInfo(ctx, info) })
 	bg.Go(func() { ss.followPeers(ctx) })
 
 	stall := s.clock.Ticker(s.cfg.StallTimeout / 4)

@@ -123,6 +123,7 @@ type Swarm struct {
 	bufs  buffers
 	bytes [3]atomic.Int64 // by source: peer, seeder, origin
 	kick  chan struct{}   // asks the announce loop to announce now
+	pex   *pex            // what keeps downloads going without the tracker
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blob
@@ -137,7 +138,9 @@ type Option func(*Swarm)
 func WithLogger(l *slog.Logger) Option { return func(s *Swarm) { s.log = l } }
 
 // WithRegisterer registers the swarm's metrics with r.
-func WithRegisterer(r prometheus.Registerer) Option { return func(s *Swarm) { s.m = newMetrics(r) } }
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(s *Swarm) { s.m, s.pex = newMetrics(r), newPex(r) }
+}
 
 // WithClock sets the clock every timeout, backoff and ration of the swarm
 // runs on (default: the system clock); tests and the simulator pass a
@@ -162,7 +165,8 @@ func New(cfg Config, tr Tracker, tp Transport, st Store, self tracker.Peer, opts
 		o(s)
 	}
 	if s.m == nil {
-		s.m = newMetrics(prometheus.NewRegistry())
+		r := prometheus.NewRegistry()
+		s.m, s.pex = newMetrics(r), newPex(r)
 	}
 	s.self.Seeder = s.seed
 	return s, nil
@@ -203,6 +207,8 @@ type blob struct {
 	uploads  []uint8                     // seeder: copies started per piece
 	doneAt   []time.Time                 // seeder: when the first upload of a piece ended
 	complete bool
+	info     *piece.Info               // the longest metainfo a session knows (see pex.go)
+	followed map[peer.ID]*followedPeer // the peers sessions follow now (see pex.go)
 }
 
 // track returns the state of dgst, created for a blob of size, or nil if
@@ -497,6 +503,7 @@ func (s *Swarm) Changed(dgst digest.Digest, c store.Change) {
 	delete(s.blobs, dgst)
 	s.mu.Unlock()
 	if b != nil && c == store.Committed {
+		s.committed(b) // its metainfo, for peers that ask
 		// Watchers hear Done: the node holds every piece now. Those of a
 		// blob that is gone hear nothing more; a piece they ask for is
 		// answered UnknownBlob, and they stop following this node.
