@@ -52,8 +52,10 @@ type Bed struct {
 	registry *process
 	tracker  *process
 	agents   []*process
-	clients  map[string]*http.Client
-	closed   bool
+	// agentArgs are StartAgents' extra flags, for RestartAgent.
+	agentArgs []string
+	clients   map[string]*http.Client
+	closed    bool
 }
 
 // Start removes leftovers of an earlier bed with the same prefix, then

@@ -122,22 +122,14 @@ func (b *Bed) StartAgents(ctx context.Context, extra ...string) error {
 	if b.tracker == nil {
 		return fmt.Errorf("testbed: start the tracker before the agents")
 	}
+	b.agentArgs = extra
 	b.agents = make([]*process, len(b.Hosts))
-	for i, h := range b.Hosts {
-		dir := filepath.Join(b.cfg.WorkDir, "data", h.Name)
-		if err := os.RemoveAll(dir); err != nil {
+	for i := range b.Hosts {
+		// Emptied, not removed: it may be a mount point (a small tmpfs).
+		if err := emptyDir(b.AgentDataDir(i)); err != nil {
 			return fmt.Errorf("testbed: %w", err)
 		}
-		args := append([]string{"agent",
-			"--listen", agentAddr,
-			"--upstream", "http://" + b.OriginHost(),
-			"--insecure-registry", b.OriginHost(),
-			"--data-dir", dir,
-			"--tracker", fmt.Sprintf("http://%s:%d", b.Tracker.IP, trackerPort),
-			"--tracker-token", b.token,
-			"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", h.IP, p2pPort),
-		}, extra...)
-		p, err := b.start(h, "agent-"+h.Name, b.cfg.ShoalBin, args...)
+		p, err := b.startAgent(i)
 		if err != nil {
 			return err
 		}
@@ -155,6 +147,56 @@ func (b *Bed) StartAgents(ctx context.Context, extra ...string) error {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RestartAgent starts host i's agent again, after it exited, on the data
+// it left and with the flags StartAgents was given, and waits for /readyz.
+func (b *Bed) RestartAgent(ctx context.Context, i int) error {
+	if !b.agents[i].exited() {
+		return fmt.Errorf("testbed: agent of %s is still running", b.Hosts[i].Name)
+	}
+	p, err := b.startAgent(i)
+	if err != nil {
+		return err
+	}
+	b.agents[i] = p
+	return b.waitReady(ctx, b.Hosts[i], p, "http://"+agentAddr+"/readyz")
+}
+
+// AgentDataDir is host i's agent's --data-dir.
+func (b *Bed) AgentDataDir(i int) string {
+	return filepath.Join(b.cfg.WorkDir, "data", b.Hosts[i].Name)
+}
+
+func (b *Bed) startAgent(i int) (*process, error) {
+	h := b.Hosts[i]
+	args := append([]string{"agent",
+		"--listen", agentAddr,
+		"--upstream", "http://" + b.OriginHost(),
+		"--insecure-registry", b.OriginHost(),
+		"--data-dir", b.AgentDataDir(i),
+		"--tracker", fmt.Sprintf("http://%s:%d", b.Tracker.IP, trackerPort),
+		"--tracker-token", b.token,
+		"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", h.IP, p2pPort),
+	}, b.agentArgs...)
+	return b.start(h, "agent-"+h.Name, b.cfg.ShoalBin, args...)
+}
+
+// emptyDir removes everything inside dir, creating it if missing.
+func emptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 			return err
 		}
 	}
