@@ -465,15 +465,16 @@ func (bk *book) list(first []peer.AddrInfo, n int, rank func(*bookEntry) int) []
 			out = append(out, ai)
 		}
 	}
-	bk.mu.Lock()
 	type ranked struct {
-		e    *bookEntry
+		ai   peer.AddrInfo
+		at   time.Time
 		rank int
 	}
 	var rs []ranked
+	bk.mu.Lock()
 	for id, e := range bk.peers {
 		if r := rank(e); r >= 0 && !seen[id] {
-			rs = append(rs, ranked{e, r})
+			rs = append(rs, ranked{e.ai, e.at, r}) // entries change under mu
 		}
 	}
 	bk.mu.Unlock()
@@ -481,13 +482,13 @@ func (bk *book) list(first []peer.AddrInfo, n int, rank func(*bookEntry) int) []
 		if a.rank != b.rank {
 			return a.rank - b.rank
 		}
-		return b.e.at.Compare(a.e.at)
+		return b.at.Compare(a.at)
 	})
 	for _, r := range rs {
 		if len(out) == n {
 			break
 		}
-		out = append(out, r.e.ai)
+		out = append(out, r.ai)
 	}
 	return out
 }
