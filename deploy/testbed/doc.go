@@ -20,7 +20,12 @@
 // prefix left behind. Run plays the rollout scenario on a Bed: one image,
 // every host pulls it at the same instant through its agent, then the same
 // rollout straight from the origin as the no-P2P baseline, and returns a
-// Report (table, JSON, SVG chart).
+// Report (table, JSON, SVG chart). RunFault plays one scenario of the fault
+// suite (faults.go, faultinject.go) on a bed of its own: the same rollout
+// with one fault injected (a corrupt peer, peers or the tracker killed, the
+// origin stopped, an agent restarted, a full disk, a slow peer), checking
+// that the survivors got the right bytes and that no stored blob is
+// corrupt; cmd/faults is `make bench-faults`.
 //
 // Everything here needs root, iproute2 (ip, tc) with HTB, Debian's
 // docker-registry, crane and a shoal binary; cmd/testbed is the command
