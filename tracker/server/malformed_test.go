@@ -92,7 +92,7 @@ func TestMalformedRequests(t *testing.T) {
 	// The good forms of the same requests pass.
 	for _, tc := range []struct{ method, target, body string }{
 		{"POST", "/v1/announce", announce(goodPeer, goodBlobs)},
-		{"POST", "/v1/announce", announce(`{"id":"p2","addrs":["/dns/seed/tcp/1"],"seeder":true}`, `[]`)},
+		{"POST", "/v1/announce", announce(`{"id":"p2","addrs":["/dns/seed/tcp/1"]}`, `[]`)},
 		{"GET", "/v1/blobs/" + d + "/peers?self=p1", ``},
 	} {
 		if rec := serve(h, tc.method, tc.target, tc.body); rec.Code != http.StatusOK {
@@ -102,7 +102,8 @@ func TestMalformedRequests(t *testing.T) {
 }
 
 // FuzzAnnounce feeds the announce route arbitrary bodies: every answer is a
-// 200 or a 400 with a JSON error, never a panic.
+// 200, a 400 with a JSON INVALID error or, for a claim to be a seeder, a
+// 401; never a panic.
 func FuzzAnnounce(f *testing.F) {
 	d := digest.FromString("x").String()
 	f.Add([]byte(`{"peer":{"id":"p1","addrs":["/ip4/10.0.0.1/tcp/4001"],"seeder":true},"blobs":[{"digest":"` + d + `","have":1,"complete":true}]}`))
@@ -119,6 +120,11 @@ func FuzzAnnounce(f *testing.F) {
 		h.ServeHTTP(rec, req)
 		switch rec.Code {
 		case http.StatusOK:
+		case http.StatusUnauthorized:
+			var claim struct{ Peer struct{ Seeder bool } }
+			if json.Unmarshal(body, &claim) != nil || !claim.Peer.Seeder {
+				t.Fatalf("401 for an announce that claims no seeder: %s", rec.Body.String())
+			}
 		case http.StatusBadRequest:
 			var e struct{ Code string }
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Code != "INVALID" {

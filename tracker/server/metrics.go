@@ -8,6 +8,7 @@ import (
 
 type metrics struct {
 	announces     prometheus.Counter
+	refused       prometheus.Counter
 	handouts      prometheus.Counter
 	handoutPeers  prometheus.Histogram
 	peers         prometheus.Gauge
@@ -27,6 +28,10 @@ const (
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_announces_refused_total",
+			Help: "Announces refused although well-formed: an agent claiming to be a seeder (only the tracker's own seeder, in process, is one).",
+		}),
 		announces: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",
 			Help: "Announces accepted from agents.",
@@ -53,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Metainfo requests, by result.",
 		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.announces, m.handouts, m.handoutPeers, m.peers, m.seeds, m.metaInfoCalls} {
+	for _, c := range []prometheus.Collector{m.announces, m.refused, m.handouts, m.handoutPeers, m.peers, m.seeds, m.metaInfoCalls} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("tracker: register metrics: %w", err)
 		}

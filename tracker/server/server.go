@@ -257,6 +257,14 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, requestError(err))
 		return
 	}
+	if a.Peer.Seeder {
+		// The one seeder is this server's own, which announces in process:
+		// a token holder must not draw every agent's first requests.
+		s.metrics.refused.Inc()
+		s.log.Warn("announce refused: an agent claimed to be a seeder", "peer", a.Peer.ID)
+		s.writeError(w, fmt.Errorf("%w: only the tracker's own seeder announces as a seeder", tracker.ErrUnauthorized))
+		return
+	}
 	s.record(a)
 	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds()})
 }

@@ -121,7 +121,10 @@ func TestHandoutOrder(t *testing.T) {
 		announce(t, f.client, peer(id, false), tracker.BlobState{Digest: d, Have: 6, Complete: true})
 		first[id] = true
 	}
-	announce(t, f.client, peer("seeder", true), tracker.BlobState{Digest: d, Have: 1})
+	// The seeder is the tracker's own, announcing in process.
+	if _, err := f.tr.Announce(t.Context(), tracker.Announce{Peer: peer("seeder", true), Blobs: []tracker.BlobState{{Digest: d, Have: 1}}}); err != nil {
+		t.Fatal(err)
+	}
 	first["seeder"] = true
 	for i := range 4 {
 		announce(t, f.client, peer(fmt.Sprintf("partial%d", i), false), tracker.BlobState{Digest: d, Have: i})
@@ -755,5 +758,23 @@ func TestAnnounceWithdraws(t *testing.T) {
 	}
 	if n := f.metric(t, "shoal_tracker_peers", "", ""); n != 1 {
 		t.Errorf("shoal_tracker_peers = %v, want 1", n)
+	}
+}
+
+// An agent that claims to be a seeder over the API is refused and counted:
+// the only seeder is the tracker's own, in process.
+func TestSeederClaimRefused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	d := digest.FromString("layer")
+	_, err := f.client.Announce(t.Context(), tracker.Announce{Peer: peer("impostor", true), Blobs: []tracker.BlobState{{Digest: d, Have: 1}}})
+	if !errors.Is(err, tracker.ErrUnauthorized) {
+		t.Fatalf("announce as a seeder: %v, want ErrUnauthorized", err)
+	}
+	if got, err := f.client.Peers(t.Context(), d, ""); err != nil || len(got) != 0 {
+		t.Errorf("the impostor is handed out: %v, %v", ids(got), err)
+	}
+	if n := f.metric(t, "shoal_tracker_announces_refused_total", "", ""); n != 1 {
+		t.Errorf("refused announces counted %v, want 1", n)
 	}
 }
