@@ -29,6 +29,9 @@
 //	POST /v1/announce
 //	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}]}
 //	    → 200 {"intervalMs": N}: announce again within N ms or be forgotten.
+//	    The blobs are everything the peer holds: those it listed last time
+//	    and leaves out now are withdrawn at once. "seeder": true is refused
+//	    (401): the only seeder is the tracker's own, announcing in process.
 //	GET /v1/blobs/{digest}/peers?self=ID
 //	    → 200 {"peers": [{"id", "addrs", "seeder", "complete", "have"}]}
 //	    Complete peers and seeders first (shuffled), then incomplete ones
