@@ -55,7 +55,9 @@ func (ss *session) followPeers(ctx context.Context) {
 	seen := make(map[string]bool)
 	every := ss.s.cfg.PeersRefresh
 	for {
-		peers, err := ss.s.tr.Peers(ctx, ss.src.Digest, ss.s.self.ID)
+		tctx, cancel := ss.s.clock.WithTimeout(ctx, trackerTimeout)
+		peers, err := ss.s.tr.Peers(tctx, ss.src.Digest, ss.s.self.ID)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}

@@ -47,6 +47,11 @@ var (
 )
 
 const (
+	// trackerTimeout bounds a question to the tracker that it answers at
+	// once (peers, a first metainfo): a tracker cut off by the network
+	// would otherwise hold it for the dial timeout, 30 s, before the peers
+	// are asked instead. Metainfo long-polls are not bounded.
+	trackerTimeout = 10 * time.Second
 	// exchangeFanout is how many followed peers a session asks per round.
 	exchangeFanout = 4
 	// askRecent is how many recently met peers MetaInfo asks at once.

@@ -26,7 +26,9 @@ var ErrNoMetaInfo = errors.New("swarm: no metainfo")
 // returned.
 func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, error) {
 	for {
-		info, err := s.tr.MetaInfo(ctx, src, -1)
+		tctx, cancel := s.clock.WithTimeout(ctx, trackerTimeout)
+		info, err := s.tr.MetaInfo(tctx, src, -1)
+		cancel()
 		switch {
 		case errors.Is(err, tracker.ErrPending):
 			if ctx.Err() != nil {
