@@ -161,7 +161,9 @@ func corruptPeer() injector {
 		check: func(_ context.Context, r *faultRun) {
 			rejected := r.counterSum("shoal_swarm_pieces_total", "result", "rejected")
 			dropped := r.counterSum("shoal_swarm_peers_dropped_total", "", "")
-			r.res.notef("agents rejected %.0f pieces and dropped the liar %.0f times; the liar served %s pieces", rejected, dropped, lastLogValue(liar.logPath, "pieces="))
+			sent, _ := strconv.ParseInt(lastLogValue(liar.logPath, "bytes="), 10, 64)
+			r.res.notef("agents rejected %.0f pieces and dropped the liar %.0f times; the liar was asked for %s pieces and sent %s of garbage",
+				rejected, dropped, lastLogValue(liar.logPath, "pieces="), mib(sent))
 			if liar.exited() {
 				r.res.problemf("the liar exited during the rollout (log: %s)", liar.logPath)
 			}

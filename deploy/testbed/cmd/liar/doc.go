@@ -7,5 +7,6 @@
 //	liar -tracker URL -token-file F -listen /ip4/A/tcp/P [-id-file F] sha256:<hex>:<size> …
 //
 // It writes its peer ID to -id-file once it announces, logs how many
-// pieces it served, and runs until SIGTERM or SIGINT.
+// pieces it was asked for and the bytes it sent, and runs until SIGTERM or
+// SIGINT.
 package main

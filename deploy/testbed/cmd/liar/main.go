@@ -92,13 +92,13 @@ func run(log *slog.Logger) error {
 			}
 			wroteID = true
 		}
-		if n := src.served.Load(); n != reported {
+		if n := src.asked.Load(); n != reported {
 			reported = n
-			log.Info("served corrupt pieces", "pieces", n)
+			log.Info("corrupt pieces", "pieces", n, "bytes", src.sent.Load())
 		}
 		select {
 		case <-ctx.Done():
-			log.Info("liar stopping", "pieces", src.served.Load())
+			log.Info("liar stopping", "pieces", src.asked.Load(), "bytes", src.sent.Load())
 			return nil
 		case <-time.After(min(interval/2, time.Second)):
 		}
@@ -125,8 +125,9 @@ func parseBlob(s string) (digest.Digest, int64, error) {
 // garbage is a p2p.Source that holds every piece of its blobs and serves
 // each as random bytes.
 type garbage struct {
-	blobs  map[digest.Digest]int64 // read-only after start
-	served atomic.Int64
+	blobs map[digest.Digest]int64 // read-only after start
+	asked atomic.Int64            // pieces opened
+	sent  atomic.Int64            // bytes read from them, about what went out
 }
 
 var _ p2p.Source = (*garbage)(nil)
@@ -156,6 +157,18 @@ func (g *garbage) Piece(_ context.Context, d digest.Digest, n int) (io.ReadClose
 	}
 	length := min(ps, size-int64(n)*ps)
 	var seed [32]byte
-	binary.LittleEndian.PutUint64(seed[:], uint64(g.served.Add(1)))
-	return io.NopCloser(io.LimitReader(rand.NewChaCha8(seed), length)), length, nil
+	binary.LittleEndian.PutUint64(seed[:], uint64(g.asked.Add(1)))
+	return io.NopCloser(&counted{r: io.LimitReader(rand.NewChaCha8(seed), length), n: &g.sent}), length, nil
+}
+
+// counted adds what is read through it to n.
+type counted struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
