@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,5 +319,27 @@ func TestResumeVerifies(t *testing.T) {
 		if !bytes.Equal(w.bytes(), r.data) {
 			t.Error("the blob's bytes are wrong")
 		}
+	}
+}
+
+// fullWriter is a store that cannot take another byte.
+type fullWriter struct{ *memWriter }
+
+func (fullWriter) WriteAt([]byte, int64) (int, error) { return 0, syscall.ENOSPC }
+
+// A download whose store cannot take a piece ends at once, asks nobody
+// else for it and does not hand the rest to the origin: no peer or origin
+// byte can help a full disk.
+func TestFullDiskEndsTheDownload(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 4, []tracker.Peer{randomPeer(t, false)}, func(peer.ID, int) error { return nil },
+		func(c *Config) { c.PerPeer, c.MaxInFlight = 1, 1 })
+	fellBack := false
+	err := r.s.Filler(r.src, r.info, func(context.Context, store.Writer) error { fellBack = true; return nil })(t.Context(), fullWriter{newMemWriter(len(r.data))})
+	if !errors.Is(err, syscall.ENOSPC) || fellBack {
+		t.Fatalf("download into a full store: %v (fell back %v), want ENOSPC and no fallback", err, fellBack)
+	}
+	if n := len(r.tp.asked()); n != 1 {
+		t.Errorf("peers were asked %d times, want once", n)
 	}
 }

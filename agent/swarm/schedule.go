@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -119,9 +120,14 @@ func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
 	})
 }
 
+// errWrite marks a download that cannot write to the store (a full disk):
+// asking anyone for more bytes, peers or the origin, cannot help.
+var errWrite = errors.New("swarm: cannot write to the store")
+
 // fetched takes a fetch result: a verified piece goes to the store and to
-// our watchers; duplicates in flight elsewhere are cancelled.
-func (ss *session) fetched(ev event) {
+// our watchers; duplicates in flight elsewhere are cancelled. A piece the
+// store cannot take ends the download.
+func (ss *session) fetched(ev event) error {
 	req, r := ev.req, ev.req.r
 	req.cancel()
 	delete(ss.flight, req)
@@ -131,19 +137,15 @@ func (ss *session) fetched(ev event) {
 		if followed {
 			ss.failed(req, ev.err)
 		}
-		return
+		return nil
 	}
 	defer ss.s.release(ev.data)
 	if ss.b.have.Has(req.n) { // a duplicate from the endgame
-		return
+		return nil
 	}
 	off, _ := ss.info.Span(req.n)
 	if _, err := ss.w.WriteAt(ev.data, off); err != nil {
-		ss.s.log.Warn("writing piece", "digest", ss.info.Digest, "piece", req.n, "err", err)
-		if followed {
-			ss.pick.Cancel(req.n, string(r.id))
-		}
-		return
+		return fmt.Errorf("%w: piece %d of %s: %w", errWrite, req.n, ss.info.Digest, err)
 	}
 	ss.pick.Have(req.n)
 	ss.b.markHave(req.n)
@@ -160,6 +162,7 @@ func (ss *session) fetched(ev event) {
 		}
 	}
 	r.failures, r.busy = 0, 0
+	return nil
 }
 
 // failed handles a failed request to a peer still followed.

@@ -50,8 +50,8 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
 		err := s.download(ctx, src, info, w, nil)
-		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) {
-			return err // a corrupt partial blob is discarded, not finished
+		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, errWrite) {
+			return err // a corrupt partial blob is discarded, a full disk not filled further
 		}
 		s.log.Warn("swarm download stalled, finishing from the origin", "digest", src.Digest, "err", err)
 		s.m.fallbacks.Inc()
@@ -252,7 +252,7 @@ func (ss *session) handle(ev event, bg *sync.WaitGroup) error {
 	case ev.peers != nil:
 		ss.meet(ev.peers, bg)
 	case ev.fetch:
-		ss.fetched(ev)
+		return ss.fetched(ev)
 	case ss.peers[ev.from] != ev.r:
 		// from an earlier following of a peer since dropped
 	case ev.bits != nil:
