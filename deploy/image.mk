@@ -14,7 +14,7 @@ IMAGE_PLATFORMS   ?= linux/amd64,linux/arm64
 IMAGE_CA_CERTS    ?= /etc/ssl/certs/ca-certificates.crt
 IMAGE_INSECURE    ?=
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# The commit, with -dirty when the tree has changes (as Go's vcs.modified).
+# The commit, for the label; -dirty when git status lists any change.
 IMAGE_REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)$(if $(shell git status --porcelain 2>/dev/null),-dirty)
 
 .PHONY: image image-push
