@@ -16,4 +16,6 @@
 //
 // A rule that names a package which does not exist fails instead of passing
 // with nothing to check, so renaming a package means updating its rule.
+// It also holds the rule that no non-test Go file is over 600 lines
+// (size_test.go).
 package depcheck
