@@ -301,7 +301,7 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		return nil, err
 	}
 	if info != nil {
-		r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.checkedUpstream(repo, dgst), a.upstreamFiller(repo, dgst)))
+		r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.upstreamFiller(repo, dgst)))
 		if err != nil {
 			return nil, storeError(err)
 		}

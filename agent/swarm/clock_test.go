@@ -63,7 +63,7 @@ func newRig(t *testing.T, pieces int, peers []tracker.Peer, answer func(peer.ID,
 func (r *rig) fill(ctx context.Context, fallback store.Filler) (*memWriter, <-chan error) {
 	w := newMemWriter(len(r.data))
 	done := make(chan error, 1)
-	go func() { done <- r.s.Filler(r.src, r.info, nil, fallback)(ctx, w) }()
+	go func() { done <- r.s.Filler(r.src, r.info, fallback)(ctx, w) }()
 	return w, done
 }
 
@@ -298,7 +298,7 @@ func TestResumeVerifies(t *testing.T) {
 			w.data[testPiece+7] ^= 0xff
 		}
 		fellBack := false
-		err := r.s.Filler(r.src, r.info, nil, func(context.Context, store.Writer) error { fellBack = true; return nil })(t.Context(), w)
+		err := r.s.Filler(r.src, r.info, func(context.Context, store.Writer) error { fellBack = true; return nil })(t.Context(), w)
 		if corrupt {
 			if !errors.Is(err, store.ErrDigestMismatch) || fellBack {
 				t.Errorf("corrupt resumed piece: %v (fell back %v), want a digest mismatch", err, fellBack)
@@ -335,66 +335,11 @@ func TestFullDiskEndsTheDownload(t *testing.T) {
 	r := newRig(t, 4, []tracker.Peer{randomPeer(t, false)}, func(peer.ID, int) error { return nil },
 		func(c *Config) { c.PerPeer, c.MaxInFlight = 1, 1 })
 	fellBack := false
-	err := r.s.Filler(r.src, r.info, nil, func(context.Context, store.Writer) error { fellBack = true; return nil })(t.Context(), fullWriter{newMemWriter(len(r.data))})
+	err := r.s.Filler(r.src, r.info, func(context.Context, store.Writer) error { fellBack = true; return nil })(t.Context(), fullWriter{newMemWriter(len(r.data))})
 	if !errors.Is(err, syscall.ENOSPC) || fellBack {
 		t.Fatalf("download into a full store: %v (fell back %v), want ENOSPC and no fallback", err, fellBack)
 	}
 	if n := len(r.tp.asked()); n != 1 {
 		t.Errorf("peers were asked %d times, want once", n)
-	}
-}
-
-// When the swarm stalls, the origin is asked for the pieces no peer holds,
-// one by one and checked, and never for one a peer holds: agents the swarm
-// left without a source fetch different pieces and share them.
-func TestOriginIsAPeerOfLastResort(t *testing.T) {
-	t.Parallel()
-	r := newRig(t, 4, []tracker.Peer{randomPeer(t, false)}, func(peer.ID, int) error { return nil }, nil)
-	r.tp.has = func(_ peer.ID, n int) bool { return n < 2 }
-	start := r.clk.Now()
-	var mu sync.Mutex
-	var fromOrigin []int
-	var first time.Time
-	origin := func(_ context.Context, w store.Writer, info *piece.Info, pieces []int) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if first.IsZero() {
-			first = r.clk.Now()
-		}
-		for _, n := range pieces {
-			fromOrigin = append(fromOrigin, n)
-			off, length := info.Span(n)
-			if _, err := w.WriteAt(r.data[off:off+length], off); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	w := newMemWriter(len(r.data))
-	done := make(chan error, 1)
-	go func() {
-		done <- r.s.Filler(r.src, r.info, origin, func(context.Context, store.Writer) error {
-			return errors.New("the whole-blob fallback was used")
-		})(t.Context(), w)
-	}()
-	asked := func() bool { mu.Lock(); defer mu.Unlock(); return !first.IsZero() }
-	if !r.advanceUntil(time.Second, 120, asked) {
-		t.Fatal("the origin was never asked")
-	}
-	// Time stands still from here: fetching from the origin needs none.
-	if err := wait(t, done); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(fromOrigin)
-	if !slices.Equal(fromOrigin, []int{2, 3}) {
-		t.Errorf("the origin was asked for pieces %v, want [2 3]: those no peer holds, once each", fromOrigin)
-	}
-	if took := first.Sub(start); took <= r.s.cfg.StallTimeout {
-		t.Errorf("the origin was asked after %s, before the stall timeout %s", took, r.s.cfg.StallTimeout)
-	}
-	if !bytes.Equal(w.bytes(), r.data) {
-		t.Error("the blob's bytes are wrong")
 	}
 }

@@ -205,8 +205,6 @@ type scripted struct {
 	answer func(p peer.ID, n int) error
 	// watched, if set, is called before a peer's bitfield is returned.
 	watched func(p peer.ID)
-	// has, if set, says which pieces a peer holds (default: all).
-	has func(p peer.ID, n int) bool
 
 	mu   sync.Mutex
 	asks []ask
@@ -220,22 +218,16 @@ type ask struct {
 
 func (s *scripted) Connect(context.Context, peer.AddrInfo) error { return nil }
 
-func (s *scripted) Watch(ctx context.Context, p peer.ID, _ digest.Digest, count int) (*piece.Bitfield, <-chan int, error) {
+func (s *scripted) Watch(_ context.Context, p peer.ID, _ digest.Digest, count int) (*piece.Bitfield, <-chan int, error) {
 	if s.watched != nil {
 		s.watched(p)
 	}
 	bits := piece.NewBitfield(count)
 	for n := range count {
-		if s.has == nil || s.has(p, n) {
-			bits.Set(n)
-		}
+		bits.Set(n)
 	}
 	ch := make(chan int)
-	if bits.Full() {
-		close(ch) // a complete peer: Done at once
-	} else {
-		context.AfterFunc(ctx, func() { close(ch) }) // nothing more comes
-	}
+	close(ch) // a complete peer: Done at once
 	return bits, ch, nil
 }
 

@@ -298,7 +298,7 @@ func (r *pexRig) fill(ctx context.Context, start *piece.Info) (*memWriter, <-cha
 		return errors.New("the origin was asked")
 	}
 	src := tracker.Source{Repo: "app", Digest: start.Digest}
-	go func() { done <- r.s.Filler(src, start, nil, origin)(ctx, w) }()
+	go func() { done <- r.s.Filler(src, start, origin)(ctx, w) }()
 	return w, done, func() bool { mu.Lock(); defer mu.Unlock(); return fellBack }
 }
 

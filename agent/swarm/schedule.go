@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -71,8 +70,7 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 	// holding what it lacks are busy.
 	ss.pickFrom(order[:agents], now, bg, ss.pick.Pick)
 	if len(ss.flight) == 0 {
-		// Not the origin: it is asked only for what no peer holds.
-		ss.pickFrom(slices.DeleteFunc(seeders, func(r *remote) bool { return r.origin }), now, bg, ss.pick.Pick)
+		ss.pickFrom(seeders, now, bg, ss.pick.Pick)
 	}
 }
 
@@ -110,15 +108,6 @@ func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
 	want := ss.info.Pieces[n]
 	_, length := ss.info.Span(n)
 	dgst := ss.info.Digest
-	if r.origin {
-		info := ss.info // replaced on growth, never changed
-		bg.Go(func() {
-			defer cancel()
-			err := ss.origin(ctx, ss.w, info, []int{n}) // checks and writes it
-			ss.post(event{fetch: true, req: req, err: err, written: err == nil})
-		})
-		return
-	}
 	bg.Go(func() {
 		defer cancel()
 		buf := ss.s.buffer(length)
@@ -155,22 +144,18 @@ func (ss *session) fetched(ev event) error {
 		return nil
 	}
 	off, _ := ss.info.Span(req.n)
-	if !ev.written {
-		if _, err := ss.w.WriteAt(ev.data, off); err != nil {
-			return fmt.Errorf("%w: piece %d of %s: %w", errWrite, req.n, ss.info.Digest, err)
-		}
+	if _, err := ss.w.WriteAt(ev.data, off); err != nil {
+		return fmt.Errorf("%w: piece %d of %s: %w", errWrite, req.n, ss.info.Digest, err)
 	}
 	ss.pick.Have(req.n)
 	ss.b.markHave(req.n)
 	ss.last = ss.s.clock.Now()
 	ss.s.m.pieces.WithLabelValues("verified").Inc()
-	switch {
-	case ev.written: // the origin's fetcher counted its bytes
-	case r.seeder:
-		ss.s.count(FromSeeder, int64(len(ev.data)))
-	default:
-		ss.s.count(FromPeer, int64(len(ev.data)))
+	source := FromPeer
+	if r.seeder {
+		source = FromSeeder
 	}
+	ss.s.count(source, int64(len(ev.data)))
 	for other := range ss.flight {
 		if other.n == req.n {
 			other.cancel() // its result comes back as an error and is ignored

@@ -46,15 +46,10 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 }
 
 // Filler returns a store.Filler that downloads src from the swarm, starting
-// from info. When the swarm makes no progress for StallTimeout, the origin
-// joins the download as a peer of last resort (pieces, checked against
-// their CIDs by pieces): it is asked only for pieces no followed peer
-// holds, so agents left without a source (the seeder gone with its
-// tracker) fetch different pieces from it and share them. If that stalls
-// too (pieces whose CID nobody knows), fallback gets whatever is left.
-func (s *Swarm) Filler(src tracker.Source, info *piece.Info, pieces PieceFiller, fallback store.Filler) store.Filler {
+// from info, and hands whatever is left to fallback if the swarm stalls.
+func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
-		err := s.download(ctx, src, info, w, nil, pieces)
+		err := s.download(ctx, src, info, w, nil)
 		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, errWrite) {
 			return err // a corrupt partial blob is discarded, a full disk not filled further
 		}
@@ -83,15 +78,11 @@ type session struct {
 	// pending are pieces an earlier run wrote whose CID is not known yet:
 	// held for the picker, not announced or served until verified.
 	pending map[int]bool
-	// origin fetches pieces from the origin, once the session follows it
-	// (peers[originPeer]) after a stall; nil: never.
-	origin PieceFiller
 }
 
 type remote struct {
 	id       peer.ID
 	seeder   bool
-	origin   bool               // the origin, a peer of last resort (see useOrigin)
 	has      int                // pieces it announced
 	stop     context.CancelFunc // ends its watch
 	inflight int
@@ -112,25 +103,23 @@ type request struct {
 
 // event is posted to the session loop by its goroutines.
 type event struct {
-	info    *piece.Info     // metainfo grew
-	peers   []tracker.Peer  // a handout
-	from    peer.ID         // watch and fetch events
-	r       *remote         // watch events: which following of the peer
-	bits    *piece.Bitfield // the peer's pieces now
-	have    int             // a piece the peer verified since (-1: none)
-	gone    bool            // the peer cannot be followed
-	ended   bool            // the peer's watch stream closed
-	req     *request        // fetch result: the request
-	data    []byte          // fetch result: verified bytes
-	err     error           // fetch result: failure
-	fetch   bool            // this is a fetch result
-	written bool            // fetch result: the origin's fetcher wrote the piece
+	info  *piece.Info     // metainfo grew
+	peers []tracker.Peer  // a handout
+	from  peer.ID         // watch and fetch events
+	r     *remote         // watch events: which following of the peer
+	bits  *piece.Bitfield // the peer's pieces now
+	have  int             // a piece the peer verified since (-1: none)
+	gone  bool            // the peer cannot be followed
+	ended bool            // the peer's watch stream closed
+	req   *request        // fetch result: the request
+	data  []byte          // fetch result: verified bytes
+	err   error           // fetch result: failure
+	fetch bool            // this is a fetch result
 }
 
 // download fetches the pieces of src that w lacks: all of them, or with
-// want only those that cover it. origin, if not nil, fetches pieces from the
-// origin once the swarm stalls (see Filler).
-func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.Info, w store.Writer, want *store.Range, origin PieceFiller) error {
+// want only those that cover it.
+func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.Info, w store.Writer, want *store.Range) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer func() { cancel(); bg.Wait() }()
@@ -145,7 +134,6 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		flight:  make(map[*request]struct{}),
 		last:    s.clock.Now(),
 		pending: make(map[int]bool),
-		origin:  origin,
 	}
 	if ss.b == nil {
 		return fmt.Errorf("swarm: %s is committed already", src.Digest)
@@ -188,33 +176,12 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 		case <-retry.C:
 		case <-stall.C:
 			if s.clock.Since(ss.last) > s.cfg.StallTimeout {
-				if ss.origin != nil && ss.peers[originPeer] == nil {
-					ss.useOrigin()
-					continue
-				}
 				return fmt.Errorf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers))
 			}
 		}
 	}
 	s.kickAnnounce()
 	return nil
-}
-
-// originPeer is the origin's name among a session's peers: no libp2p peer
-// ID is these bytes.
-const originPeer peer.ID = "origin"
-
-// useOrigin makes the origin a peer of the session, one that holds every
-// piece whose CID is known and, like a seeder, is asked first for the
-// pieces only it holds, and never for one a followed peer holds.
-func (ss *session) useOrigin() {
-	ss.s.log.Warn("swarm download stalled, fetching the pieces no peer holds from the origin", "digest", ss.info.Digest, "peers", len(ss.peers))
-	ss.s.m.fallbacks.Inc()
-	ss.peers[originPeer] = &remote{id: originPeer, seeder: true, origin: true, stop: func() {}}
-	for n := range len(ss.info.Pieces) {
-		ss.pick.PeerHas(string(originPeer), n)
-	}
-	ss.last = ss.s.clock.Now()
 }
 
 // done tells whether every piece is written and verified.
@@ -324,14 +291,8 @@ func (ss *session) grow(info *piece.Info) error {
 			return fmt.Errorf("swarm: metainfo of %s changed piece %d", ss.info.Digest, n)
 		}
 	}
-	known := len(ss.info.Pieces)
 	ss.info = info
 	ss.pick.SetKnown(len(info.Pieces))
-	if ss.peers[originPeer] != nil {
-		for n := known; n < len(info.Pieces); n++ {
-			ss.pick.PeerHas(string(originPeer), n)
-		}
-	}
 	ss.last = ss.s.clock.Now()
 	return ss.verifyPending()
 }

@@ -21,7 +21,7 @@ type PieceFiller func(ctx context.Context, w store.Writer, info *piece.Info, pie
 // the wanted pieces still missing, with the metainfo known by then.
 func (s *Swarm) RangeFiller(src tracker.Source, info *piece.Info, want store.Range, fallback PieceFiller) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
-		err := s.download(ctx, src, info, w, &want, fallback)
+		err := s.download(ctx, src, info, w, &want)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrDigestMismatch) && !errors.Is(err, errWrite) {
 			s.log.Warn("swarm range download stalled, finishing the range from the origin", "digest", src.Digest, "err", err)
 			s.m.fallbacks.Inc()
