@@ -46,17 +46,85 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 }
 
 // Filler returns a store.Filler that downloads src from the swarm, starting
-// from info, and hands whatever is left to fallback if the swarm stalls.
+// from info. When the swarm stalls, the origin is asked first only for the
+// pieces no followed peer holds or whose CIDs nobody knows, and the node
+// names, checks and announces each as it lands (standIn), standing in for a
+// seeder that is gone; then the download goes back to the swarm. After
+// three such rounds, or when nothing is lacking, fallback gets the rest.
 func (s *Swarm) Filler(src tracker.Source, info *piece.Info, fallback store.Filler) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
-		err := s.download(ctx, src, info, w, nil)
-		if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, errWrite) {
-			return err // a corrupt partial blob is discarded, a full disk not filled further
+		for round := 0; ; round++ {
+			err := s.download(ctx, src, info, w, nil)
+			if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, errWrite) {
+				return err // a corrupt partial blob is discarded, a full disk not filled further
+			}
+			s.m.fallbacks.Inc()
+			var se *stallError
+			if errors.As(err, &se) && len(se.only) > 0 && round < 3 {
+				s.log.Warn("swarm download stalled, the pieces no peer has from the origin", "digest", src.Digest, "err", err, "ranges", len(se.only))
+				if err := fallback(ctx, s.standIn(src.Digest, onlyWriter{w, se.only})); err != nil {
+					return err
+				}
+				if b := s.lookup(src.Digest); b != nil {
+					if latest, _ := b.known(); latest != nil && len(latest.Pieces) > len(info.Pieces) {
+						info = latest
+					}
+				}
+				if len(w.Missing()) == 0 {
+					return nil
+				}
+				continue
+			}
+			s.log.Warn("swarm download stalled, finishing from the origin", "digest", src.Digest, "err", err)
+			return fallback(ctx, s.standIn(src.Digest, w))
 		}
-		s.log.Warn("swarm download stalled, finishing from the origin", "digest", src.Digest, "err", err)
-		s.m.fallbacks.Inc()
-		return fallback(ctx, w)
 	}
+}
+
+// stallError ends a download that made no progress; only are the ranges
+// of the pieces it lacks that no peer it follows holds or can be asked for.
+type stallError struct {
+	msg  string
+	only []store.Range
+}
+
+func (e *stallError) Error() string { return e.msg }
+
+// onlyWriter shows a fallback only some of the missing ranges.
+type onlyWriter struct {
+	store.Writer
+	only []store.Range
+}
+
+func (o onlyWriter) Missing() []store.Range {
+	var out []store.Range
+	for _, m := range o.Writer.Missing() {
+		for _, r := range o.only {
+			lo, hi := max(m.Off, r.Off), min(m.Off+m.Len, r.Off+r.Len)
+			if lo < hi {
+				out = append(out, store.Range{Off: lo, Len: hi - lo})
+			}
+		}
+	}
+	return out
+}
+
+// lacking lists the ranges of the pieces missing that no followed peer
+// holds, or whose CIDs are not known, merged.
+func (ss *session) lacking() []store.Range {
+	var out []store.Range
+	for n := range ss.count {
+		if ss.pick.Has(n) || (n < len(ss.info.Pieces) && ss.pick.Availability(n) > 0) {
+			continue
+		}
+		off, length := ss.info.Span(n)
+		if k := len(out); k > 0 && out[k-1].Off+out[k-1].Len == off {
+			out[k-1].Len += length
+			continue
+		}
+		out = append(out, store.Range{Off: off, Len: length})
+	}
+	return out
 }
 
 // session is one blob's download. Only run touches its fields; the
@@ -175,8 +243,8 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 			}
 		case <-retry.C:
 		case <-stall.C:
-			if s.clock.Since(ss.last) > s.cfg.StallTimeout {
-				return fmt.Errorf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers))
+			if s.clock.Since(ss.last) > s.cfg.StallTimeout+ss.standBy() {
+				return &stallError{msg: fmt.Sprintf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers)), only: ss.lacking()}
 			}
 		}
 	}
