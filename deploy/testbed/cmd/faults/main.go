@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/deploy/testbed"
@@ -83,32 +80,11 @@ func run() error {
 	if err := sc.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	ctx, cleanup, err := testbed.Command(&cfg, *out, *work, "shoal-faults-")
+	if err != nil {
 		return err
 	}
-	if *work == "" {
-		dir, err := os.MkdirTemp("", "shoal-faults-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		*work = dir
-	}
-	cfg.WorkDir = *work
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		// A second Ctrl-C ends the process even in the middle of cleanup.
-		<-ctx.Done()
-		stop()
-	}()
-	if err := testbed.Probe(ctx, cfg.Prefix); err != nil {
-		return err
-	}
+	defer cleanup()
 	begin := time.Now()
 	img, err := testbed.GenerateImage(filepath.Join(cfg.WorkDir, "image"), sc.ImageSize, sc.Layers, sc.Seed)
 	if err != nil {

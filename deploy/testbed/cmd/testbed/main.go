@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/deploy/testbed"
@@ -77,34 +74,11 @@ func run() error {
 		return err
 	}
 
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	ctx, cleanup, err := testbed.Command(&cfg, *out, *work, "shoal-bench-")
+	if err != nil {
 		return err
 	}
-	if *work == "" {
-		dir, err := os.MkdirTemp("", "shoal-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		*work = dir
-	}
-	cfg.WorkDir = *work
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		// After the first signal, the default handling comes back: a
-		// second Ctrl-C ends the process even in the middle of cleanup.
-		<-ctx.Done()
-		stop()
-	}()
-
-	if err := testbed.Probe(ctx, cfg.Prefix); err != nil {
-		return err
-	}
+	defer cleanup()
 	begin := time.Now()
 	bed, err := testbed.Start(ctx, cfg, testbed.WithLogger(log))
 	if err != nil {
