@@ -122,7 +122,11 @@ func TestSwarmTrackerDownPullFromPeersMetEarlier(t *testing.T) {
 		nodes[i] = startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
 	}
 	late := startAgent(t, t.TempDir(), swarmConfig(tn, o.URL))
-	pullAll(t, append(nodes, late), "app/warm", ":v1") // everyone meets everyone
+	// The late agent meets the others in an earlier pull: after theirs, so
+	// that its handout names them (pulling at once, it may meet only the
+	// seeder, which goes with the tracker).
+	pullAll(t, nodes, "app/warm", ":v1")
+	pull(t, late, "app/warm", ":v1")
 	pullAll(t, nodes, "app/main", ":v1")
 	stop()
 
