@@ -17,7 +17,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		blobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_blob_lookups_total",
-			Help: "Blob lookups by result: hit (in the store, complete or downloading) or miss (download started or joined).",
+			Help: "Blob lookups by result: hit (in the store, complete or downloading), miss (download started or joined), range (a Range read of a blob the store lacks: only its pieces fetched).",
 		}, []string{"result"}),
 		trackerDown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_tracker_unavailable_total",
