@@ -3,7 +3,8 @@
 # machine: an origin registry (docker-registry), the real clients (skopeo,
 # crane, containerd's ctr), iproute2 for network namespaces and apache2-utils;
 # for deploy/systemd, systemd-analyze (systemd) and strace; for the image
-# (deploy/image), the CA bundle it copies (ca-certificates).
+# (deploy/image), the CA bundle it copies (ca-certificates); for the tracker's
+# status page test, headless Chromium (chromium).
 #
 # Run as root from anywhere inside the repository. Idempotent and quiet: when
 # everything is present it only checks and exits.
@@ -14,7 +15,7 @@ die() {
 	exit 1
 }
 
-apt_packages=(docker-registry skopeo containerd iproute2 apache2-utils systemd strace ca-certificates)
+apt_packages=(docker-registry skopeo containerd iproute2 apache2-utils systemd strace ca-certificates chromium)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

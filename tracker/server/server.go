@@ -133,6 +133,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/announce", s.auth(s.handleAnnounce))
 	mux.Handle("GET /v1/blobs/{digest}/peers", s.auth(s.handlePeers))
 	mux.Handle("GET /v1/blobs/{digest}/metainfo", s.auth(s.handleMetaInfo))
+	mux.Handle("GET /v1/status", s.auth(s.handleStatus))
+	mux.HandleFunc("GET /status", s.statusPage) // Basic auth for browsers (status.go)
 	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fmt.Errorf("%w: no route %s %s", tracker.ErrInvalid, r.Method, r.URL.Path[:min(len(r.URL.Path), 80)]))
 	}))
