@@ -37,6 +37,16 @@ var (
 	ErrUnsupported             = &Error{Code: "UNSUPPORTED", Message: "the operation is unsupported", Status: http.StatusMethodNotAllowed}
 	ErrTooManyRequests         = &Error{Code: "TOOMANYREQUESTS", Message: "too many requests", Status: http.StatusTooManyRequests}
 
+	// The push path's (see push.go).
+	ErrBlobUploadUnknown   = &Error{Code: "BLOB_UPLOAD_UNKNOWN", Message: "blob upload unknown to registry", Status: http.StatusNotFound}
+	ErrBlobUploadInvalid   = &Error{Code: "BLOB_UPLOAD_INVALID", Message: "blob upload invalid", Status: http.StatusBadRequest}
+	ErrSizeInvalid         = &Error{Code: "SIZE_INVALID", Message: "provided length did not match content length", Status: http.StatusBadRequest}
+	ErrManifestBlobUnknown = &Error{Code: "MANIFEST_BLOB_UNKNOWN", Message: "manifest references a manifest or blob unknown to registry", Status: http.StatusNotFound}
+	// A chunk that does not start where the upload stands: the spec's 416.
+	ErrUploadOutOfOrder = &Error{Code: "BLOB_UPLOAD_INVALID", Message: "chunk out of order", Status: http.StatusRequestedRangeNotSatisfiable}
+	// A manifest over the size limit: the spec's 413.
+	ErrManifestTooLarge = &Error{Code: "SIZE_INVALID", Message: "manifest too large", Status: http.StatusRequestEntityTooLarge}
+
 	// Not in the OCI spec, which has no code for a route that does not exist.
 	ErrNotFound = &Error{Code: "NOT_FOUND", Message: "no such route", Status: http.StatusNotFound}
 	// Not in the OCI spec, which does not define Range errors; the code names

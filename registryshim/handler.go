@@ -31,6 +31,7 @@ const (
 // It is safe for concurrent use.
 type Handler struct {
 	backend Backend
+	push    PushBackend // nil: the push path answers UNSUPPORTED (push.go)
 	log     *slog.Logger
 	metrics *metrics
 	bufs    sync.Pool // *[]byte of copyBufferSize
@@ -68,6 +69,7 @@ func New(b Backend, opts ...Option) *Handler {
 		opt(&o)
 	}
 	h := &Handler{backend: b, log: o.log, metrics: newMetrics(o.reg, o.log)}
+	h.push, _ = b.(PushBackend)
 	h.bufs.New = func() any {
 		b := make([]byte, copyBufferSize)
 		return &b
@@ -94,6 +96,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	rec.Header().Set(headerAPIVersion, apiVersion)
+	if h.servePush(rec, r, &t, pathErr) {
+		return
+	}
 	switch {
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		h.fail(rec, r, fmt.Errorf("method %s: %w", r.Method, ErrUnsupported))

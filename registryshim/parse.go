@@ -21,6 +21,7 @@ const (
 	routeManifest
 	routeBlob
 	routeTags
+	routeUpload // blob upload sessions (push.go)
 )
 
 func (r route) String() string {
@@ -33,6 +34,8 @@ func (r route) String() string {
 		return "blob"
 	case routeTags:
 		return "tags"
+	case routeUpload:
+		return "upload"
 	default:
 		return "other"
 	}
