@@ -38,6 +38,7 @@ type Agent struct {
 	tags     *tagCache
 	mans     *manifestCache
 	confirms *confirms // what the upstream confirmed each repository holds
+	pushes   *pushes   // nil: pushes are refused (push.go)
 	metrics  *metrics
 	closing  atomic.Bool
 	origin   atomic.Int64 // blob bytes fetched from the upstream without a swarm
@@ -57,6 +58,7 @@ type options struct {
 	registerer prometheus.Registerer
 	now        func() time.Time
 	swarm      *swarm.Swarm
+	push       *PushConfig
 }
 
 // WithLogger sets the logger (default: discard).
@@ -99,7 +101,15 @@ func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agen
 		metrics:  newMetrics(o.registerer),
 	}
 	a.ctx, a.stop = context.WithCancel(context.Background())
-	a.shim = registryshim.New(a, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
+	var backend registryshim.Backend = a
+	if o.push != nil {
+		var err error
+		if a.pushes, err = newPushes(*o.push, o.now, o.logger, o.registerer); err != nil {
+			return nil, err
+		}
+		backend = pushBackend{a}
+	}
+	a.shim = registryshim.New(backend, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
 	return a, nil
 }
 
@@ -144,6 +154,9 @@ func (a *Agent) Close() error {
 	a.closing.Store(true)
 	a.stop()
 	a.bg.Wait()
+	if a.pushes != nil {
+		a.pushes.close()
+	}
 	return nil
 }
 

@@ -35,13 +35,16 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics
 	bufs    sync.Pool // *[]byte of copyBufferSize
+
+	pathRegistry func(host string) bool // nil: no registry-in-path form (pathns.go)
 }
 
 var _ http.Handler = (*Handler)(nil)
 
 type options struct {
-	log *slog.Logger
-	reg prometheus.Registerer
+	log          *slog.Logger
+	reg          prometheus.Registerer
+	pathRegistry func(host string) bool
 }
 
 // Option configures a Handler.
@@ -68,7 +71,7 @@ func New(b Backend, opts ...Option) *Handler {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	h := &Handler{backend: b, log: o.log, metrics: newMetrics(o.reg, o.log)}
+	h := &Handler{backend: b, log: o.log, metrics: newMetrics(o.reg, o.log), pathRegistry: o.pathRegistry}
 	h.push, _ = b.(PushBackend)
 	h.bufs.New = func() any {
 		b := make([]byte, copyBufferSize)
@@ -144,6 +147,11 @@ func (h *Handler) repo(r *http.Request, t target) (Repo, error) {
 	reg, err := parseRegistry(r.URL.Query().Get("ns"))
 	if err != nil {
 		return Repo{}, err
+	}
+	if reg == "" {
+		if host, rest, ok := h.splitPathRegistry(t.name); ok {
+			return Repo{Registry: host, Name: rest}, nil
+		}
 	}
 	return Repo{Registry: reg, Name: t.name}, nil
 }
@@ -415,7 +423,7 @@ func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, t target) {
 	}
 	if n > 0 && len(tags) == n {
 		next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[len(tags)-1]}}
-		if repo.Registry != "" {
+		if repo.Registry != "" && repo.Name == t.name { // not the registry-in-path form
 			next.Set("ns", repo.Registry)
 		}
 		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, t.name, next.Encode()))

@@ -89,6 +89,7 @@ type agentFlags struct {
 	TrackerCA    string        `mapstructure:"tracker-ca"`
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
+	AllowPush    bool          `mapstructure:"allow-push"`
 }
 
 func newAgentCmd() *cobra.Command {
@@ -105,6 +106,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against (default: the system roots)")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
+	fs.Bool("allow-push", false, "accept pushes and stream them to the origin with the pusher's credentials (or the node's); pushed blobs enter the store and the swarm")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f agentFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -191,6 +193,9 @@ func (f agentFlags) config() (nodeConfig, error) {
 	}
 	cfg.Agent.TagTTL = f.TagTTL
 	cfg.Agent.AuthTTL = f.AuthTTL
+	if f.AllowPush {
+		cfg.Push = &agent.PushConfig{}
+	}
 	return cfg, cfg.validate()
 }
 

@@ -37,6 +37,7 @@ type nodeConfig struct {
 	Upstream upstream.Config
 	P2P      p2p.Config
 	Swarm    swarm.Config
+	Push     *agent.PushConfig // nil: pushes are refused
 }
 
 func defaultNodeConfig() nodeConfig {
@@ -63,6 +64,11 @@ func (c nodeConfig) withDataDir() nodeConfig {
 	}
 	if c.P2P.KeyFile == "" && c.DataDir != "" {
 		c.P2P.KeyFile = filepath.Join(c.DataDir, "identity.key")
+	}
+	if c.Push != nil && c.Push.Dir == "" && c.DataDir != "" {
+		p := *c.Push
+		p.Dir = filepath.Join(c.DataDir, "uploads")
+		c.Push = &p
 	}
 	return c
 }
@@ -112,6 +118,9 @@ func newNode(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, re
 			return nil, err
 		}
 		opts = append(opts, agent.WithSwarm(n.swarm))
+	}
+	if cfg.Push != nil {
+		opts = append(opts, agent.WithPush(*cfg.Push))
 	}
 	if n.agent, err = agent.New(cfg.Agent, n.up, n.store, opts...); err != nil {
 		return nil, err
