@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/p2p/wire"
@@ -61,80 +64,120 @@ const pieceIdleTimeout = 10 * time.Second
 // reset and must not carry another request.
 func (h *Host) answerPiece(s network.Stream, req wire.PieceRequest) bool {
 	p := s.Conn().RemotePeer()
-	// The source answers first: a piece it refuses or rations is refused at
-	// once, and only a piece it will give waits in line for a slot.
-	rc, size, err := h.src.Piece(h.ctx, req.Digest, req.Index)
-	if err != nil {
-		h.m.uploads.WithLabelValues(resultOf(err)).Inc()
-		switch {
-		case errors.Is(err, ErrNoPiece):
-			return h.refusePiece(s, wire.StatusNoPiece)
-		case errors.Is(err, ErrUnknownBlob):
-			return h.refusePiece(s, wire.StatusUnknownBlob)
-		case errors.Is(err, ErrRationed):
-			return h.refusePiece(s, wire.StatusRationed)
-		case errors.Is(err, ErrBusy):
-			return h.refusePiece(s, wire.StatusBusy)
-		default:
-			h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
-			return h.refusePiece(s, wire.StatusInternal)
+	sent, err := h.gate().Serve(h.ctx, h.src, req.Digest, req.Index, func(rc io.Reader, size int64) (int64, error) {
+		h.m.uploadsActive.Inc()
+		defer h.m.uploadsActive.Dec()
+		h.protectServing(p)
+		defer h.unprotectServing(p)
+		sent, err := h.upload(s, rc, size)
+		h.m.uploadBytes.Add(float64(sent))
+		if err != nil && !errors.Is(err, errBeforeHeader) {
+			err = &uploadError{err}
 		}
+		return sent, err
+	})
+	h.m.uploads.WithLabelValues(resultOf(err)).Inc()
+	var ue *uploadError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &ue):
+		// Part of the piece may be out: only a reset tells the client.
+		h.log.Debug("upload failed", "peer", p, "digest", req.Digest, "piece", req.Index, "bytes", sent, "err", ue.err)
+		s.Reset()
+		return false
+	case errors.Is(err, ErrNoPiece):
+		return h.refusePiece(s, wire.StatusNoPiece)
+	case errors.Is(err, ErrUnknownBlob):
+		return h.refusePiece(s, wire.StatusUnknownBlob)
+	case errors.Is(err, ErrRationed):
+		return h.refusePiece(s, wire.StatusRationed)
+	case errors.Is(err, ErrBusy):
+		return h.refusePiece(s, wire.StatusBusy)
+	default:
+		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
+		return h.refusePiece(s, wire.StatusInternal)
+	}
+}
+
+// uploadError marks a failure once the header may be out.
+type uploadError struct{ err error }
+
+func (e *uploadError) Error() string { return e.err.Error() }
+func (e *uploadError) Unwrap() error { return e.err }
+
+// UploadGate is the piece server's admission, in the order every upload
+// takes: the source answers first (a piece it refuses or rations is refused
+// at once), then one of MaxUploads slots is taken, waiting in line for up
+// to UploadQueue behind at most MaxQueued others, then the bytes go out.
+// The Host serves through one; the simulator runs the same gate over its
+// simulated transfers.
+type UploadGate struct {
+	slots     chan struct{} // one token per upload under way
+	queued    *atomic.Int64 // requests waiting for a slot
+	wait      time.Duration
+	maxQueued int64
+	clock     clock.Clock
+	done      <-chan struct{} // closing: waits end
+}
+
+// NewUploadGate returns a gate with cfg's slots and queue on clk; waits
+// end when done closes.
+func NewUploadGate(cfg Config, clk clock.Clock, done <-chan struct{}) *UploadGate {
+	return &UploadGate{slots: make(chan struct{}, cfg.MaxUploads), queued: new(atomic.Int64), wait: cfg.UploadQueue, maxQueued: int64(cfg.MaxQueued), clock: clk, done: done}
+}
+
+func (h *Host) gate() *UploadGate {
+	return &UploadGate{slots: h.uploads, queued: &h.queued, wait: h.cfg.UploadQueue, maxQueued: int64(h.cfg.MaxQueued), clock: h.clock, done: h.ctx.Done()}
+}
+
+// Serve answers one request for piece n of dgst from src: it opens the
+// piece, takes a slot (ErrBusy if none comes in time) and calls send with
+// the piece and its length, returning what send returns. Src's refusals
+// (ErrNoPiece, ErrUnknownBlob, ErrRationed) come back as they are. The
+// slot is given back before the piece is closed (a seeder's ration counts
+// an upload as ended when its piece closes).
+func (g *UploadGate) Serve(ctx context.Context, src Source, dgst digest.Digest, n int, send func(io.Reader, int64) (int64, error)) (int64, error) {
+	rc, size, err := src.Piece(ctx, dgst, n)
+	if err != nil {
+		return 0, err
 	}
 	defer rc.Close()
 	// A seeder has counted this upload against the piece's ration already;
 	// if the wait runs out, its close starts the relax period as an upload
 	// would, so the piece is not held back for long.
-	if !h.uploadSlot() {
-		h.m.uploads.WithLabelValues(resultBusy).Inc()
-		return h.refusePiece(s, wire.StatusBusy)
+	if !g.take() {
+		return 0, ErrBusy
 	}
-	defer func() { <-h.uploads }()
-	h.m.uploadsActive.Inc()
-	defer h.m.uploadsActive.Dec()
-	h.protectServing(p)
-	defer h.unprotectServing(p)
-
-	sent, err := h.upload(s, rc, size)
-	h.m.uploadBytes.Add(float64(sent))
-	h.m.uploads.WithLabelValues(resultOf(err)).Inc()
-	switch {
-	case errors.Is(err, errBeforeHeader):
-		h.log.Error("serving piece", "peer", p, "digest", req.Digest, "piece", req.Index, "err", err)
-		return h.refusePiece(s, wire.StatusInternal)
-	case err != nil:
-		// Part of the piece may be out: only a reset tells the client.
-		h.log.Debug("upload failed", "peer", p, "digest", req.Digest, "piece", req.Index, "bytes", sent, "err", err)
-		s.Reset()
-		return false
-	}
-	return true
+	defer func() { <-g.slots }()
+	return send(rc, size)
 }
 
-// uploadSlot takes one of the MaxUploads slots, waiting in line for up to
-// UploadQueue when all are taken. It reports false when the line is full,
-// the wait ran out or the host is closing.
-func (h *Host) uploadSlot() bool {
+// take takes one of the slots, waiting in line for up to the queue's wait
+// when all are taken. It reports false when the line is full, the wait ran
+// out or the gate is closing.
+func (g *UploadGate) take() bool {
 	select {
-	case h.uploads <- struct{}{}:
+	case g.slots <- struct{}{}:
 		return true
 	default:
 	}
-	if h.cfg.UploadQueue <= 0 {
+	if g.wait <= 0 {
 		return false
 	}
-	if h.queued.Add(1) > int64(h.cfg.MaxQueued) {
-		h.queued.Add(-1)
+	if g.queued.Add(1) > g.maxQueued {
+		g.queued.Add(-1)
 		return false
 	}
-	defer h.queued.Add(-1)
-	t := h.clock.Timer(h.cfg.UploadQueue)
+	defer g.queued.Add(-1)
+	t := g.clock.Timer(g.wait)
 	defer t.Stop()
 	select {
-	case h.uploads <- struct{}{}: // blocked senders get the channel in turn
+	case g.slots <- struct{}{}: // blocked senders get the channel in turn
 		return true
 	case <-t.C:
 		return false
-	case <-h.ctx.Done():
+	case <-g.done:
 		return false
 	}
 }

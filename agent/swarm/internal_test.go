@@ -106,6 +106,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 			events: make(chan event, 64),
 			peers:  make(map[peer.ID]*remote),
 			flight: make(map[*request]struct{}),
+			rng:    s.rng(info.Digest),
 		}
 		ss.pick.SetKnown(info.Count())
 		ss.peers["seeder"] = &remote{id: "seeder", seeder: true}

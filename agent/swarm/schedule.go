@@ -3,7 +3,8 @@ package swarm
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,7 +52,10 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 	for _, r := range ss.peers {
 		order = append(order, r)
 	}
-	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	// Sorted first, so that a seeded session (WithSeed) asks in the same
+	// order every run: map order is random by itself.
+	slices.SortFunc(order, func(a, b *remote) int { return strings.Compare(string(a.id), string(b.id)) })
+	ss.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	agents := seedersLast(order)
 	// First what only a seeder has: every new piece enters the swarm
 	// through the seeder's link, which must never wait for requests.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -142,6 +143,7 @@ type session struct {
 	peers  map[peer.ID]*remote
 	banned map[peer.ID]bool
 	flight map[*request]struct{} // piece requests in flight
+	rng    *rand.Rand            // the order peers are asked in (fill)
 	last   time.Time
 	// pending are pieces an earlier run wrote whose CID is not known yet:
 	// held for the picker, not announced or served until verified.
@@ -192,10 +194,14 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	var bg sync.WaitGroup
 	defer func() { cancel(); bg.Wait() }()
 
+	rng := s.rng(src.Digest)
+	popts := picker.DefaultOptions()
+	popts.Rand = rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 	ss := &session{
 		s: s, src: src, count: info.Count(), info: info, w: w, ctx: ctx,
 		b:       s.track(src.Digest, info.Size, info.PieceSize),
-		pick:    picker.New(info.Count(), picker.DefaultOptions()),
+		pick:    picker.New(info.Count(), popts),
+		rng:     rng,
 		events:  make(chan event, 64),
 		peers:   make(map[peer.ID]*remote),
 		banned:  make(map[peer.ID]bool),

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +126,8 @@ type Swarm struct {
 	bytes [3]atomic.Int64 // by source: peer, seeder, origin
 	kick  chan struct{}   // asks the announce loop to announce now
 	pex   *pex            // what keeps downloads going without the tracker
+	seed0 *uint64         // set: every session's randomness derives from it
+	pool  Buffers         // nil: bufs
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blob
@@ -146,6 +150,23 @@ func WithRegisterer(r prometheus.Registerer) Option {
 // runs on (default: the system clock); tests and the simulator pass a
 // clock.Mock.
 func WithClock(c clock.Clock) Option { return func(s *Swarm) { s.clock = c } }
+
+// WithSeed makes the swarm's random choices (the order peers are asked in,
+// the picker's ties) derive from seed and the blob's digest, so that a run
+// on a simulated clock and network is repeated exactly. By default they are
+// randomly seeded.
+func WithSeed(seed uint64) Option { return func(s *Swarm) { s.seed0 = &seed } }
+
+// Buffers lends piece buffers: Get returns a slice of size bytes, Put takes
+// it back. The simulator, which moves no bytes, lends one shared buffer.
+type Buffers interface {
+	Get(size int64) []byte
+	Put(b []byte)
+}
+
+// WithBuffers sets where piece buffers come from (default: a free list of
+// the swarm's own).
+func WithBuffers(b Buffers) Option { return func(s *Swarm) { s.pool = b } }
 
 // AsSeeder makes the node announce itself as the seeder and ration the
 // copies of each piece it uploads.
@@ -518,9 +539,33 @@ func (s *Swarm) Changed(dgst digest.Digest, c store.Change) {
 	s.kickAnnounce()
 }
 
-func (s *Swarm) buffer(size int64) []byte { return s.bufs.get(size) }
+func (s *Swarm) buffer(size int64) []byte {
+	if s.pool != nil {
+		return s.pool.Get(size)
+	}
+	return s.bufs.get(size)
+}
 
-func (s *Swarm) release(b []byte) { s.bufs.put(b) }
+func (s *Swarm) release(b []byte) {
+	if s.pool != nil {
+		s.pool.Put(b)
+		return
+	}
+	s.bufs.put(b)
+}
+
+// rng returns the randomness of one session of dgst: seeded from WithSeed
+// and the digest, or at random. Each session has its own, touched only by
+// its loop.
+func (s *Swarm) rng(dgst digest.Digest) *rand.Rand {
+	if s.seed0 == nil {
+		return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	h := fnv.New64a()
+	h.Write([]byte(dgst))
+	h.Write([]byte(s.self.ID))
+	return rand.New(rand.NewPCG(*s.seed0, h.Sum64()))
+}
 
 // maxFreeBuffers bounds the bytes of piece buffers kept for reuse.
 const maxFreeBuffers = 64 << 20

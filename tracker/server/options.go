@@ -33,3 +33,9 @@ func WithClock(c Clock) Option {
 		}
 	}
 }
+
+// WithSeed makes the handout's random choices derive from seed, so that a
+// simulated rollout is repeated exactly (default: randomly seeded).
+func WithSeed(seed uint64) Option {
+	return func(s *Server) { s.seed = &seed }
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ type Server struct {
 	metrics *metrics
 	tokens  [][sha256.Size]byte // hashes of the accepted tokens
 	swarm   *swarm
+	seed    *uint64 // WithSeed
 
 	ctx     context.Context // parent of every seeding; canceled by Close
 	cancel  context.CancelFunc
@@ -92,6 +94,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.metrics = m
 	s.swarm = newSwarm(cfg.PeerTTL, func(d int) { m.peers.Add(float64(d)) })
+	if s.seed != nil {
+		s.swarm.rng = rand.New(rand.NewPCG(*s.seed, 0))
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 type swarm struct {
 	ttl     time.Duration
 	onPairs func(delta int) // keeps the peer-blob gauge in step
+	rng     *rand.Rand      // nil: the global source; set: under mu, and handouts sorted first
 
 	mu        sync.Mutex
 	blobs     map[digest.Digest]map[string]*holding
@@ -146,10 +149,19 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 		}
 	}
 	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
+	draw := rand.IntN
+	if s.rng != nil {
+		// A seeded tracker (the simulator's) hands out the same peers
+		// every run: map order is random by itself.
+		draw = s.rng.IntN
+		for _, g := range [][]*holding{first, rest} {
+			slices.SortFunc(g, func(a, b *holding) int { return strings.Compare(a.peer.id, b.peer.id) })
+		}
+	}
 	for _, group := range [][]*holding{first, rest} {
 		// A partial Fisher-Yates shuffle: only the picked ones are drawn.
 		for i := 0; i < len(group) && len(out) < max; i++ {
-			j := i + rand.IntN(len(group)-i)
+			j := i + draw(len(group)-i)
 			group[i], group[j] = group[j], group[i]
 			h := group[i]
 			out = append(out, tracker.Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have})
