@@ -250,6 +250,9 @@ func credentials(pu registryshim.Pusher) (authn.Authenticator, error) {
 	if err != nil {
 		return nil, pushError(err)
 	}
+	if b, ok := auth.(*authn.Basic); ok && b.Username == "" && b.Password == "" {
+		return nil, nil // what some clients answer a challenge with when they hold nothing
+	}
 	return auth, nil
 }
 

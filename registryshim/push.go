@@ -81,6 +81,14 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *target, p
 	if h.push == nil {
 		return false // the read API answers: 405 UNSUPPORTED for any write
 	}
+	if t.route == routeBase && pathErr == nil && r.Header.Get("Authorization") == "" {
+		// Clients send credentials only to a registry whose /v2/ asked for
+		// them. One holding none for this host goes on anonymously, which
+		// the read API serves as before; one holding some sends them with
+		// every request, and the backend may push with them.
+		h.pushFail(w, r, fmt.Errorf("base: %w", ErrUnauthorized))
+		return true
+	}
 	if up, ok := parseUploadPath(r.URL.Path); ok {
 		t.route = routeUpload
 		h.serveUpload(w, r, up)

@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoal-dev/shoal/agent/agenttest"
+)
+
+// writeLayout writes img as the one image of a new OCI image layout, which
+// crane and skopeo push from.
+func writeLayout(t *testing.T, img v1.Image) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// requireOrigin checks that the origin serves repo:tag as img, byte for
+// byte: the manifest's digest and every blob's content (a pull that
+// verifies each blob against its digest).
+func requireOrigin(t *testing.T, origin *agenttest.Origin, repoTag string, img v1.Image) {
+	t.Helper()
+	want, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(origin.Ref(repoTag), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(ref, remote.WithAuth(origin.Auth()), remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatalf("origin HEAD %s: %v", repoTag, err)
+	}
+	if desc.Digest != want {
+		t.Errorf("origin serves %s as %s, pushed %s", repoTag, desc.Digest, want)
+	}
+	agenttest.RequireContent(t, agenttest.VerifyOCILayout(t, agenttest.CranePull(t, origin.Ref(repoTag), origin.Creds)), img)
+}
+
+// storeHolds reports whether an agent's store holds a blob.
+func storeHolds(node *agenttest.Shoal, h v1.Hash) bool {
+	_, err := os.Stat(filepath.Join(node.DataDir, "store", "blobs", "sha256", h.Hex))
+	return err == nil
+}
+
+func imageBlobs(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := []v1.Hash{m.Config.Digest}
+	for _, l := range m.Layers {
+		hs = append(hs, l.Digest)
+	}
+	return hs
+}
+
+// TestPushThrough pushes an image through an agent with --allow-push, with
+// crane and with skopeo: the origin then serves it byte for byte, and the
+// agent serves it from its store, the origin sending no blob again.
+func TestPushThrough(t *testing.T) {
+	t.Parallel()
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	node := startAgent(t, origin, "--allow-push")
+
+	for _, tool := range []string{"crane", "skopeo"} {
+		t.Run(tool, func(t *testing.T) {
+			img := agenttest.Image(t, agenttest.ImageOptions{Layers: 3, LayerSize: 1 << 20, Seed: 1405 + uint64(len(tool))})
+			dir := writeLayout(t, img)
+			repoTag := "push/" + tool + ":v1"
+			switch tool {
+			case "crane":
+				agenttest.Crane(t, "push", "--insecure", dir, node.Addr+"/"+repoTag)
+			case "skopeo":
+				agenttest.Skopeo(t, "copy", "--quiet", "--dest-tls-verify=false", "oci:"+dir, "docker://"+node.Addr+"/"+repoTag)
+			}
+			requireOrigin(t, origin, repoTag, img)
+			for _, h := range imageBlobs(t, img) {
+				if !storeHolds(node, h) {
+					t.Errorf("the agent's store lacks pushed blob %s", h)
+				}
+			}
+			before := origin.BlobGets()
+			agenttest.RequireContent(t, agenttest.VerifyOCILayout(t, agenttest.CranePull(t, node.Addr+"/"+repoTag, nil)), img)
+			if n := origin.BlobGets() - before; n != 0 {
+				t.Errorf("pulling the pushed image through the agent fetched %d blobs from the origin, want 0", n)
+			}
+		})
+	}
+}
+
+// TestPushThroughCredentials: a pusher's own credentials, offered after the
+// agent's Basic challenge, are the ones the push is made with; wrong ones
+// are refused by the origin, so by the agent, and nothing of that push is
+// kept or served. Without any, the node's credentials push. An agent
+// without credentials for the origin refuses every push of a client that
+// has none either.
+func TestPushThroughCredentials(t *testing.T) {
+	t.Parallel()
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{
+		BasicAuth: &agenttest.BasicAuth{User: "pusher", Password: "push-secret"},
+	})
+	node := startAgent(t, origin, "--allow-push") // with the origin's credentials
+	bare := agenttest.StartShoal(t, shoalBin, "agent", "--upstream", origin.URL, "--allow-push")
+	crane := agenttest.ToolPath(t, "crane")
+
+	push := func(t *testing.T, via *agenttest.Shoal, seed uint64, repoTag string, c *agenttest.BasicAuth) (v1.Image, string, error) {
+		img := agenttest.Image(t, agenttest.ImageOptions{Layers: 2, LayerSize: 512 << 10, Seed: seed})
+		env := []string{"DOCKER_CONFIG=" + agenttest.DockerConfig(t, via.Addr, c)}
+		out, err := agenttest.RunTool(t.Context(), env, crane, "push", "--insecure", writeLayout(t, img), via.Addr+"/"+repoTag)
+		return img, out, err
+	}
+	refused := func(t *testing.T, via *agenttest.Shoal, img v1.Image, repoTag, out string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("the push was accepted:\n%s", out)
+		}
+		if !strings.Contains(out, "UNAUTHORIZED") && !strings.Contains(out, "401") {
+			t.Errorf("crane's error does not say UNAUTHORIZED:\n%s", out)
+		}
+		for _, h := range imageBlobs(t, img) {
+			if storeHolds(via, h) {
+				t.Errorf("the agent kept blob %s of a refused push", h)
+			}
+		}
+		ref, _ := name.ParseReference(origin.Ref(repoTag), name.Insecure)
+		if _, err := remote.Head(ref, remote.WithAuth(origin.Auth()), remote.WithContext(t.Context())); err == nil {
+			t.Errorf("the origin holds %s after a refused push", repoTag)
+		}
+		if out, err := agenttest.RunTool(t.Context(), []string{"DOCKER_CONFIG=" + t.TempDir()}, crane, "manifest", "--insecure", node.Addr+"/"+repoTag); err == nil {
+			t.Errorf("the agent serves %s after a refused push:\n%s", repoTag, out)
+		}
+	}
+	accepted := func(t *testing.T, via *agenttest.Shoal, img v1.Image, repoTag, out string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("push: %v\n%s", err, out)
+		}
+		requireOrigin(t, origin, repoTag, img)
+		for _, h := range imageBlobs(t, img) {
+			if !storeHolds(via, h) {
+				t.Errorf("the agent's store lacks pushed blob %s", h)
+			}
+		}
+	}
+
+	t.Run("wrong-credentials", func(t *testing.T) {
+		img, out, err := push(t, node, 7001, "refused/wrong:v1", &agenttest.BasicAuth{User: "pusher", Password: "wrong"})
+		refused(t, node, img, "refused/wrong:v1", out, err)
+	})
+	t.Run("requester-credentials", func(t *testing.T) {
+		img, out, err := push(t, node, 7002, "accepted/mine:v1", origin.Creds)
+		accepted(t, node, img, "accepted/mine:v1", out, err)
+	})
+	t.Run("node-credentials", func(t *testing.T) {
+		img, out, err := push(t, node, 7003, "accepted/node:v1", nil)
+		accepted(t, node, img, "accepted/node:v1", out, err)
+	})
+	t.Run("no-credentials", func(t *testing.T) {
+		img, out, err := push(t, bare, 7004, "refused/none:v1", nil)
+		refused(t, bare, img, "refused/none:v1", out, err)
+	})
+}
