@@ -49,6 +49,7 @@ type Disk struct {
 	partials map[digest.Digest]*entry // ingests left on disk, resumable
 	ingests  map[digest.Digest]*ingest
 	pins     map[digest.Digest]int // open readers
+	held     holds                 // pins with a deadline (pin.go)
 	usage    int64
 	clock    uint64
 	onChange func(digest.Digest, Change) // see OnChange
@@ -80,6 +81,7 @@ func New(cfg Config, opts ...Option) (*Disk, error) {
 		partials:  make(map[digest.Digest]*entry),
 		ingests:   make(map[digest.Digest]*ingest),
 		pins:      make(map[digest.Digest]int),
+		held:      holds{now: o.now},
 	}
 	for _, dir := range []string{d.blobsDir, d.ingestDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

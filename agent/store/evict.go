@@ -25,13 +25,16 @@ func (d *Disk) evictLocked() {
 		partial bool
 	}
 	var cands []cand
+	now := d.held.clock()
 	for dg, e := range d.blobs {
-		if d.pins[dg] == 0 {
+		if d.pins[dg] == 0 && !d.heldLocked(dg, now) {
 			cands = append(cands, cand{dg, e, false})
 		}
 	}
 	for dg, e := range d.partials {
-		cands = append(cands, cand{dg, e, true})
+		if !d.heldLocked(dg, now) {
+			cands = append(cands, cand{dg, e, true})
+		}
 	}
 	slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.e.used, b.e.used) })
 	for _, c := range cands {

@@ -3,6 +3,7 @@ package store
 import (
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,6 +17,7 @@ type options struct {
 	// writeAt is the single point where ingest data reaches the filesystem;
 	// tests replace it to inject faults such as ENOSPC.
 	writeAt func(f *os.File, p []byte, off int64) (int, error)
+	now     func() time.Time // WithClock (pin.go)
 }
 
 // WithLogger sets the logger (default: discard).
