@@ -90,6 +90,7 @@ type agentFlags struct {
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
 	AllowPush    bool          `mapstructure:"allow-push"`
+	OpsListen    string        `mapstructure:"metrics-listen"`
 }
 
 func newAgentCmd() *cobra.Command {
@@ -105,6 +106,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("tracker-token-file", "", "file holding the cluster token for the tracker (its first token)")
 	fs.String("tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against (default: the system roots)")
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
+	fs.String("metrics-listen", "", "address to also serve /metrics, /healthz, /readyz and /v1/status on, without the registry (empty: none)")
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
 	fs.Bool("allow-push", false, "accept pushes and stream them to the origin with the pusher's credentials (or the node's); pushed blobs enter the store and the swarm")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -122,10 +124,12 @@ func newAgentCmd() *cobra.Command {
 		}
 		reg := newRegistry()
 		var tr swarm.Tracker
+		var tc *tracker.Client
 		if f.Tracker != "" {
-			if tr, err = f.trackerClient(cmd.Context(), log); err != nil {
+			if tc, err = f.trackerClient(cmd.Context(), log); err != nil {
 				return err
 			}
+			tr = tc
 		}
 		n, err := newNode(cfg, tr, false, log, reg)
 		if err != nil {
@@ -138,7 +142,15 @@ func newAgentCmd() *cobra.Command {
 		}
 		log.Info("agent listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Default,
 			"data_dir", cfg.DataDir, "tracker", f.Tracker, "peer", n.peerID())
-		return serve(cmd.Context(), ln, withMetrics(n.agent.Handler(), reg), f.ShutdownTimeout, n.agent.Drain, log)
+		status := n.reporter(cfg, tc, f.Tracker)
+		go status.Run(cmd.Context())
+		h := withStatus(withMetrics(n.agent.Handler(), reg), status.Handler())
+		if f.OpsListen != "" {
+			if err := serveOps(cmd.Context(), f.OpsListen, opsHandler(n.agent.Handler(), reg, status.Handler()), f.ShutdownTimeout, log); err != nil {
+				return err
+			}
+		}
+		return serve(cmd.Context(), ln, h, f.ShutdownTimeout, n.agent.Drain, log)
 	}
 	return cmd
 }
