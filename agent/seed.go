@@ -31,7 +31,7 @@ func (a *Agent) Seed(ctx context.Context, src tracker.Source, progress func(*pie
 		if err != nil {
 			return seedError(err)
 		}
-		if r, err = a.store.Fetch(ctx, src.Digest, size, a.upstreamFiller(repo, src.Digest)); err != nil {
+		if r, err = a.store.Fetch(ctx, src.Digest, size, a.seedFiller(ctx, repo, src, size)); err != nil {
 			return fmt.Errorf("%w: %w", tracker.ErrUnavailable, err)
 		}
 	}

@@ -3,16 +3,20 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/agent/agenttest"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // writeLayout writes img as the one image of a new OCI image layout, which
@@ -177,4 +181,54 @@ func TestPushThroughCredentials(t *testing.T) {
 		img, out, err := push(t, bare, 7004, "refused/none:v1", nil)
 		refused(t, bare, img, "refused/none:v1", out, err)
 	})
+}
+
+// TestPushThroughSwarm: an image pushed through one agent of a swarm is
+// pulled by another from the swarm, the origin sending none of its blobs
+// again: the seeder takes them from the pusher's agent (agent/push_seed.go).
+func TestPushThroughSwarm(t *testing.T) {
+	t.Parallel()
+	const token = "push-e2e-token"
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	trk := agenttest.StartShoal(t, shoalBin, "tracker", "--token", token, "--upstream", origin.URL)
+	pusher := startAgent(t, origin, "--allow-push", "--tracker", trk.URL, "--tracker-token", token)
+	puller := startAgent(t, origin, "--tracker", trk.URL, "--tracker-token", token)
+
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 3, LayerSize: 2 << 20, Seed: 1414})
+	agenttest.Crane(t, "push", "--insecure", writeLayout(t, img), pusher.Addr+"/push/swarm:v1")
+	requireOrigin(t, origin, "push/swarm:v1", img)
+
+	// The pull must find the pusher's agent holding every blob: wait for
+	// its announce to reach the tracker.
+	tc, err := tracker.NewClient(trk.URL, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := imageBlobs(t, img)
+	announced := waitFor(t.Context(), 30*time.Second, func() bool {
+		for _, h := range blobs {
+			peers, err := tc.Peers(t.Context(), digest.Digest(h.String()), "")
+			if err != nil || !slices.ContainsFunc(peers, func(p tracker.Peer) bool { return p.Complete }) {
+				return false
+			}
+		}
+		return true
+	})
+	if !announced {
+		t.Fatal("the pusher's agent did not announce the pushed blobs")
+	}
+
+	origin.ResetCounters()
+	agenttest.RequireContent(t, agenttest.VerifyOCILayout(t, agenttest.CranePull(t, puller.Addr+"/push/swarm:v1", nil)), img)
+	for _, h := range blobs {
+		if gets := origin.BlobGetsOf(h.String()); len(gets) != 0 {
+			t.Errorf("the origin was asked for pushed blob %s %d times after the push", h, len(gets))
+		}
+	}
+	peer := puller.Metric(t, "shoal_swarm_received_bytes_total", "source=peer")
+	seeder := puller.Metric(t, "shoal_swarm_received_bytes_total", "source=seeder")
+	t.Logf("the puller received %.0f bytes from peers and %.0f from the seeder; the origin sent %d bytes in all after the push", peer, seeder, origin.BytesSent())
+	if peer+seeder == 0 {
+		t.Error("the puller received nothing from the swarm")
+	}
 }
