@@ -140,14 +140,18 @@ func (r *Reporter) counters() (up, down int64) {
 	return up, st.Peer + st.Seeder + st.Origin
 }
 
-// sample records the counters now and returns the rates over the samples
-// kept: the newest against the oldest, which is at most rateWindow older.
+// sample records the counters now and returns the rates against the
+// oldest sample kept, at most rateWindow old.
 func (r *Reporter) sample() RatesStatus {
 	up, down := r.counters()
 	now := r.parts.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.samples = append(r.samples, rateSample{at: now, up: up, down: down})
+	// One sample a second at most, so that frequent requests do not grow
+	// the list; the rates are still taken against the counters now.
+	if len(r.samples) == 0 || now.Sub(r.samples[len(r.samples)-1].at) >= time.Second {
+		r.samples = append(r.samples, rateSample{at: now, up: up, down: down})
+	}
 	drop := 0
 	for drop < len(r.samples)-1 && now.Sub(r.samples[drop].at) > rateWindow {
 		drop++

@@ -116,17 +116,16 @@ func (f statusFlags) trackerStatus(ctx context.Context) (*tracker.Status, error)
 	if err != nil {
 		return nil, err
 	}
-	var opts []tracker.Option
+	tp := http.DefaultTransport.(*http.Transport).Clone()
+	defer tp.CloseIdleConnections()
 	if f.ca != "" {
 		pool, err := readCA(f.ca)
 		if err != nil {
 			return nil, err
 		}
-		tp := http.DefaultTransport.(*http.Transport).Clone()
 		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
 	}
-	c, err := tracker.NewClient(f.tracker, toks[0], opts...)
+	c, err := tracker.NewClient(f.tracker, toks[0], tracker.WithHTTPClient(&http.Client{Transport: tp}))
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +150,9 @@ func agentStatus(ctx context.Context, base string) (*agent.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	tp := http.DefaultTransport.(*http.Transport).Clone()
+	defer tp.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tp}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("agent %s not reachable: %w", base, err)
 	}

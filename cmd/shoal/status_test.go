@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/tracker"
+	"github.com/shoal-dev/shoal/tracker/server"
+	"github.com/shoal-dev/shoal/tracker/trackertest"
+)
+
+func runStatusCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errw bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errw)
+	root.SetArgs(append([]string{"status"}, args...))
+	err := root.ExecuteContext(t.Context())
+	return out.String(), err
+}
+
+// statusAgent serves an agent without a swarm, with the handler the agent
+// command serves (the registry, /metrics and /v1/status).
+func statusAgent(t *testing.T) string {
+	t.Helper()
+	cfg := defaultNodeConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Store.Capacity = 1 << 30
+	reg := prometheus.NewRegistry()
+	n, err := newNode(cfg, nil, false, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	rep := n.reporter(cfg.withDataDir(), nil, "")
+	srv := httptest.NewServer(withStatus(withMetrics(n.agent.Handler(), reg), rep.Handler()))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestStatusAgent(t *testing.T) {
+	t.Parallel()
+	url := statusAgent(t)
+	out, err := runStatusCmd(t, "--agent", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"agent     " + url, "0 B of 1.0 GiB (0%), 0 blobs", "received  peers 0 B, seeder 0 B, origin 0 B", "tracker   none", "downloads in flight: 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runStatusCmd(t, "--agent", url+"/", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st agent.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Store.CapacityBytes != 1<<30 {
+		t.Errorf("--json: %+v, %v\n%s", st, err, out)
+	}
+}
+
+func TestStatusTracker(t *testing.T) {
+	t.Parallel()
+	tr := trackertest.Start(t, server.DefaultConfig(), trackertest.NewSeeder())
+	d := trackertest.InfoFor([]byte("layer"), 1024).Digest
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(key)
+	p := tracker.Peer{ID: id.String(), Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}
+	// In process, as the tracker's own seeder announces: no signature.
+	if _, err := tr.Announce(t.Context(), tracker.Announce{Peer: p, Blobs: []tracker.BlobState{{Digest: d, Have: 1, Complete: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(tr.Token+"\n"), 0o600)
+	out, err := runStatusCmd(t, "--tracker", tr.URL, "--token-file", tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1 agents and 0 seeder alive, 1 swarms", d.String(), p.ID, "100%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Every failure is one line that says what failed.
+func TestStatusErrors(t *testing.T) {
+	t.Parallel()
+	tr := trackertest.Start(t, server.DefaultConfig(), trackertest.NewSeeder())
+	dir := t.TempDir()
+	wrong := filepath.Join(dir, "wrong")
+	os.WriteFile(wrong, []byte("not-the-token\n"), 0o600)
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"agent down", []string{"--agent", downURL}, "not reachable"},
+		{"not an agent", []string{"--agent", tr.URL}, "answered HTTP 401"},
+		{"bad agent URL", []string{"--agent", "ftp://x"}, "want http(s)://host:port"},
+		{"tracker down", []string{"--tracker", downURL, "--token-file", wrong}, "tracker " + downURL},
+		{"wrong token", []string{"--tracker", tr.URL, "--token-file", wrong}, "refused the token of " + wrong},
+		{"no token", []string{"--tracker", tr.URL}, "--token-file"},
+		{"both", []string{"--tracker", tr.URL, "--agent", tr.URL}, "none of the others can be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := runStatusCmd(t, tc.args...)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line with %q", msg, tc.want)
+			}
+		})
+	}
+}
