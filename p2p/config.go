@@ -44,8 +44,9 @@ type Config struct {
 	// either side, before the stream is reset.
 	StallTimeout time.Duration
 	// Admit, if set, is asked about every peer before a connection to or
-	// from it is accepted; the agent admits peers the tracker handed out or
-	// that announced to it. nil admits everyone.
+	// from it is accepted, and before each piece, have or meta request
+	// from it is served; agents and the seeder pass Admission.Admit, which
+	// admits the peers the tracker lists. nil admits everyone.
 	Admit func(peer.ID) bool
 }
 

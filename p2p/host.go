@@ -13,6 +13,7 @@ import (
 
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -85,6 +86,7 @@ type options struct {
 	log   *slog.Logger
 	reg   prometheus.Registerer
 	clock clock.Clock
+	key   crypto.PrivKey
 }
 
 // WithLogger sets the logger; the default discards.
@@ -97,6 +99,10 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { 
 // WithClock sets the clock of the upload queue's wait (default: the system
 // clock). Stream deadlines are the network's and run on real time.
 func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithIdentity sets the host's key, overriding Config.KeyFile: the caller
+// loaded it (LoadIdentity) to sign its tracker announces with it too.
+func WithIdentity(k crypto.PrivKey) Option { return func(o *options) { o.key = k } }
 
 // Protocol IDs.
 const (
@@ -120,9 +126,12 @@ func New(cfg Config, opts ...Option) (*Host, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	key, err := loadIdentity(cfg.KeyFile)
-	if err != nil {
-		return nil, err
+	key := o.key
+	if key == nil {
+		var err error
+		if key, err = loadIdentity(cfg.KeyFile); err != nil {
+			return nil, err
+		}
 	}
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)), resourceOptions(cfg)...)
 	if err != nil {
@@ -209,13 +218,29 @@ func (h *Host) Serve(src Source) error {
 		return errors.New("p2p: Serve called twice")
 	}
 	h.src = src
-	h.host.SetStreamHandler(PieceProtocol, h.servePiece)
-	h.host.SetStreamHandler(HaveProtocol, h.serveHave)
+	h.host.SetStreamHandler(PieceProtocol, h.admitted(h.servePiece))
+	h.host.SetStreamHandler(HaveProtocol, h.admitted(h.serveHave))
 	if ms, ok := src.(MetaSource); ok {
 		h.meta, h.metaSlots = ms, make(chan struct{}, maxMetaAnswers)
-		h.host.SetStreamHandler(MetaProtocol, h.serveMeta)
+		h.host.SetStreamHandler(MetaProtocol, h.admitted(h.serveMeta))
 	}
 	return nil
+}
+
+// admitted serves a stream only if Config.Admit admits its peer now: a
+// connection admitted once is asked again on every request, so a peer the
+// tracker stopped listing is refused from then on.
+func (h *Host) admitted(serve network.StreamHandler) network.StreamHandler {
+	if h.cfg.Admit == nil {
+		return serve
+	}
+	return func(s network.Stream) {
+		if !h.cfg.Admit(s.Conn().RemotePeer()) {
+			s.Reset()
+			return
+		}
+		serve(s)
+	}
 }
 
 func limiter(bytesPerSecond int64) *rate.Limiter {

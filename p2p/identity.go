@@ -11,6 +11,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
+// LoadIdentity returns the Ed25519 key stored in path, creating it (mode
+// 0600) if the file does not exist; an empty path yields a fresh key. Hand
+// it to New with WithIdentity.
+func LoadIdentity(path string) (crypto.PrivKey, error) { return loadIdentity(path) }
+
 // loadIdentity returns the Ed25519 key stored in path, creating it if the
 // file does not exist. An empty path yields a fresh key.
 func loadIdentity(path string) (crypto.PrivKey, error) {

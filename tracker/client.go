@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p/piece"
@@ -29,6 +30,8 @@ type Client struct {
 	auth string
 	http *http.Client
 	log  *slog.Logger
+	key  crypto.PrivKey // signs announces; nil sends them unsigned
+	now  func() time.Time
 }
 
 // NewClient returns a client of the tracker at baseURL (http or https).
@@ -44,7 +47,7 @@ func NewClient(baseURL, token string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler)}
+	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler), now: time.Now}
 	for _, o := range opts {
 		o(c)
 	}
@@ -52,7 +55,8 @@ func NewClient(baseURL, token string, opts ...Option) (*Client, error) {
 }
 
 // Announce reports which blobs this agent downloads or holds, and returns
-// the interval within which to announce again.
+// the interval within which to announce again. With WithKey the announce is
+// signed (see SignatureHeader); a tracker refuses unsigned ones.
 func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error) {
 	if err := a.Validate(); err != nil {
 		return 0, err
@@ -61,8 +65,16 @@ func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error
 	if err != nil {
 		return 0, fmt.Errorf("tracker: encode announce: %w", err)
 	}
+	var hdr http.Header
+	if c.key != nil {
+		sig, err := SignAnnounce(c.key, body, c.now())
+		if err != nil {
+			return 0, err
+		}
+		hdr = http.Header{SignatureHeader: {sig}}
+	}
 	var resp AnnounceResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/announce", nil, body, maxAnnounceResp, &resp); err != nil {
+	if err := c.doWith(ctx, http.MethodPost, "/v1/announce", nil, body, hdr, maxAnnounceResp, &resp); err != nil {
 		return 0, err
 	}
 	if resp.IntervalMs <= 0 || resp.IntervalMs > time.Hour.Milliseconds() {
@@ -124,6 +136,21 @@ func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Inf
 	return &info, nil
 }
 
+// Listed reports whether the tracker lists peer ID id now, as GET
+// /v1/peers/{id} answers: the question behind peer admission. A tracker
+// that cannot tell yet (it restarted less than a peer TTL ago) answers
+// ErrUnavailable, as does one that cannot be reached.
+func (c *Client) Listed(ctx context.Context, id string) (bool, error) {
+	if err := ValidatePeerID(id); err != nil {
+		return false, err
+	}
+	var resp ListedResponse
+	if err := c.do(ctx, http.MethodGet, "/v1/peers/"+id, nil, nil, maxListedResp, &resp); err != nil {
+		return false, err
+	}
+	return resp.Listed, nil
+}
+
 // Ping checks that the tracker answers its health probe, over TLS that
 // verifies: a certificate that does not wraps ErrCertificate.
 func (c *Client) Ping(ctx context.Context) error {
@@ -161,6 +188,11 @@ func certificateError(err error) bool {
 // do sends one request and decodes a 200 answer into out; any other answer
 // becomes the matching sentinel error with the tracker's message.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, limit int64, out any) error {
+	return c.doWith(ctx, method, path, q, body, nil, limit, out)
+}
+
+// doWith is do with extra request headers hdr.
+func (c *Client) doWith(ctx context.Context, method, path string, q url.Values, body []byte, hdr http.Header, limit int64, out any) error {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()
@@ -171,6 +203,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return fmt.Errorf("tracker: %w", err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")

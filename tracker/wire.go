@@ -63,6 +63,7 @@ const (
 	maxPeersBody    = 8 << 20
 	maxErrorBody    = 64 << 10
 	maxAnnounceResp = 1 << 10
+	maxListedResp   = 1 << 10
 	// A complete Info of MaxPieces CIDs (about 62 bytes each in JSON).
 	maxInfoBody = 72 << 20
 
@@ -90,6 +91,12 @@ type wireIdent struct {
 // AnnounceResponse is the answer to POST /v1/announce.
 type AnnounceResponse struct {
 	IntervalMs int64 `json:"intervalMs"`
+}
+
+// ListedResponse is the answer to GET /v1/peers/{id}: whether the tracker
+// lists that peer ID now (it announced within the peer TTL).
+type ListedResponse struct {
+	Listed bool `json:"listed"`
 }
 
 // PeersResponse is the answer to GET /v1/blobs/{digest}/peers.

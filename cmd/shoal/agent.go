@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/shoal-dev/shoal/agent"
-	"github.com/shoal-dev/shoal/agent/swarm"
 	"github.com/shoal-dev/shoal/agent/upstream"
 	"github.com/shoal-dev/shoal/tracker"
 )
@@ -123,10 +122,13 @@ func newAgentCmd() *cobra.Command {
 			return err
 		}
 		reg := newRegistry()
-		var tr swarm.Tracker
+		if err := cfg.loadIdentity(); err != nil {
+			return err
+		}
+		var tr nodeTracker
 		var tc *tracker.Client
 		if f.Tracker != "" {
-			if tc, err = f.trackerClient(cmd.Context(), log); err != nil {
+			if tc, err = f.trackerClient(cmd.Context(), log, tracker.WithKey(cfg.Identity)); err != nil {
 				return err
 			}
 			tr = tc
@@ -160,7 +162,7 @@ func newAgentCmd() *cobra.Command {
 // does not verify is an error now, not a string of failed announces; one
 // that does not answer yet is not (the agent pulls from the upstream until
 // it does).
-func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger) (*tracker.Client, error) {
+func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra ...tracker.Option) (*tracker.Client, error) {
 	token := f.TrackerToken
 	if f.TokenFile != "" {
 		toks, err := readTokens(f.TokenFile)
@@ -172,7 +174,7 @@ func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger) (*track
 	if token == "" {
 		return nil, errors.New("a cluster token is required with --tracker: --tracker-token-file or --tracker-token")
 	}
-	opts := []tracker.Option{tracker.WithLogger(log)}
+	opts := append([]tracker.Option{tracker.WithLogger(log)}, extra...)
 	if f.TrackerCA != "" {
 		pool, err := readCA(f.TrackerCA)
 		if err != nil {

@@ -205,7 +205,10 @@ func runDemo(ctx context.Context, out io.Writer, f demoFlags, log *slog.Logger) 
 	addrs := make([]string, f.Agents)
 	for i := range agents {
 		cfg := demoConfig(defaultNodeConfig(), filepath.Join(dir, fmt.Sprintf("agent-%02d", i)), originURL, f.Rate)
-		tc, err := tracker.NewClient(trackerURL, tcfg.Tokens[0])
+		if err := cfg.loadIdentity(); err != nil {
+			return err
+		}
+		tc, err := tracker.NewClient(trackerURL, tcfg.Tokens[0], tracker.WithKey(cfg.Identity))
 		if err != nil {
 			return err
 		}

@@ -3,10 +3,15 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent"
@@ -25,7 +30,10 @@ import (
 //	         store.Disk ──────┼─▶ agent.Agent ──▶ registryshim handler (/v2/)
 //	         tracker.Client ─▶ swarm.Swarm ◀──▶ p2p.Host (two-phase: New, then Serve(swarm))
 //	         store.Disk ──OnChange──▶ swarm.Swarm (commits and removals: what the node holds)
+//	         tracker.Client ─Listed─▶ p2p.Admission ─Admit─▶ p2p.Host (only peers the tracker lists)
+//	         identity key ─▶ p2p.Host and tracker.Client (announces signed with the host's key)
 //	tracker: server.Server ◀── in process ── seeder node (its swarm announces to the server)
+//	         server.Server ─Listed─▶ the seeder's p2p.Admission (in process)
 //	         server.Server ──Seed──▶ seeder agent ──▶ origin
 
 // nodeConfig is what one node is built from: an agent, or the tracker's
@@ -37,6 +45,11 @@ type nodeConfig struct {
 	Upstream upstream.Config
 	P2P      p2p.Config
 	Swarm    swarm.Config
+	Admit    p2p.AdmissionConfig
+	// Identity is the node's libp2p key, loaded by loadIdentity before the
+	// tracker client that signs with it is made; nil: loaded from
+	// P2P.KeyFile when the host starts.
+	Identity crypto.PrivKey
 	Push     *agent.PushConfig // nil: pushes are refused
 }
 
@@ -47,7 +60,29 @@ func defaultNodeConfig() nodeConfig {
 		Upstream: upstream.DefaultConfig(),
 		P2P:      p2p.DefaultConfig(),
 		Swarm:    swarm.DefaultConfig(),
+		Admit:    p2p.DefaultAdmissionConfig(),
 	}
+}
+
+// loadIdentity loads (or creates) the node's key into c.Identity, so that
+// its tracker client signs announces with the key its host speaks with.
+func (c *nodeConfig) loadIdentity() error {
+	if c.Identity != nil {
+		return nil
+	}
+	path := c.withDataDir().P2P.KeyFile
+	if path != "" {
+		// Before the store, which would make the data directory.
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+	}
+	k, err := p2p.LoadIdentity(path)
+	if err != nil {
+		return err
+	}
+	c.Identity = k
+	return nil
 }
 
 // defaultSeederConfig is defaultNodeConfig with the seeder's upload slots.
@@ -80,25 +115,34 @@ func (c nodeConfig) validate() error {
 		return errors.New("data-dir is required")
 	}
 	c = c.withDataDir()
-	return errors.Join(c.Agent.Validate(), c.Store.Validate(), c.Upstream.Validate(), c.P2P.Validate(), c.Swarm.Validate())
+	return errors.Join(c.Agent.Validate(), c.Store.Validate(), c.Upstream.Validate(), c.P2P.Validate(), c.Swarm.Validate(), c.Admit.Validate())
 }
 
 // node is one agent and the parts it is made of.
 type node struct {
 	up    *upstream.Client
 	store *store.Disk
-	host  *p2p.Host    // nil without a swarm
-	swarm *swarm.Swarm // nil without a swarm
+	host  *p2p.Host      // nil without a swarm
+	admit *p2p.Admission // nil without a swarm
+	swarm *swarm.Swarm   // nil without a swarm
 	agent *agent.Agent
 
 	stop    context.CancelFunc // ends the swarm's announce loop
 	running sync.WaitGroup
 }
 
-// newNode builds a node. tr is the tracker its swarm talks to: a client of
-// the cluster's tracker for an agent, the tracker server itself for its
-// seeder; nil builds a plain pull-through cache without a swarm.
-func newNode(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) (n *node, err error) {
+// nodeTracker is what a node asks of its tracker: its swarm's questions,
+// and whether a peer is listed (admission).
+type nodeTracker interface {
+	swarm.Tracker
+	p2p.Roster
+}
+
+// newNode builds a node. tr is the tracker its swarm talks to and its
+// admission asks: a client of the cluster's tracker for an agent (made with
+// tracker.WithKey(cfg.Identity)), the tracker server itself for its seeder;
+// nil builds a plain pull-through cache without a swarm.
+func newNode(cfg nodeConfig, tr nodeTracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) (n *node, err error) {
 	cfg = cfg.withDataDir()
 	n = &node{}
 	defer func() {
@@ -128,10 +172,20 @@ func newNode(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, re
 	return n, nil
 }
 
-// joinSwarm starts the peer transport, the swarm that fetches through it and
-// that it serves from, and the swarm's announce loop.
-func (n *node) joinSwarm(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) error {
-	h, err := p2p.New(cfg.P2P, p2p.WithLogger(log), p2p.WithRegisterer(reg))
+// joinSwarm starts the admission of peers, the peer transport, the swarm
+// that fetches through it and that it serves from, and the swarm's announce
+// loop.
+func (n *node) joinSwarm(cfg nodeConfig, tr nodeTracker, seeder bool, log *slog.Logger, reg prometheus.Registerer) error {
+	if err := cfg.loadIdentity(); err != nil {
+		return err
+	}
+	adm, err := p2p.NewAdmission(cfg.Admit, tr, p2p.WithLogger(log), p2p.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	n.admit = adm
+	cfg.P2P.Admit = adm.Admit
+	h, err := p2p.New(cfg.P2P, p2p.WithLogger(log), p2p.WithRegisterer(reg), p2p.WithIdentity(cfg.Identity))
 	if err != nil {
 		return err
 	}
@@ -144,7 +198,7 @@ func (n *node) joinSwarm(cfg nodeConfig, tr swarm.Tracker, seeder bool, log *slo
 	if seeder {
 		opts = append(opts, swarm.AsSeeder())
 	}
-	if n.swarm, err = swarm.New(cfg.Swarm, tr, h, n.store, self, opts...); err != nil {
+	if n.swarm, err = swarm.New(cfg.Swarm, vouching{tr, adm}, h, n.store, self, opts...); err != nil {
 		return err
 	}
 	if err := h.Serve(n.swarm); err != nil {
@@ -180,6 +234,9 @@ func (n *node) Close() error {
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
+	if n.admit != nil {
+		n.admit.Close()
+	}
 	if n.up != nil {
 		n.up.Close()
 	}
@@ -187,6 +244,23 @@ func (n *node) Close() error {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// vouching is a node's tracker whose handouts admit the peers they name:
+// the tracker lists them, so they need not be asked about.
+type vouching struct {
+	nodeTracker
+	admit *p2p.Admission
+}
+
+func (v vouching) Peers(ctx context.Context, dgst digest.Digest, self string) ([]tracker.Peer, error) {
+	peers, err := v.nodeTracker.Peers(ctx, dgst, self)
+	for _, p := range peers {
+		if id, err := peer.Decode(p.ID); err == nil {
+			v.admit.Vouch(id)
+		}
+	}
+	return peers, err
 }
 
 // trackerNode is the tracker server and its seeder.
@@ -225,7 +299,7 @@ func (t *trackerNode) Close() error {
 }
 
 var (
-	_ swarm.Tracker = (*tracker.Client)(nil)
-	_ swarm.Tracker = (*server.Server)(nil)
+	_ nodeTracker   = (*tracker.Client)(nil)
+	_ nodeTracker   = (*server.Server)(nil)
 	_ server.Seeder = (*agent.Agent)(nil)
 )

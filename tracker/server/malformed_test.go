@@ -1,15 +1,16 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
@@ -30,12 +31,31 @@ func newHandler(t testing.TB) http.Handler {
 	return s.Handler()
 }
 
+// serve serves one request with the cluster token. An announce for a peer
+// whose ID trackertest.ID made is signed with that peer's key, now; any
+// other is sent unsigned.
 func serve(h http.Handler, method, target, body string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+trackertest.Token)
+	if target == "/v1/announce" {
+		if name, ok := signer(body); ok {
+			sig, _ := tracker.SignAnnounce(trackertest.Key(name), []byte(body), time.Now())
+			req.Header.Set(tracker.SignatureHeader, sig)
+		}
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
+}
+
+// signer returns the name of the announcing peer of body, if it has one.
+func signer(body string) (string, bool) {
+	var a struct{ Peer struct{ ID string } }
+	if json.Unmarshal([]byte(body), &a) != nil {
+		return "", false
+	}
+	name := trackertest.Name(a.Peer.ID)
+	return name, name != a.Peer.ID
 }
 
 func TestMalformedRequests(t *testing.T) {
@@ -46,7 +66,8 @@ func TestMalformedRequests(t *testing.T) {
 	announce := func(peer, blobs string) string {
 		return `{"peer":` + peer + `,"blobs":` + blobs + `}`
 	}
-	goodPeer := `{"id":"p1","addrs":["/ip4/10.0.0.1/tcp/4001"]}`
+	p1 := trackertest.ID("p1")
+	goodPeer := `{"id":"` + p1 + `","addrs":["/ip4/10.0.0.1/tcp/4001"]}`
 	goodBlobs := `[{"digest":"` + d + `","have":1,"complete":false}]`
 	manyAddrs := `["/a"` + strings.Repeat(`,"/a"`, 16) + `]`
 
@@ -92,8 +113,8 @@ func TestMalformedRequests(t *testing.T) {
 	// The good forms of the same requests pass.
 	for _, tc := range []struct{ method, target, body string }{
 		{"POST", "/v1/announce", announce(goodPeer, goodBlobs)},
-		{"POST", "/v1/announce", announce(`{"id":"p2","addrs":["/dns/seed/tcp/1"]}`, `[]`)},
-		{"GET", "/v1/blobs/" + d + "/peers?self=p1", ``},
+		{"POST", "/v1/announce", announce(`{"id":"`+trackertest.ID("p2")+`","addrs":["/dns/seed/tcp/1"]}`, `[]`)},
+		{"GET", "/v1/blobs/" + d + "/peers?self=" + p1, ``},
 	} {
 		if rec := serve(h, tc.method, tc.target, tc.body); rec.Code != http.StatusOK {
 			t.Errorf("%s %s: HTTP %d %s", tc.method, tc.target, rec.Code, rec.Body.String())
@@ -101,29 +122,33 @@ func TestMalformedRequests(t *testing.T) {
 	}
 }
 
-// FuzzAnnounce feeds the announce route arbitrary bodies: every answer is a
-// 200, a 400 with a JSON INVALID error or, for a claim to be a seeder, a
-// 401; never a panic.
+// FuzzAnnounce feeds the announce route arbitrary bodies, signed by their
+// peer when trackertest named it: every answer is a 200, a 400 with a JSON
+// INVALID error or, for a claim to be a seeder or an unsigned announce, a
+// 401; never a panic, and never a 200 for an unsigned announce.
 func FuzzAnnounce(f *testing.F) {
 	d := digest.FromString("x").String()
-	f.Add([]byte(`{"peer":{"id":"p1","addrs":["/ip4/10.0.0.1/tcp/4001"],"seeder":true},"blobs":[{"digest":"` + d + `","have":1,"complete":true}]}`))
+	p1 := trackertest.ID("p1")
+	f.Add([]byte(`{"peer":{"id":"` + p1 + `","addrs":["/ip4/10.0.0.1/tcp/4001"],"seeder":true},"blobs":[{"digest":"` + d + `","have":1,"complete":true}]}`))
+	f.Add([]byte(`{"peer":{"id":"` + p1 + `","addrs":["/a"]},"blobs":null}`))
 	f.Add([]byte(`{"peer":{"id":"p1","addrs":["/a"]},"blobs":null}`))
 	f.Add([]byte(`{"peer":{"id":"","addrs":null},"blobs":[{}]}`))
-	f.Add([]byte(`{"peer":{"id":"p1","addrs":["/a"]},"blobs":[{"digest":"sha256:","have":1e99}]}`))
+	f.Add([]byte(`{"peer":{"id":"` + p1 + `","addrs":["/a"]},"blobs":[{"digest":"sha256:","have":1e99}]}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`null`))
 	h := newHandler(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest("POST", "/v1/announce", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+trackertest.Token)
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec := serve(h, "POST", "/v1/announce", string(body))
+		_, signed := signer(string(body))
 		switch rec.Code {
 		case http.StatusOK:
+			if !signed {
+				t.Fatalf("200 for an unsigned announce: %q", body)
+			}
 		case http.StatusUnauthorized:
 			var claim struct{ Peer struct{ Seeder bool } }
-			if json.Unmarshal(body, &claim) != nil || !claim.Peer.Seeder {
-				t.Fatalf("401 for an announce that claims no seeder: %s", rec.Body.String())
+			if json.Unmarshal(body, &claim) != nil || signed && !claim.Peer.Seeder {
+				t.Fatalf("401 for a signed announce that claims no seeder: %s", rec.Body.String())
 			}
 		case http.StatusBadRequest:
 			var e struct{ Code string }

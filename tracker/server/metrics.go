@@ -8,7 +8,7 @@ import (
 
 type metrics struct {
 	announces     prometheus.Counter
-	refused       prometheus.Counter
+	refused       *prometheus.CounterVec
 	handouts      prometheus.Counter
 	handoutPeers  prometheus.Histogram
 	peers         prometheus.Gauge
@@ -28,10 +28,10 @@ const (
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_refused_total",
-			Help: "Announces refused although well-formed: an agent claiming to be a seeder (only the tracker's own seeder, in process, is one).",
-		}),
+			Help: "Announces refused although well-formed, by reason: seeder (an agent claiming to be one: only the tracker's own seeder, in process, is), unsigned, stale, no_public_key, bad_signature (forged, or another peer's ID).",
+		}, []string{"reason"}),
 		announces: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",
 			Help: "Announces accepted from agents.",

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -49,7 +51,8 @@ type Server struct {
 	metrics *metrics
 	tokens  [][sha256.Size]byte // hashes of the accepted tokens
 	swarm   *swarm
-	seed    *uint64 // WithSeed
+	started time.Time // by clock: Listed cannot tell before PeerTTL has passed
+	seed    *uint64   // WithSeed
 
 	ctx     context.Context // parent of every seeding; canceled by Close
 	cancel  context.CancelFunc
@@ -93,6 +96,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.started = s.clock.Now()
 	s.swarm = newSwarm(cfg.PeerTTL, func(d int) { m.peers.Add(float64(d)) })
 	if s.seed != nil {
 		s.swarm.rng = rand.New(rand.NewPCG(*s.seed, 0))
@@ -138,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/announce", s.auth(s.handleAnnounce))
 	mux.Handle("GET /v1/blobs/{digest}/peers", s.auth(s.handlePeers))
 	mux.Handle("GET /v1/blobs/{digest}/metainfo", s.auth(s.handleMetaInfo))
+	mux.Handle("GET /v1/peers/{id}", s.auth(s.handleListed)) // peer admission (admit.go)
 	mux.Handle("GET /v1/status", s.auth(s.handleStatus))
 	mux.HandleFunc("GET /status", s.statusPage) // Basic auth for browsers (status.go)
 	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
@@ -258,8 +263,16 @@ func (s *Server) known(sum [sha256.Size]byte) bool {
 	return match == 1
 }
 
+// handleAnnounce records an API announce: well-formed (else 400), not a
+// seeder's, and signed by the key of its peer ID (else 401, see
+// tracker.SignatureHeader), so a token holder speaks only for itself.
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
-	a, err := tracker.DecodeAnnounce(http.MaxBytesReader(w, r.Body, tracker.MaxRequestBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, tracker.MaxRequestBody))
+	if err != nil {
+		s.writeError(w, requestError(err))
+		return
+	}
+	a, err := tracker.DecodeAnnounce(bytes.NewReader(body))
 	if err != nil {
 		s.writeError(w, requestError(err))
 		return
@@ -267,9 +280,13 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	if a.Peer.Seeder {
 		// The one seeder is this server's own, which announces in process:
 		// a token holder must not draw every agent's first requests.
-		s.metrics.refused.Inc()
+		s.metrics.refused.WithLabelValues(refusedSeeder).Inc()
 		s.log.Warn("announce refused: an agent claimed to be a seeder", "peer", a.Peer.ID)
 		s.writeError(w, fmt.Errorf("%w: only the tracker's own seeder announces as a seeder", tracker.ErrUnauthorized))
+		return
+	}
+	if err := s.verifyAnnounce(r, body, a); err != nil {
+		s.writeError(w, err)
 		return
 	}
 	s.record(a)

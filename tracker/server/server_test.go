@@ -85,21 +85,30 @@ func testInfo(t testing.TB) *piece.Info {
 	return trackertest.InfoFor(randomBlob(t, 5*1024+100), 1024)
 }
 
-func peer(id string, seeder bool) tracker.Peer {
+// peer is the peer named name (its ID is trackertest.ID(name)).
+func peer(name string, seeder bool) tracker.Peer {
+	id := trackertest.ID(name)
 	return tracker.Peer{ID: id, Addrs: []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + id}, Seeder: seeder}
 }
 
-func announce(t *testing.T, c *tracker.Client, p tracker.Peer, blobs ...tracker.BlobState) {
+// as returns a client that signs its announces as the peer named name.
+func (f *fixture) as(t *testing.T, name string) *tracker.Client {
+	return f.tr.ClientAs(t, name, tracker.WithClock(f.clock))
+}
+
+// announce makes p's signed announce of blobs.
+func (f *fixture) announce(t *testing.T, p tracker.Peer, blobs ...tracker.BlobState) {
 	t.Helper()
-	if _, err := c.Announce(context.Background(), tracker.Announce{Peer: p, Blobs: blobs}); err != nil {
-		t.Fatalf("announce %s: %v", p.ID, err)
+	if _, err := f.as(t, trackertest.Name(p.ID)).Announce(context.Background(), tracker.Announce{Peer: p, Blobs: blobs}); err != nil {
+		t.Fatalf("announce %s: %v", trackertest.Name(p.ID), err)
 	}
 }
 
+// ids returns the names of ps.
 func ids(ps []tracker.Peer) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = p.ID
+		out[i] = trackertest.Name(p.ID)
 	}
 	return out
 }
@@ -111,14 +120,14 @@ func TestHandoutOrder(t *testing.T) {
 	other := digest.FromString("other layer")
 	ctx := context.Background()
 
-	interval, err := f.client.Announce(ctx, tracker.Announce{Peer: peer("self", false), Blobs: []tracker.BlobState{{Digest: d, Have: 3}}})
+	interval, err := f.as(t, "self").Announce(ctx, tracker.Announce{Peer: peer("self", false), Blobs: []tracker.BlobState{{Digest: d, Have: 3}}})
 	if err != nil || interval != 3*time.Second {
 		t.Fatalf("Announce = %s, %v; want 3s", interval, err)
 	}
 	first := map[string]bool{}
 	for i := range 3 {
 		id := fmt.Sprintf("complete%d", i)
-		announce(t, f.client, peer(id, false), tracker.BlobState{Digest: d, Have: 6, Complete: true})
+		f.announce(t, peer(id, false), tracker.BlobState{Digest: d, Have: 6, Complete: true})
 		first[id] = true
 	}
 	// The seeder is the tracker's own, announcing in process.
@@ -127,11 +136,11 @@ func TestHandoutOrder(t *testing.T) {
 	}
 	first["seeder"] = true
 	for i := range 4 {
-		announce(t, f.client, peer(fmt.Sprintf("partial%d", i), false), tracker.BlobState{Digest: d, Have: i})
+		f.announce(t, peer(fmt.Sprintf("partial%d", i), false), tracker.BlobState{Digest: d, Have: i})
 	}
-	announce(t, f.client, peer("elsewhere", false), tracker.BlobState{Digest: other, Complete: true})
+	f.announce(t, peer("elsewhere", false), tracker.BlobState{Digest: other, Complete: true})
 
-	got, err := f.client.Peers(ctx, d, "self")
+	got, err := f.client.Peers(ctx, d, trackertest.ID("self"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,24 +148,25 @@ func TestHandoutOrder(t *testing.T) {
 		t.Fatalf("handout %v, want 8 peers", ids(got))
 	}
 	for i, p := range got {
-		if p.ID == "self" || p.ID == "elsewhere" {
-			t.Fatalf("handout %v includes %s", ids(got), p.ID)
+		name := trackertest.Name(p.ID)
+		if name == "self" || name == "elsewhere" {
+			t.Fatalf("handout %v includes %s", ids(got), name)
 		}
-		if (i < len(first)) != first[p.ID] {
+		if (i < len(first)) != first[name] {
 			t.Fatalf("handout %v: complete peers and seeders must come first", ids(got))
 		}
-		want := peer(p.ID, p.ID == "seeder")
+		want := peer(name, name == "seeder")
 		if !slices.Equal(p.Addrs, want.Addrs) || p.Seeder != want.Seeder {
 			t.Errorf("peer %+v, want addrs %v seeder %v", p, want.Addrs, want.Seeder)
 		}
-		if p.ID == "partial2" && (p.Have != 2 || p.Complete) {
+		if name == "partial2" && (p.Have != 2 || p.Complete) {
 			t.Errorf("peer %+v, want have 2, incomplete", p)
 		}
 	}
 	if all, _ := f.client.Peers(ctx, d, ""); len(all) != 9 {
 		t.Errorf("handout without self: %v, want 9 peers", ids(all))
 	}
-	if none, err := f.client.Peers(ctx, digest.FromString("nobody"), "self"); err != nil || len(none) != 0 {
+	if none, err := f.client.Peers(ctx, digest.FromString("nobody"), trackertest.ID("self")); err != nil || len(none) != 0 {
 		t.Errorf("unknown digest: %v, %v; want no peers", none, err)
 	}
 	if got := f.metric(t, "shoal_tracker_peers", "", ""); got != 10 {
@@ -169,8 +179,8 @@ func TestHandoutCap(t *testing.T) {
 	f := newFixture(t, func(c *server.Config) { c.MaxHandout = 5 })
 	d := digest.FromString("layer")
 	for i := range 7 {
-		announce(t, f.client, peer(fmt.Sprintf("complete%d", i), false), tracker.BlobState{Digest: d, Complete: true})
-		announce(t, f.client, peer(fmt.Sprintf("partial%d", i), false), tracker.BlobState{Digest: d})
+		f.announce(t, peer(fmt.Sprintf("complete%d", i), false), tracker.BlobState{Digest: d, Complete: true})
+		f.announce(t, peer(fmt.Sprintf("partial%d", i), false), tracker.BlobState{Digest: d})
 	}
 	got, err := f.client.Peers(context.Background(), d, "")
 	if err != nil {
@@ -193,11 +203,11 @@ func TestPeerExpiry(t *testing.T) {
 	ctx := context.Background()
 	state := tracker.BlobState{Digest: d, Have: 1}
 
-	announce(t, f.client, peer("early", false), state)
-	announce(t, f.client, peer("steady", false), state)
+	f.announce(t, peer("early", false), state)
+	f.announce(t, peer("steady", false), state)
 	f.clock.Advance(5 * time.Second)
-	announce(t, f.client, peer("late", false), state)
-	announce(t, f.client, peer("steady", false), state)
+	f.announce(t, peer("late", false), state)
+	f.announce(t, peer("steady", false), state)
 	f.clock.Advance(5 * time.Second)
 
 	got, err := f.client.Peers(ctx, d, "")
@@ -217,9 +227,9 @@ func TestPeerExpiry(t *testing.T) {
 	}
 
 	// An announce sweeps blobs nobody asks for.
-	announce(t, f.client, peer("a", false), tracker.BlobState{Digest: digest.FromString("forgotten")})
+	f.announce(t, peer("a", false), tracker.BlobState{Digest: digest.FromString("forgotten")})
 	f.clock.Advance(10 * time.Second)
-	announce(t, f.client, peer("b", false), state)
+	f.announce(t, peer("b", false), state)
 	if got := f.metric(t, "shoal_tracker_peers", "", ""); got != 1 {
 		t.Errorf("peers gauge %v after a sweep, want 1", got)
 	}
@@ -685,7 +695,7 @@ func TestInProcess(t *testing.T) {
 	if err != nil || !slices.Equal(ids(got), []string{"seeder1"}) {
 		t.Fatalf("HTTP Peers = %v, %v", ids(got), err)
 	}
-	if got, err := f.tr.Peers(ctx, info.Digest, "seeder1"); err != nil || len(got) != 0 {
+	if got, err := f.tr.Peers(ctx, info.Digest, seeder.ID); err != nil || len(got) != 0 {
 		t.Fatalf("Peers excluding self = %v, %v", ids(got), err)
 	}
 
@@ -748,8 +758,8 @@ func TestAnnounceWithdraws(t *testing.T) {
 	ctx := context.Background()
 	a, b := digest.FromString("a"), digest.FromString("b")
 	p := peer("agent1", false)
-	announce(t, f.client, p, tracker.BlobState{Digest: a, Have: 1, Complete: true}, tracker.BlobState{Digest: b, Have: 1, Complete: true})
-	announce(t, f.client, p, tracker.BlobState{Digest: b, Have: 1, Complete: true})
+	f.announce(t, p, tracker.BlobState{Digest: a, Have: 1, Complete: true}, tracker.BlobState{Digest: b, Have: 1, Complete: true})
+	f.announce(t, p, tracker.BlobState{Digest: b, Have: 1, Complete: true})
 	if got, err := f.client.Peers(ctx, a, ""); err != nil || len(got) != 0 {
 		t.Errorf("peers of the withdrawn blob: %v, %v; want none", ids(got), err)
 	}
@@ -767,7 +777,7 @@ func TestSeederClaimRefused(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
 	d := digest.FromString("layer")
-	_, err := f.client.Announce(t.Context(), tracker.Announce{Peer: peer("impostor", true), Blobs: []tracker.BlobState{{Digest: d, Have: 1}}})
+	_, err := f.as(t, "impostor").Announce(t.Context(), tracker.Announce{Peer: peer("impostor", true), Blobs: []tracker.BlobState{{Digest: d, Have: 1}}})
 	if !errors.Is(err, tracker.ErrUnauthorized) {
 		t.Fatalf("announce as a seeder: %v, want ErrUnauthorized", err)
 	}
@@ -776,5 +786,73 @@ func TestSeederClaimRefused(t *testing.T) {
 	}
 	if n := f.metric(t, "shoal_tracker_announces_refused_total", "", ""); n != 1 {
 		t.Errorf("refused announces counted %v, want 1", n)
+	}
+}
+
+// TestAnnounceSignatures: an API announce counts only when the key of its
+// peer ID signed it, recently; each refusal is a 401 counted by reason.
+func TestAnnounceSignatures(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := t.Context()
+	d := digest.FromString("layer")
+	blobs := []tracker.BlobState{{Digest: d, Have: 1}}
+	behind := trackertest.NewClock(f.clock.Now().Add(-tracker.MaxSignatureSkew - time.Minute))
+	for _, tc := range []struct {
+		name   string
+		client *tracker.Client
+		as     tracker.Peer
+		reason string
+	}{
+		{"unsigned", f.client, peer("victim", false), "unsigned"},
+		{"another peer's ID", f.as(t, "mallory"), peer("victim", false), "bad_signature"},
+		{"stale", f.tr.ClientAs(t, "victim", tracker.WithClock(behind)), peer("victim", false), "stale"},
+		{"fake peer ID", f.as(t, "mallory"), tracker.Peer{ID: "victim", Addrs: []string{"/a"}}, "no_public_key"},
+	} {
+		_, err := tc.client.Announce(ctx, tracker.Announce{Peer: tc.as, Blobs: blobs})
+		if !errors.Is(err, tracker.ErrUnauthorized) {
+			t.Errorf("%s: %v, want ErrUnauthorized", tc.name, err)
+		}
+		if got := f.metric(t, "shoal_tracker_announces_refused_total", "reason", tc.reason); got != 1 {
+			t.Errorf("%s: refused{reason=%q} = %v, want 1", tc.name, tc.reason, got)
+		}
+	}
+	if got, err := f.client.Peers(ctx, d, ""); err != nil || len(got) != 0 {
+		t.Fatalf("refused announces were recorded: %v, %v", ids(got), err)
+	}
+	// The victim's own, signed announce counts.
+	f.announce(t, peer("victim", false), blobs...)
+	if got, err := f.client.Peers(ctx, d, ""); err != nil || !slices.Equal(ids(got), []string{"victim"}) {
+		t.Fatalf("peers %v, %v; want the victim", ids(got), err)
+	}
+}
+
+// TestListed: GET /v1/peers/{id} answers whether an ID announced within
+// the peer TTL; for the first TTL after a start it cannot tell an unlisted
+// ID from one not re-announced yet, and says so with 503.
+func TestListed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil) // TTL 9s
+	ctx := t.Context()
+	f.announce(t, peer("agent1", false))
+	if ok, err := f.client.Listed(ctx, trackertest.ID("agent1")); !ok || err != nil {
+		t.Errorf("listed agent1: %v, %v", ok, err)
+	}
+	if _, err := f.client.Listed(ctx, trackertest.ID("stranger")); !errors.Is(err, tracker.ErrUnavailable) {
+		t.Errorf("stranger right after the start: %v, want ErrUnavailable", err)
+	}
+	f.clock.Advance(5 * time.Second)
+	f.announce(t, peer("agent2", false))
+	f.clock.Advance(5 * time.Second)
+	for name, want := range map[string]bool{"agent1": false, "agent2": true, "stranger": false} {
+		if ok, err := f.client.Listed(ctx, trackertest.ID(name)); ok != want || err != nil {
+			t.Errorf("listed %s after 10s: %v, %v; want %v", name, ok, err, want)
+		}
+		if ok, err := f.tr.Listed(ctx, trackertest.ID(name)); ok != want || err != nil {
+			t.Errorf("in process, listed %s after 10s: %v, %v; want %v", name, ok, err, want)
+		}
+	}
+	if _, err := f.client.Listed(ctx, "not an id"); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("bad ID: %v, want ErrInvalid", err)
 	}
 }

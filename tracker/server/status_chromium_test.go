@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
 // chromium returns the path of Debian's headless-capable Chromium, skipping
@@ -70,7 +72,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	for _, want := range []string{
 		`id="swarms"`, `id="agents"`,
 		r.layer.Digest.String()[:19], r.seeding.Digest.String()[:19],
-		"agentA", "agentB", "agentC", "seeder", "seeding", "50%", "4 peers alive",
+		trackertest.ID("agentA"), trackertest.ID("agentB"), trackertest.ID("agentC"), "seeder", "seeding", "50%", "4 peers alive",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)

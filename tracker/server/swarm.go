@@ -82,6 +82,14 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) {
 	s.onPairs(added)
 }
 
+// listed reports whether id announced within the TTL before now.
+func (s *swarm) listed(id string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peers[id]
+	return p != nil && now.Sub(p.seen) < s.ttl
+}
+
 // withdraw drops the holdings of the blobs a's peer listed last time and
 // leaves out now, records its new list, and returns how many it dropped.
 // Caller holds mu.

@@ -58,13 +58,19 @@ func run(log *slog.Logger) error {
 	if len(states) == 0 {
 		return errors.New("no blobs to lie about")
 	}
-	tc, err := tracker.NewClient(*trackerURL, strings.TrimSpace(string(tok)))
+	// A liar holds the token and its own key: it announces, signed, and is
+	// listed, so admission lets it in; only the piece CIDs catch it.
+	key, err := p2p.LoadIdentity("")
+	if err != nil {
+		return err
+	}
+	tc, err := tracker.NewClient(*trackerURL, strings.TrimSpace(string(tok)), tracker.WithKey(key))
 	if err != nil {
 		return err
 	}
 	cfg := p2p.DefaultConfig()
 	cfg.ListenAddrs = []string{*listen}
-	h, err := p2p.New(cfg)
+	h, err := p2p.New(cfg, p2p.WithIdentity(key))
 	if err != nil {
 		return err
 	}
