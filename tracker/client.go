@@ -26,12 +26,13 @@ import (
 // strictly and bounded: a tracker answering garbage yields an error wrapping
 // ErrInvalid. Transport failures wrap ErrUnavailable.
 type Client struct {
-	base *url.URL
-	auth string
-	http *http.Client
-	log  *slog.Logger
-	key  crypto.PrivKey // signs announces; nil sends them unsigned
-	now  func() time.Time
+	base    *url.URL
+	auth    string
+	http    *http.Client
+	log     *slog.Logger
+	preheat func([]PreheatItem) // WithPreheat
+	key     crypto.PrivKey      // signs announces; nil sends them unsigned
+	now     func() time.Time
 }
 
 // NewClient returns a client of the tracker at baseURL (http or https).
@@ -80,6 +81,7 @@ func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error
 	if resp.IntervalMs <= 0 || resp.IntervalMs > time.Hour.Milliseconds() {
 		return 0, fmt.Errorf("%w: announce interval %d ms", ErrInvalid, resp.IntervalMs)
 	}
+	c.offerPreheat(resp.Preheat)
 	return time.Duration(resp.IntervalMs) * time.Millisecond, nil
 }
 

@@ -88,7 +88,7 @@ func TestClientRejectsGarbage(t *testing.T) {
 		{"announce huge interval", announce, 200, `{"intervalMs":999999999999}`, tracker.ErrInvalid},
 		// Every answer is read through the same bound; the announce one is
 		// the smallest, so the test stays cheap.
-		{"announce oversized", announce, 200, `{"intervalMs":3000` + strings.Repeat(" ", 2000) + `}`, tracker.ErrInvalid},
+		{"announce oversized", announce, 200, `{"intervalMs":3000` + strings.Repeat(" ", 20000) + `}`, tracker.ErrInvalid},
 		{"announce string", announce, 200, `{"intervalMs":"3s"}`, tracker.ErrInvalid},
 		{"proxy error page", peers, 502, `<html>bad gateway</html>`, tracker.ErrUnavailable},
 		{"unexpected status", peers, 418, `{}`, tracker.ErrInvalid},

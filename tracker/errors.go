@@ -38,6 +38,8 @@ var codes = []struct {
 }{
 	{ErrInvalid, "INVALID", http.StatusBadRequest},
 	{ErrUnauthorized, "UNAUTHORIZED", http.StatusUnauthorized},
+	{ErrForbidden, "FORBIDDEN", http.StatusForbidden},
+	{ErrBusy, "BUSY", http.StatusTooManyRequests},
 	{ErrNotFound, "NOT_FOUND", http.StatusNotFound},
 	{ErrPending, "PENDING", http.StatusAccepted},
 	{ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},

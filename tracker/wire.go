@@ -62,7 +62,7 @@ const (
 	MaxRequestBody  = 1 << 20
 	maxPeersBody    = 8 << 20
 	maxErrorBody    = 64 << 10
-	maxAnnounceResp = 1 << 10
+	maxAnnounceResp = 16 << 10 // an interval and up to MaxPreheatItems
 	maxListedResp   = 1 << 10
 	// A complete Info of MaxPieces CIDs (about 62 bytes each in JSON).
 	maxInfoBody = 72 << 20
@@ -91,6 +91,8 @@ type wireIdent struct {
 // AnnounceResponse is the answer to POST /v1/announce.
 type AnnounceResponse struct {
 	IntervalMs int64 `json:"intervalMs"`
+	// Preheat is blobs the tracker asks this agent to fetch (preheat.go).
+	Preheat []PreheatItem `json:"preheat,omitempty"`
 }
 
 // ListedResponse is the answer to GET /v1/peers/{id}: whether the tracker

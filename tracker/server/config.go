@@ -35,6 +35,26 @@ type Config struct {
 	// in memory; the least recently asked are dropped first.
 	MaxInfos int
 	// TLS is configured by the caller on the http.Server.
+
+	// SeedTokens may create and read seed jobs and post webhooks, and do
+	// nothing else; none: only the in-process API (CreateSeedJob) seeds.
+	SeedTokens []string
+	// SeedPinTTL is how long a seed job keeps its blobs in the seeder's
+	// store, safe from eviction, after it fetched them.
+	SeedPinTTL time.Duration
+	// MaxSeedFetches bounds the blobs seed jobs fetch at once.
+	MaxSeedFetches int
+	// MaxSeedJobs bounds the seed jobs under way; a new one beyond is
+	// refused with 429.
+	MaxSeedJobs int
+	// MaxSeedJobsKept bounds the settled jobs remembered for GET.
+	MaxSeedJobsKept int
+	// WebhookRepos and WebhookTags filter webhook pushes by path.Match
+	// patterns of the repository and the tag; empty lets everything in
+	// (with WebhookTags set, a push without a tag is left out).
+	WebhookRepos, WebhookTags []string
+	// WebhookReplicas is the replicas of a webhook's seed job.
+	WebhookReplicas int
 }
 
 // DefaultConfig returns the defaults. Tokens are left empty: the caller must
@@ -49,6 +69,10 @@ func DefaultConfig() Config {
 		SeedErrorTTL:     5 * time.Second,
 		MaxSeeding:       64,
 		MaxInfos:         10_000,
+		SeedPinTTL:       time.Hour,
+		MaxSeedFetches:   8,
+		MaxSeedJobs:      64,
+		MaxSeedJobsKept:  1000,
 	}
 }
 
@@ -88,6 +112,7 @@ func (c Config) Validate() error {
 	if c.MaxInfos < 1 {
 		errs = append(errs, fmt.Errorf("max infos %d must be at least 1", c.MaxInfos))
 	}
+	errs = append(errs, c.validateSeed()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("tracker: config: %w", errors.Join(errs...))
 	}

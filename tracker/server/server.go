@@ -51,8 +51,10 @@ type Server struct {
 	metrics *metrics
 	tokens  [][sha256.Size]byte // hashes of the accepted tokens
 	swarm   *swarm
-	started time.Time // by clock: Listed cannot tell before PeerTTL has passed
 	seed    *uint64   // WithSeed
+	started time.Time // by clock: Listed cannot tell before PeerTTL has passed
+	// seedJobs runs seed jobs, webhooks and preheat (job.go).
+	seedJobs *jobs
 
 	ctx     context.Context // parent of every seeding; canceled by Close
 	cancel  context.CancelFunc
@@ -96,6 +98,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.seedJobs, err = newJobs(s); err != nil {
+		return nil, err
+	}
 	s.started = s.clock.Now()
 	s.swarm = newSwarm(cfg.PeerTTL, func(d int) { m.peers.Add(float64(d)) })
 	if s.seed != nil {
@@ -144,6 +149,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/blobs/{digest}/metainfo", s.auth(s.handleMetaInfo))
 	mux.Handle("GET /v1/peers/{id}", s.auth(s.handleListed)) // peer admission (admit.go)
 	mux.Handle("GET /v1/status", s.auth(s.handleStatus))
+	s.seedRoutes(mux)                           // seed jobs and webhooks (job_http.go)
 	mux.HandleFunc("GET /status", s.statusPage) // Basic auth for browsers (status.go)
 	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fmt.Errorf("%w: no route %s %s", tracker.ErrInvalid, r.Method, r.URL.Path[:min(len(r.URL.Path), 80)]))
@@ -157,6 +163,10 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		// Hashing first makes the comparison constant-time in the length too.
 		sum := sha256.Sum256([]byte(tok))
 		if !ok || !s.known(sum) {
+			if ok && s.seedJobs.knows(sum) {
+				s.writeError(w, seedTokenRefusal())
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-tracker"`)
 			s.writeError(w, fmt.Errorf("%w: missing or wrong bearer token", tracker.ErrUnauthorized))
 			return
@@ -290,7 +300,7 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(a)
-	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds()})
+	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID)})
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
