@@ -90,6 +90,7 @@ type admitted struct {
 	listed   bool          // the last answer was yes
 	until    time.Time     // the answer holds until; then ask again
 	checking chan struct{} // non-nil while a check runs; closed at its end
+	why      string        // while not listed: the refusal reason
 	logged   bool          // its refusal was logged
 }
 
@@ -169,7 +170,7 @@ func (a *Admission) Admit(p peer.ID) bool {
 			a.mu.Lock()
 			continue
 		case e != nil && now.Before(e.until):
-			return a.refuse(p, e, refusedUnlisted)
+			return a.refuse(p, e)
 		case a.checks >= a.cfg.MaxChecks:
 			a.m.refused.WithLabelValues(refusedBusy).Inc()
 			return false
@@ -186,9 +187,9 @@ func (a *Admission) Admit(p peer.ID) bool {
 		case e.listed:
 			// Vouched for while we asked.
 		default:
-			e.until = now.Add(a.cfg.UnlistedTTL)
+			e.until, e.why = now.Add(a.cfg.UnlistedTTL), refusedUnavailable
 			a.log.Debug("cannot ask the tracker about a peer", "peer", p, "err", err)
-			return a.refuse(p, e, refusedUnavailable)
+			return a.refuse(p, e)
 		}
 	}
 }
@@ -273,6 +274,9 @@ func (a *Admission) settle(e *admitted, listed bool, until time.Time) {
 		a.refusals++
 	}
 	e.listed, e.until = listed, until
+	if !listed {
+		e.why = refusedUnlisted
+	}
 }
 
 // forgetRefused drops the refusals that expired, or if none did, one
@@ -297,11 +301,11 @@ func (a *Admission) forgetRefused() {
 }
 
 // refuse counts a refusal of p and logs the first. Caller holds mu.
-func (a *Admission) refuse(p peer.ID, e *admitted, reason string) bool {
-	a.m.refused.WithLabelValues(reason).Inc()
+func (a *Admission) refuse(p peer.ID, e *admitted) bool {
+	a.m.refused.WithLabelValues(e.why).Inc()
 	if !e.logged {
 		e.logged = true
-		a.log.Warn("peer refused: the tracker does not list it", "peer", p, "reason", reason)
+		a.log.Warn("peer refused: the tracker does not list it, or cannot say now", "peer", p, "reason", e.why)
 	}
 	return false
 }
