@@ -16,7 +16,9 @@
 //
 // TCP only, TLS 1.3 (or Noise) and yamux; optionally a libp2p private network
 // (PSK) that only cluster members can join, and a connection gater that
-// admits only peers the agent knows (Config.Admit). Relay, hole punching,
+// admits only the peers Config.Admit admits, asked again on every piece,
+// have and meta request: agents and the seeder pass Admission.Admit, which
+// admits the peers the tracker lists (admit.go). Relay, hole punching,
 // NAT services, QUIC, mDNS and any DHT are left out. The resource manager is
 // given explicit limits: libp2p's defaults (8 connections per peer, a few
 // dozen streams per protocol, small memory) starve a swarm and keep yamux

@@ -32,6 +32,14 @@
 //	    The blobs are everything the peer holds: those it listed last time
 //	    and leaves out now are withdrawn at once. "seeder": true is refused
 //	    (401): the only seeder is the tracker's own, announcing in process.
+//	    The request carries "Shoal-Signature: t=<unix seconds>,sig=<base64url>",
+//	    the announcing peer's libp2p signature over the exact body and t
+//	    (see SignatureHeader); unsigned, stale (more than 5 min off), forged
+//	    or another peer's ID: 401. Malformed bodies are 400 first.
+//	GET /v1/peers/{id}
+//	    → 200 {"listed": bool}: whether id announced within the peer TTL (peer
+//	    admission asks it); 503 for an unlisted ID in the first peer TTL after
+//	    the tracker started, when it cannot tell yet.
 //	GET /v1/blobs/{digest}/peers?self=ID
 //	    → 200 {"peers": [{"id", "addrs", "seeder", "complete", "have"}]}
 //	    Complete peers and seeders first (shuffled), then incomplete ones
