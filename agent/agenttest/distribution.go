@@ -46,6 +46,9 @@ type DistributionOptions struct {
 	// Rate caps the bytes per second the origin sends, over all clients
 	// together (0: no cap). Origin.SetRate changes it later.
 	Rate int64
+	// Extra is appended to the registry's config as is, e.g. a
+	// notifications: section.
+	Extra string
 }
 
 // Origin is a running docker-registry behind a counting TCP proxy.
@@ -113,7 +116,7 @@ func StartDistribution(t testing.TB, opts DistributionOptions) *Origin {
 	for attempt := 0; attempt < 3; attempt++ {
 		backend := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 		cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", attempt))
-		if err := os.WriteFile(cfg, []byte(conf.Distribution(o.RootDir, backend, auth)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(conf.Distribution(o.RootDir, backend, auth+opts.Extra)), 0o600); err != nil {
 			t.Fatalf("agenttest: registry config: %v", err)
 		}
 		proc := StartProcess(t, ProcessOptions{}, DistributionBinary, "serve", cfg)
