@@ -24,6 +24,7 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -race -timeout 10m ./...
 	$(call fuzz-all,$(FUZZTIME_SHORT),-fuzzminimizetime 1x)
 
 test-unit:
@@ -68,6 +69,12 @@ fuzz-short:
 
 clean:
 	rm -rf $(BIN)
+
+# The Helm chart's default render, deploy/kubernetes/shoal.yaml (its own Go
+# module: the main module does not depend on Helm).
+.PHONY: kubernetes-manifests
+kubernetes-manifests:
+	cd deploy/kubernetes && $(GO) generate .
 
 # Benchmark and testbed targets live beside their code.
 -include deploy/*.mk
