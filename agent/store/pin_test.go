@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/store/storetest"
 )
 

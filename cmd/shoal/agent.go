@@ -127,8 +127,14 @@ func newAgentCmd() *cobra.Command {
 		}
 		var tr nodeTracker
 		var tc *tracker.Client
+		// The preheater takes work from the tracker's announce answers
+		// and fetches through the agent: made first, started with it.
+		pre, err := agent.NewPreheater(agent.DefaultPreheatConfig(), log, reg)
+		if err != nil {
+			return err
+		}
 		if f.Tracker != "" {
-			if tc, err = f.trackerClient(cmd.Context(), log, tracker.WithKey(cfg.Identity)); err != nil {
+			if tc, err = f.trackerClient(cmd.Context(), log, tracker.WithKey(cfg.Identity), tracker.WithPreheat(pre.Offer)); err != nil {
 				return err
 			}
 			tr = tc
@@ -138,6 +144,8 @@ func newAgentCmd() *cobra.Command {
 			return err
 		}
 		defer n.Close()
+		pre.Start(n.agent)
+		defer pre.Close()
 		ln, err := net.Listen("tcp", f.Listen)
 		if err != nil {
 			return err

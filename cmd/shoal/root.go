@@ -11,6 +11,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newTrackerCmd(), newDemoCmd(), newPullCmd(), newStatusCmd())
+	root.AddCommand(newAgentCmd(), newTrackerCmd(), newDemoCmd(), newPullCmd(), newStatusCmd(), newSeedCmd())
 	return root
 }

@@ -18,6 +18,7 @@ type trackerFlags struct {
 	AnnounceInterval time.Duration `mapstructure:"announce-interval"`
 	TLSCert          string        `mapstructure:"tls-cert"`
 	TLSKey           string        `mapstructure:"tls-key"`
+	seedTrackerFlags `mapstructure:",squash"`
 }
 
 func newTrackerCmd() *cobra.Command {
@@ -33,6 +34,7 @@ func newTrackerCmd() *cobra.Command {
 	fs.Duration("announce-interval", server.DefaultConfig().AnnounceInterval, "how often agents announce")
 	fs.String("tls-cert", "", "TLS certificate for the tracker API (with --tls-key)")
 	fs.String("tls-key", "", "TLS key for the tracker API")
+	addSeedTrackerFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f trackerFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -88,6 +90,9 @@ func (f trackerFlags) config() (server.Config, nodeConfig, error) {
 	}
 	tcfg.AnnounceInterval = f.AnnounceInterval
 	tcfg.PeerTTL = 3 * f.AnnounceInterval
+	if err := f.seedTrackerFlags.apply(&tcfg); err != nil {
+		return tcfg, nodeConfig{}, err
+	}
 	if err := tcfg.Validate(); err != nil {
 		return tcfg, nodeConfig{}, err
 	}

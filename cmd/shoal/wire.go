@@ -290,6 +290,13 @@ func newTrackerNode(tcfg server.Config, seed nodeConfig, log *slog.Logger, reg p
 		srv.Close()
 		return nil, err
 	}
+	// Seed jobs read manifests with the seeder's upstream client and pin
+	// what they seed in its store.
+	if err := srv.EnableSeedJobs(newSeedResolver(seeder.up, seed.Upstream), seeder.store); err != nil {
+		seeder.Close()
+		srv.Close()
+		return nil, err
+	}
 	return &trackerNode{server: srv, seeder: seeder}, nil
 }
 
