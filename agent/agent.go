@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -409,6 +410,20 @@ func (a *Agent) StatBlob(ctx context.Context, repo registryshim.Repo, dgst diges
 
 // Tags passes the tag list through from the upstream.
 func (a *Agent) Tags(ctx context.Context, repo registryshim.Repo, n int, last string) ([]string, error) {
-	tags, err := a.up.Tags(ctx, repo.Registry, repo.Name, n, last)
-	return tags, ociError(err)
+	// n < 0: the client gave no limit, which the upstream client spells 0.
+	tags, err := a.up.Tags(ctx, repo.Registry, repo.Name, max(n, 0), last)
+	if err != nil {
+		return nil, ociError(err)
+	}
+	// Registries ignore last without n and need not sort (CNCF
+	// distribution does neither): the spec's order and start are kept here.
+	slices.Sort(tags)
+	if last != "" {
+		i, found := slices.BinarySearch(tags, last)
+		if found {
+			i++
+		}
+		tags = tags[i:]
+	}
+	return tags, nil
 }

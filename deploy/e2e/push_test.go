@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"slices"
@@ -231,4 +232,90 @@ func TestPushThroughSwarm(t *testing.T) {
 	if peer+seeder == 0 {
 		t.Error("the puller received nothing from the swarm")
 	}
+}
+
+// conformanceVersion pins the OCI distribution-spec conformance suite, a
+// Go program built with the module proxy's help.
+const conformanceVersion = "github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+
+// TestPushThroughConformance runs the OCI distribution-spec conformance
+// suite against an agent in push mode and against its origin, Debian's
+// docker-registry (CNCF distribution 2.8), directly: the agent must fail
+// no test the origin passes. (Distribution 2.8 itself fails several of
+// today's suite.) Deletes and the referrers API are not the agent's to
+// serve (it is no registry of its own), and sha512 content is not served
+// by its read path: those are left out.
+func TestPushThroughConformance(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	out, err := agenttest.RunTool(t.Context(), []string{"GOBIN=" + bin, "GOFLAGS=-mod=mod"}, agenttest.ToolPath(t, "go"), "install", conformanceVersion)
+	if err != nil {
+		if agenttest.InCI() {
+			t.Fatalf("building the conformance suite: %v\n%s", err, out)
+		}
+		t.Skipf("cannot build the conformance suite: %v\n%s", err, out)
+	}
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	node := startAgent(t, origin, "--allow-push")
+
+	direct := runConformance(t, filepath.Join(bin, "conformance"), origin.Addr)
+	through := runConformance(t, filepath.Join(bin, "conformance"), node.Addr)
+	if through.passed == 0 {
+		t.Fatal("no conformance test passed through the agent")
+	}
+	for _, name := range through.failed {
+		if !slices.Contains(direct.failed, name) {
+			t.Errorf("fails through the agent, passes on the origin: %s", name)
+		}
+	}
+	t.Logf("conformance: %d passed and %d failed through the agent; %d passed and %d failed on the origin directly",
+		through.passed, len(through.failed), direct.passed, len(direct.failed))
+}
+
+type conformance struct {
+	passed int
+	failed []string
+}
+
+// runConformance runs the suite against registry (host:port, plain HTTP)
+// and reads its JUnit report.
+func runConformance(t *testing.T, bin, registry string) conformance {
+	t.Helper()
+	results := t.TempDir()
+	cfg := filepath.Join(results, "oci-conformance.yaml")
+	if err := os.WriteFile(cfg, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"OCI_REGISTRY=" + registry, "OCI_TLS=disabled", "OCI_VERSION=1.1",
+		"OCI_REPO1=conformance/repo1", "OCI_REPO2=conformance/repo2",
+		"OCI_RESULTS_DIR=" + results, "OCI_CONFIGURATION=" + cfg,
+		"OCI_API_BLOBS_DELETE=false", "OCI_API_MANIFESTS_DELETE=false", "OCI_API_TAGS_DELETE=false",
+		"OCI_API_REFERRER=false", "OCI_DATA_SHA512=false",
+	}
+	// The suite exits non-zero on any failure, which the comparison judges.
+	out, _ := agenttest.RunTool(t.Context(), env, bin)
+	raw, err := os.ReadFile(filepath.Join(results, "junit.xml"))
+	if err != nil {
+		t.Fatalf("conformance suite against %s wrote no report: %v\n%s", registry, err, out)
+	}
+	var report struct {
+		Cases []struct {
+			Name   string `xml:"name,attr"`
+			Status string `xml:"status,attr"`
+		} `xml:"testsuite>testcase"`
+	}
+	if err := xml.Unmarshal(raw, &report); err != nil {
+		t.Fatalf("conformance report: %v", err)
+	}
+	var c conformance
+	for _, tc := range report.Cases {
+		switch tc.Status {
+		case "passed":
+			c.passed++
+		case "failure", "error":
+			c.failed = append(c.failed, tc.Name)
+		}
+	}
+	return c
 }
