@@ -88,7 +88,14 @@ func newNode(cfg nodeConfig, dir string) (n *node, err error) {
 	n.parts = append(n.parts, st.Close)
 	opts := []agent.Option{agent.WithLogger(log), agent.WithRegisterer(n.reg)}
 	if cfg.Tracker != nil {
-		h, err := p2p.New(cfg.P2P, p2p.WithLogger(log), p2p.WithRegisterer(n.reg))
+		key, err := p2p.LoadIdentity("")
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := cfg.Tracker.(*tracker.Client); ok {
+			cfg.Tracker = c.SignedBy(key) // the tracker takes only announces signed by the peer
+		}
+		h, err := p2p.New(cfg.P2P, p2p.WithLogger(log), p2p.WithRegisterer(n.reg), p2p.WithIdentity(key))
 		if err != nil {
 			return nil, err
 		}

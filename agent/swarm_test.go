@@ -99,7 +99,11 @@ func TestSwarmCorruptPeerIsDropped(t *testing.T) {
 		info := src.AddBlob(data, piece.SizeFor(int64(len(data))))
 		blobs = append(blobs, tracker.BlobState{Digest: info.Digest, Have: info.Count(), Complete: true})
 	}
-	liar, err := p2p.New(p2p.DefaultConfig())
+	liarKey, err := p2p.LoadIdentity("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar, err := p2p.New(p2p.DefaultConfig(), p2p.WithIdentity(liarKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +115,7 @@ func TestSwarmCorruptPeerIsDropped(t *testing.T) {
 	for _, a := range liar.Addrs() {
 		self.Addrs = append(self.Addrs, a.String())
 	}
-	tc := tn.client
+	tc := tn.client.SignedBy(liarKey) // a liar with the token and its own key is listed
 	ctx, cancel := context.WithCancel(context.Background())
 	var announcing sync.WaitGroup
 	announcing.Go(func() {

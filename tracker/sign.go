@@ -129,3 +129,12 @@ func VerifyAnnounce(header, id string, body []byte, now time.Time) error {
 func IsSignatureError(err error) bool {
 	return errors.Is(err, ErrUnsigned) || errors.Is(err, ErrStale) || errors.Is(err, ErrNoPublicKey) || errors.Is(err, ErrBadSignature)
 }
+
+// SignedBy returns a copy of c that signs its announces with key, as
+// WithKey does: one tracker connection setup shared by clients that
+// announce different peers (tests start many in one process).
+func (c *Client) SignedBy(key crypto.PrivKey) *Client {
+	cc := *c
+	cc.key = key
+	return &cc
+}
