@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, peers func() float64) (*metrics, erro
 		}),
 		uploadsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_p2p_uploads_active",
-			Help: "Piece uploads under way.",
+			Help: "Piece uploads to peers in progress right now.",
 		}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_p2p_fetches_total",

@@ -36,11 +36,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_store_evicted_bytes_total",
-			Help: "Bytes freed by eviction.",
+			Help: "Bytes of blobs and partial ingests removed to keep the store under its capacity.",
 		}),
 		ingests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_store_ingests_total",
-			Help: "Finished ingests by result.",
+			Help: "Downloads into the store that ended, by result: committed, digest_mismatch, size_mismatch, no_space, canceled, partial (a range fill), error.",
 		}, []string{"result"}),
 	}
 	for _, r := range []string{resultCommitted, resultDigestMismatch, resultSizeMismatch, resultNoSpace, resultCanceled, resultPartial, resultError} {

@@ -34,20 +34,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		announces: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",
-			Help: "Announces accepted from agents.",
+			Help: "Announces accepted from agents (and the seeder): each lists every blob a peer holds or downloads.",
 		}),
 		handouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_handouts_total",
-			Help: "Peer handouts served.",
+			Help: "Lists of peers holding a blob handed out to agents that asked.",
 		}),
 		handoutPeers: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_tracker_handout_peers",
-			Help:    "Peers per handout.",
+			Help:    "Peers in one handout: few while a blob is new to the swarm.",
 			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200},
 		}),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_tracker_peers",
-			Help: "Known (peer, blob) pairs.",
+			Help: "Known (peer, blob) pairs: how many blob copies, whole or partial, live peers announce.",
 		}),
 		seeds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_seeds_total",
@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		metaInfoCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_metainfo_requests_total",
-			Help: "Metainfo requests, by result.",
+			Help: "Metainfo requests from agents, by result: ok, pending (seeding, nothing known yet), not_found, unavailable, invalid, canceled.",
 		}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.announces, m.refused, m.handouts, m.handoutPeers, m.peers, m.seeds, m.metaInfoCalls} {
