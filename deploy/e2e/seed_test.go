@@ -285,3 +285,35 @@ func TestSeedReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedCorruptBlobFails: an origin that serves a layer whose bytes do
+// not match its digest fails the seed job, which names the blob, and the
+// seeder keeps nothing of it.
+func TestSeedCorruptBlobFails(t *testing.T) {
+	t.Parallel()
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 2, LayerSize: 1 << 20, Seed: 1405})
+	ref := origin.Push(t, img, "seed/corrupt:v1")
+	bad := blobsOf(t, img)[2]
+	data := filepath.Join(origin.RootDir, "docker", "registry", "v2", "blobs", bad.Algorithm, bad.Hex[:2], bad.Hex, "data")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff // same size, other bytes
+	if err := os.WriteFile(data, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := startSeedTracker(t, origin)
+	out, err := runSeed(t, ref, "--tracker", tr.URL, "--token-file", tokenFile(t, seedSeedToken), "--wait", "--timeout", "60s")
+	if err == nil || !strings.Contains(out, bad.Hex) || !strings.Contains(out, "failed") {
+		t.Fatalf("seed of a corrupt blob: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	if holds(tr, bad) {
+		t.Error("the seeder kept the corrupt blob")
+	}
+	if _, err := os.Stat(filepath.Join(tr.DataDir, "store", "ingest", bad.Hex)); err == nil {
+		t.Error("the seeder kept a partial file of the corrupt blob")
+	}
+}
