@@ -53,5 +53,11 @@
 //	    default upstream); a failed seeding answers 404 (the origin does not
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
+//	GET /v1/status
+//	    → 200 Status: the swarms (holders, complete, seeding), the live
+//	    peers and the seed jobs, for operators (shoal status --tracker).
+//	GET /status → the same as an HTML page that refreshes itself; the
+//	    cluster token is the password of HTTP Basic authentication (a
+//	    browser cannot send a bearer token), any user name.
 //	GET /healthz → 200, no token (for liveness probes).
 package tracker
