@@ -59,5 +59,20 @@
 //	GET /status → the same as an HTML page that refreshes itself; the
 //	    cluster token is the password of HTTP Basic authentication (a
 //	    browser cannot send a bearer token), any user name.
+//	POST /v1/seed (seed token)
+//	    body {"images": [REF...], "platforms": ["os/arch"...], "replicas": K}
+//	    → 202 SeedJob: the tracker resolves the images and its seeder fetches
+//	    every blob, verified, pinned for SeedPinTTL; with K, K agents get
+//	    each blob in their announce answers ("preheat"). The same request as
+//	    a live job answers that job; a full queue 429 {"code": "BUSY"}. A
+//	    cluster token gets 403 {"code": "FORBIDDEN"}, as does a seed token
+//	    on every route but the seed API and the webhooks.
+//	GET /v1/seed/{id} (seed or cluster token)
+//	    → 200 SeedJob {"state", "blobs": [{"digest", "size", "state",
+//	    "bytes", "holders"}], "pinnedUntil"}; 404 once the tracker forgot it
+//	    (jobs live in memory).
+//	POST /v1/webhooks/distribution, POST /v1/webhooks/harbor (seed token)
+//	    → 202 {"jobs": [ID...], "ignored": N}; 400 with the reason for a
+//	    malformed envelope or payload.
 //	GET /healthz → 200, no token (for liveness probes).
 package tracker
