@@ -225,30 +225,30 @@ func waitSeedJob(t *testing.T, tr *agenttest.Shoal, ok func(tracker.SeedJobStatu
 
 // TestSeedReplicas: with --replicas 2, seed --wait exits 0 once two of
 // three agents hold every blob, before any pull, taken from the seeder,
-// not the origin. When one of those agents dies, its share moves to the
-// third: seed --wait again waits for that and the two living agents then
-// hold every blob.
+// not the origin. Then, for a second image, one of the agents placed is
+// killed while it preheats (the agents' downloads are capped so that
+// preheating takes seconds): its share moves to the third agent, and the
+// two living agents end up holding every blob.
 func TestSeedReplicas(t *testing.T) {
 	t.Parallel()
 	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
 	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 4, LayerSize: 1 << 20, Seed: 1404})
 	ref := origin.Push(t, img, "seed/replicas:v1")
+	second := agenttest.Image(t, agenttest.ImageOptions{Layers: 6, LayerSize: 1 << 20, Seed: 1406})
+	secondRef := origin.Push(t, second, "seed/replicas:v2")
 	origin.ResetCounters()
 	tr := startSeedTracker(t, origin, "--announce-interval", "500ms")
 	nodes := make([]*agenttest.Shoal, 3)
 	for i := range nodes {
-		nodes[i] = startAgent(t, origin, "--tracker", tr.URL, "--tracker-token", seedClusterToken)
+		nodes[i] = startAgent(t, origin, "--tracker", tr.URL, "--tracker-token", seedClusterToken, "--download-rate", fmt.Sprint(2<<20))
 	}
 	seedTok := tokenFile(t, seedSeedToken)
-	args := []string{ref, "--tracker", tr.URL, "--token-file", seedTok, "--replicas", "2", "--wait", "--timeout", "60s"}
-	out, err := runSeed(t, args...)
-	if err != nil {
-		t.Fatalf("shoal seed --replicas 2: %v\n%s", err, out)
+	seedArgs := func(ref string) []string {
+		return []string{ref, "--tracker", tr.URL, "--token-file", seedTok, "--replicas", "2", "--wait", "--timeout", "60s"}
 	}
-	blobs := blobsOf(t, img)
-	count := func(ns []*agenttest.Shoal) map[v1.Hash]int {
+	count := func(img v1.Image, ns []*agenttest.Shoal) map[v1.Hash]int {
 		c := map[v1.Hash]int{}
-		for _, h := range blobs {
+		for _, h := range blobsOf(t, img) {
 			for _, n := range ns {
 				if holds(n, h) {
 					c[h]++
@@ -257,8 +257,13 @@ func TestSeedReplicas(t *testing.T) {
 		}
 		return c
 	}
-	for h, n := range count(nodes) {
-		if n < 2 {
+
+	if out, err := runSeed(t, seedArgs(ref)...); err != nil {
+		t.Fatalf("shoal seed --replicas 2: %v\n%s", err, out)
+	}
+	blobs := blobsOf(t, img)
+	for _, h := range blobs {
+		if n := count(img, nodes)[h]; n < 2 {
 			t.Errorf("blob %s on %d agents after seed --replicas 2, want 2", h, n)
 		}
 	}
@@ -266,22 +271,44 @@ func TestSeedReplicas(t *testing.T) {
 		t.Errorf("the origin served %d blob GETs for %d blobs: preheating must come from the seeder", n, len(blobs))
 	}
 
-	// Kill the agent holding the most; its share must move.
-	victim := 0
-	for i, n := range nodes {
-		if len(count([]*agenttest.Shoal{n})) > len(count([]*agenttest.Shoal{nodes[victim]})) {
-			victim = i
+	// The second image: kill the first agent seen holding part of it.
+	var out string
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, err = runSeed(t, seedArgs(secondRef)...)
+	}()
+	victim := -1
+	for victim < 0 {
+		select {
+		case <-done:
+			t.Fatalf("seed finished before any agent was seen preheating: %v\n%s", err, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+		for i, n := range nodes {
+			if c := len(count(second, []*agenttest.Shoal{n})); c > 0 {
+				victim = i
+				t.Logf("killing agent %d, which holds %d of the image's %d blobs", i, c, len(blobsOf(t, second)))
+				break
+			}
 		}
 	}
 	_ = nodes[victim].Kill()
-	alive := append(append([]*agenttest.Shoal{}, nodes[:victim]...), nodes[victim+1:]...)
-	time.Sleep(2 * time.Second) // the tracker forgets it after 3 announce intervals
-	if out, err := runSeed(t, args...); err != nil {
-		t.Fatalf("shoal seed --replicas 2 after an agent died: %v\n%s", err, out)
+	<-done
+	if err != nil {
+		t.Fatalf("shoal seed --replicas 2 with an agent killed: %v\n%s", err, out)
 	}
-	for _, h := range blobs {
-		if n := count(alive)[h]; n < 2 {
-			t.Errorf("blob %s on %d living agents after the holder died, want 2", h, n)
+	alive := append(append([]*agenttest.Shoal{}, nodes[:victim]...), nodes[victim+1:]...)
+	// The dead agent counts as a holder until the tracker forgets it
+	// (three announce intervals): ask again once it has.
+	time.Sleep(2 * time.Second)
+	if out, err := runSeed(t, seedArgs(secondRef)...); err != nil {
+		t.Fatalf("shoal seed --replicas 2 once the dead agent is forgotten: %v\n%s", err, out)
+	}
+	for _, h := range blobsOf(t, second) {
+		if n := count(second, alive)[h]; n < 2 {
+			t.Errorf("blob %s on %d living agents after a placed agent died, want 2", h, n)
 		}
 	}
 }
