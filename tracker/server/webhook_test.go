@@ -255,3 +255,36 @@ func (f *seedFixture) metricOf(t *testing.T, name, label, value string) float64 
 	}
 	return sum
 }
+
+// TestWebhookReferencesSkipTheManifest: a push whose event carries the
+// image manifest's references (distribution's includereferences) seeds
+// them without reading the manifest; a tag filter leaves out pushes of
+// other tags and pushes by digest.
+func TestWebhookReferencesSkipTheManifest(t *testing.T) {
+	t.Parallel()
+	f := newSeedFixture(t, func(c *server.Config) { c.WebhookTags = []string{"release-*"} })
+	a, b := randomBlob(t, 3000), randomBlob(t, 4000)
+	da, db := f.seeder.add(a), f.seeder.add(b)
+	man := digest.FromString("a manifest the resolver does not have")
+	env := fmt.Sprintf(`{"events":[{"id":"x","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+  "digest":%q,"repository":"team/app","tag":"release-1","references":[
+  {"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},
+  {"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]},
+  "request":{"host":"registry.test"}}]}`, man, da, len(a), db, len(b))
+	code, body := f.post(t, "/v1/webhooks/distribution", server.EventsV2MediaType, env, "Bearer "+seedToken)
+	var resp server.WebhookResponse
+	json.Unmarshal([]byte(body), &resp)
+	if code != http.StatusAccepted || len(resp.Jobs) != 1 {
+		t.Fatalf("%d %s", code, body)
+	}
+	done := f.wait(t, resp.Jobs[0])
+	if done.State != tracker.JobDone || len(done.Blobs) != 2 || done.Blobs[0].Digest != da || done.Blobs[1].Digest != db {
+		t.Fatalf("job from references: %+v", done)
+	}
+	for _, other := range []string{strings.Replace(env, "release-1", "dev", 1), strings.Replace(env, `"tag":"release-1",`, "", 1)} {
+		code, body := f.post(t, "/v1/webhooks/distribution", server.EventsV2MediaType, other, "Bearer "+seedToken)
+		if code != http.StatusAccepted || !strings.Contains(body, `"jobs":[]`) {
+			t.Errorf("filtered push: %d %s", code, body)
+		}
+	}
+}
