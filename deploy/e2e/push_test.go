@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -318,4 +319,48 @@ func runConformance(t *testing.T, bin, registry string) conformance {
 		}
 	}
 	return c
+}
+
+// BenchmarkPushThroughMemory reports the agent's peak resident memory
+// while crane pushes an image of two 128 MiB layers through it: the
+// upload is streamed, so the peak should not grow with the layers.
+func BenchmarkPushThroughMemory(b *testing.B) {
+	origin := agenttest.StartDistribution(b, agenttest.DistributionOptions{})
+	img := agenttest.Image(b, agenttest.ImageOptions{Layers: 2, LayerSize: 128 << 20, Seed: 1499})
+	size, err := imageBytes(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		b.Fatal(err)
+	}
+	var peak int64
+	var took time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		node := startAgent(b, origin, "--allow-push")
+		b.StartTimer()
+		start := time.Now()
+		agenttest.Crane(b, "push", "--insecure", dir, fmt.Sprintf("%s/bench/push%d:v1", node.Addr, i))
+		took += time.Since(start)
+		m, err := node.Memory()
+		if err != nil {
+			b.Fatal(err)
+		}
+		peak = max(peak, m.Peak)
+		b.StopTimer()
+		if err := node.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(peak)/1e6, "peak-MB")
+	b.ReportMetric(float64(size)/1e6, "pushed-MB")
+	b.ReportMetric(float64(size)*float64(b.N)/took.Seconds()/1e6, "MB/s")
 }
