@@ -55,3 +55,11 @@ func (c *Client) offerPreheat(items []PreheatItem) {
 	}
 	c.preheat(ok)
 }
+
+// Preheating returns a copy of c whose announce answers' preheat work goes
+// to fn, as WithPreheat does.
+func (c *Client) Preheating(fn func([]PreheatItem)) *Client {
+	cc := *c
+	cc.preheat = fn
+	return &cc
+}
