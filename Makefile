@@ -24,7 +24,7 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
-	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -race -timeout 10m ./...
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -timeout 10m ./...
 	$(call fuzz-all,$(FUZZTIME_SHORT),-fuzzminimizetime 1x)
 
 test-unit:
