@@ -396,3 +396,26 @@ func TestPushUnsupported(t *testing.T) {
 	pushCase{method: "PATCH", path: "/v2/a/blobs/uploads/abc", status: 405, code: "UNSUPPORTED"}.do(t, srv.URL)
 	pushCase{method: "PUT", path: "/v2/a/manifests/v1", body: "{}", status: 405, code: "UNSUPPORTED"}.do(t, srv.URL)
 }
+
+// Pushes take the registry-in-path form like pulls do: the backend sees
+// the registry and the repository, the client the path it used.
+func TestPushRegistryInPath(t *testing.T) {
+	t.Parallel()
+	mem := newMemPush()
+	srv := httptest.NewServer(registryshim.New(mem, registryshim.WithPathRegistries(func(h string) bool { return h == "registry.example" })))
+	defer srv.Close()
+	blob := "in-path blob"
+	d := digest.FromString(blob)
+	resp := pushCase{method: "POST", path: "/v2/registry.example/team/app/blobs/uploads/", status: 202}.do(t, srv.URL)
+	loc := location(t, resp)
+	if !strings.HasPrefix(loc, "/v2/registry.example/team/app/blobs/uploads/") {
+		t.Errorf("Location %q", loc)
+	}
+	resp = pushCase{method: "PUT", path: loc + "?digest=" + d.String(), body: blob, status: 201}.do(t, srv.URL)
+	if got := resp.Header.Get("Location"); got != "/v2/registry.example/team/app/blobs/"+d.String() {
+		t.Errorf("Location %q", got)
+	}
+	if _, err := mem.StatBlob(t.Context(), registryshim.Repo{Registry: "registry.example", Name: "team/app"}, d); err != nil {
+		t.Errorf("the backend did not get the blob under registry.example/team/app: %v", err)
+	}
+}
