@@ -80,6 +80,7 @@ type Admission struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
+	closed   bool // no re-check starts once Close has begun
 	peers    map[peer.ID]*admitted
 	refusals int // entries not listed
 	checks   int // checks of new peers under way
@@ -134,6 +135,9 @@ func NewAdmission(cfg AdmissionConfig, r Roster, opts ...Option) (*Admission, er
 
 // Close stops the background re-checks and waits for them.
 func (a *Admission) Close() {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
 	a.cancel()
 	a.wg.Wait()
 }
@@ -182,6 +186,8 @@ func (a *Admission) Admit(p peer.ID) bool {
 		listed, err := a.ask(p, e)
 		a.checks--
 		switch {
+		case err == nil && e.listed && !listed:
+			// Vouched for by a handout while we asked: that is newer.
 		case err == nil:
 			a.settle(e, listed, now.Add(a.ttl(listed)))
 		case e.listed:
@@ -221,7 +227,7 @@ func (a *Admission) ask(p peer.ID, e *admitted) (bool, error) {
 // background; it stays admitted meanwhile, and if the roster cannot
 // answer. Caller holds mu.
 func (a *Admission) recheck(p peer.ID, e *admitted) {
-	if a.ctx.Err() != nil {
+	if a.closed {
 		return
 	}
 	e.checking = make(chan struct{})

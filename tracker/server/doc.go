@@ -13,6 +13,11 @@
 // seeder: New builds the server, the caller builds the seeder over it, and
 // Start hands the seeder in, before the server is used.
 //
+// An announce over HTTP counts only when signed by the key of its peer ID
+// (tracker.VerifyAnnounce); the seeder's, in process, is trusted as it is.
+// Listed (GET /v1/peers/{id}) tells agents and the seeder which peer IDs
+// to admit (admit.go).
+//
 // The first demand for a digest's metainfo starts one Seed, deduplicated
 // across askers, in a goroutine owned by the server (an impatient first
 // asker does not cancel it). Its progress replaces the entry's Info only
