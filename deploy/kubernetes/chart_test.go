@@ -426,6 +426,18 @@ func checkSecretFiles(t *testing.T, spec corev1.PodSpec, c corev1.Container, arg
 		vol := volumeAt(t, spec, c, filepath.Dir(path))
 		if vol.Secret == nil || vol.Secret.SecretName == "" {
 			t.Errorf("%s --%s=%s: not in a Secret volume (%+v)", c.Name, name, path, vol)
+			continue
+		}
+		// A container not running as root reads the files through the
+		// pod's fsGroup, which owns them: the group must be able to read.
+		if !runsAsRoot(spec, c) {
+			mode := int32(0o644)
+			if vol.Secret.DefaultMode != nil {
+				mode = *vol.Secret.DefaultMode
+			}
+			if spec.SecurityContext == nil || spec.SecurityContext.FSGroup == nil || mode&0o040 == 0 {
+				t.Errorf("%s --%s=%s: mode %o without group read or no fsGroup: unreadable by a non-root user", c.Name, name, path, mode)
+			}
 		}
 	}
 }
@@ -521,6 +533,17 @@ func TestBadSize(t *testing.T) {
 }
 
 // --- helpers
+
+// runsAsRoot says whether c runs as uid 0 (the image's own user is 65532).
+func runsAsRoot(spec corev1.PodSpec, c corev1.Container) bool {
+	if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+		return *c.SecurityContext.RunAsUser == 0
+	}
+	if spec.SecurityContext != nil && spec.SecurityContext.RunAsUser != nil {
+		return *spec.SecurityContext.RunAsUser == 0
+	}
+	return false
+}
 
 func container(t *testing.T, cs []corev1.Container, name string) corev1.Container {
 	t.Helper()

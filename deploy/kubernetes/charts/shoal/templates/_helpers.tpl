@@ -90,12 +90,12 @@ or Ti suffix) into a number of bytes.
 - name: secrets
   secret:
     secretName: {{ include "shoal.secretName" . }}
-    defaultMode: 0400
+    defaultMode: 0440
 {{- with include "shoal.credentialsName" . }}
 - name: registry-credentials
   secret:
     secretName: {{ . }}
-    defaultMode: 0400
+    defaultMode: 0440
     items:
       - key: .dockerconfigjson
         path: config.json
