@@ -73,10 +73,19 @@ func TestPreheatFetchesPlacedBlobsFromTheSwarm(t *testing.T) {
 	if job.State != tracker.JobDone {
 		t.Errorf("complete job in state %s", job.State)
 	}
+	// An agent announces a blob whole once its last piece is verified; the
+	// store commits it right after the digest check.
 	for i, n := range nodes {
 		for _, b := range job.Blobs {
-			if _, err := n.store.Stat(t.Context(), b.Digest); err != nil {
-				t.Errorf("agent %d lacks %s after preheat: %v", i, b.Digest, err)
+			for {
+				_, err := n.store.Stat(t.Context(), b.Digest)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("agent %d lacks %s after preheat: %v", i, b.Digest, err)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		if st := n.Stats(); st.Origin != 0 || st.Peer+st.Seeder == 0 {

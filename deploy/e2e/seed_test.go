@@ -246,6 +246,8 @@ func TestSeedReplicas(t *testing.T) {
 	seedArgs := func(ref string) []string {
 		return []string{ref, "--tracker", tr.URL, "--token-file", seedTok, "--replicas", "2", "--wait", "--timeout", "60s"}
 	}
+	// An agent announces a blob whole once its last piece is verified and
+	// its store commits it right after: give the commit a moment.
 	count := func(img v1.Image, ns []*agenttest.Shoal) map[v1.Hash]int {
 		c := map[v1.Hash]int{}
 		for _, h := range blobsOf(t, img) {
@@ -257,13 +259,27 @@ func TestSeedReplicas(t *testing.T) {
 		}
 		return c
 	}
+	settled := func(img v1.Image, ns []*agenttest.Shoal) map[v1.Hash]int {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c := count(img, ns)
+			ok := true
+			for _, h := range blobsOf(t, img) {
+				ok = ok && c[h] >= 2
+			}
+			if ok || time.Now().After(deadline) {
+				return c
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 
 	if out, err := runSeed(t, seedArgs(ref)...); err != nil {
 		t.Fatalf("shoal seed --replicas 2: %v\n%s", err, out)
 	}
 	blobs := blobsOf(t, img)
 	for _, h := range blobs {
-		if n := count(img, nodes)[h]; n < 2 {
+		if n := settled(img, nodes)[h]; n < 2 {
 			t.Errorf("blob %s on %d agents after seed --replicas 2, want 2", h, n)
 		}
 	}
@@ -307,7 +323,7 @@ func TestSeedReplicas(t *testing.T) {
 		t.Fatalf("shoal seed --replicas 2 once the dead agent is forgotten: %v\n%s", err, out)
 	}
 	for _, h := range blobsOf(t, second) {
-		if n := count(second, alive)[h]; n < 2 {
+		if n := settled(second, alive)[h]; n < 2 {
 			t.Errorf("blob %s on %d living agents after a placed agent died, want 2", h, n)
 		}
 	}
