@@ -110,3 +110,21 @@ func FuzzParseSignature(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyAnnounce: the tracker's cost of checking one announce's
+// signature (10,000 agents announcing every 2 s make 5,000 a second).
+func BenchmarkVerifyAnnounce(b *testing.B) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	body := []byte(`{"peer":{"id":"x","addrs":["/ip4/10.0.0.1/tcp/4001"]},"blobs":[]}`)
+	sig, err := tracker.SignAnnounce(trackertest.Key("p1"), body, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := trackertest.ID("p1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := tracker.VerifyAnnounce(sig, id, body, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
