@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -133,5 +134,36 @@ func TestStatusErrors(t *testing.T) {
 				t.Errorf("error %q: want one line with %q", msg, tc.want)
 			}
 		})
+	}
+}
+
+// --tracker-ca: a TLS tracker is trusted with its CA file, and refused in
+// one line without it.
+func TestStatusTrackerTLS(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Tokens = []string{"tls-status-token"}
+	s, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(trackertest.NewSeeder()); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewTLSServer(s.Handler())
+	t.Cleanup(func() { s.Close(); ts.Close() })
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o644)
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("tls-status-token\n"), 0o600)
+
+	out, err := runStatusCmd(t, "--tracker", ts.URL, "--token-file", tok, "--tracker-ca", ca)
+	if err != nil || !strings.Contains(out, "0 agents and 0 seeder alive") {
+		t.Errorf("with the CA: %v\n%s", err, out)
+	}
+	_, err = runStatusCmd(t, "--tracker", ts.URL, "--token-file", tok)
+	if err == nil || !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("without the CA: %v, want one line about the certificate", err)
 	}
 }
