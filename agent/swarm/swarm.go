@@ -157,17 +157,6 @@ func WithClock(c clock.Clock) Option { return func(s *Swarm) { s.clock = c } }
 // randomly seeded.
 func WithSeed(seed uint64) Option { return func(s *Swarm) { s.seed0 = &seed } }
 
-// Buffers lends piece buffers: Get returns a slice of size bytes, Put takes
-// it back. The simulator, which moves no bytes, lends one shared buffer.
-type Buffers interface {
-	Get(size int64) []byte
-	Put(b []byte)
-}
-
-// WithBuffers sets where piece buffers come from (default: a free list of
-// the swarm's own).
-func WithBuffers(b Buffers) Option { return func(s *Swarm) { s.pool = b } }
-
 // AsSeeder makes the node announce itself as the seeder and ration the
 // copies of each piece it uploads.
 func AsSeeder() Option { return func(s *Swarm) { s.seed = true } }
@@ -454,15 +443,12 @@ func (rc readCloser) Close() error {
 // interval the tracker asks for, and at once when a download starts.
 func (s *Swarm) Run(ctx context.Context) {
 	interval := time.Second
-	t := s.clock.Timer(0)
+	t := s.clock.Timer(interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.kick:
-		}
+	// The first announce goes out at once; after it, the loop waits for
+	// the interval or a kick, only one of which is ready when it looks
+	// (so that a simulated run does not hinge on select's random choice).
+	for ctx.Err() == nil {
 		next, err := s.tr.Announce(ctx, s.announcement(ctx))
 		if err != nil {
 			if ctx.Err() == nil {
@@ -473,6 +459,12 @@ func (s *Swarm) Run(ctx context.Context) {
 			interval = next * 2 / 3 // re-announce well within the tracker's TTL
 		}
 		t.Reset(interval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
 	}
 }
 
@@ -539,21 +531,6 @@ func (s *Swarm) Changed(dgst digest.Digest, c store.Change) {
 	s.kickAnnounce()
 }
 
-func (s *Swarm) buffer(size int64) []byte {
-	if s.pool != nil {
-		return s.pool.Get(size)
-	}
-	return s.bufs.get(size)
-}
-
-func (s *Swarm) release(b []byte) {
-	if s.pool != nil {
-		s.pool.Put(b)
-		return
-	}
-	s.bufs.put(b)
-}
-
 // rng returns the randomness of one session of dgst: seeded from WithSeed
 // and the digest, or at random. Each session has its own, touched only by
 // its loop.
@@ -565,42 +542,4 @@ func (s *Swarm) rng(dgst digest.Digest) *rand.Rand {
 	h.Write([]byte(dgst))
 	h.Write([]byte(s.self.ID))
 	return rand.New(rand.NewPCG(*s.seed0, h.Sum64()))
-}
-
-// maxFreeBuffers bounds the bytes of piece buffers kept for reuse.
-const maxFreeBuffers = 64 << 20
-
-// buffers is a free list of piece buffers. Not a sync.Pool: every GC cycle
-// empties one, and a download allocating a fresh piece-sized buffer per
-// piece faults in new pages and drives the GC for nothing.
-type buffers struct {
-	mu    sync.Mutex
-	free  [][]byte
-	bytes int64
-}
-
-func (p *buffers) get(size int64) []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := len(p.free) - 1; i >= 0; i-- {
-		if b := p.free[i]; int64(cap(b)) >= size {
-			p.free = append(p.free[:i], p.free[i+1:]...)
-			p.bytes -= int64(cap(b))
-			return b[:size]
-		}
-	}
-	return make([]byte, size)
-}
-
-func (p *buffers) put(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.bytes+int64(cap(b)) > maxFreeBuffers {
-		return
-	}
-	p.free = append(p.free, b[:cap(b)])
-	p.bytes += int64(cap(b))
 }

@@ -1,0 +1,246 @@
+package sim
+
+import (
+	"container/heap"
+	"errors"
+	"math"
+	"time"
+)
+
+// network shares the capacities of resources (a host's upload, a host's
+// download; a zone's uplink would be one more) max-min fairly among the
+// flows that cross them, recomputed once per instant at which flows came
+// or went, and tells each flow when it completes. Only the driver and the
+// goroutines it woke touch it, one at a time: the mutex of the queue is not
+// needed, but the goroutines of one instant may call add and cancel
+// concurrently, so it has its own.
+type network struct {
+	q       *queue
+	quantum time.Duration // completion times are rounded up to it
+	caps    []float64     // bytes per second, by resource
+	users   [][]*flow     // the flows crossing each resource
+	flows   []*flow       // all active flows
+	last    time.Time     // flows' left is as of last
+	dirty   bool
+	gen     uint64 // the completion event that is current
+	lock    chan struct{}
+}
+
+var errCancelled = errors.New("sim: transfer cancelled")
+
+type flow struct {
+	key   key // of the event that tells its end
+	res   []int
+	pos   []int // index in users[res[i]]
+	at    int   // index in flows; -1 once ended
+	size  float64
+	left  float64
+	rate  float64
+	err   error
+	done  chan struct{} // closed when it completes or is cancelled
+	fixed bool          // scratch for fill
+}
+
+func newNetwork(q *queue, quantum time.Duration) *network {
+	return &network{q: q, quantum: quantum, lock: make(chan struct{}, 1), last: time.Now()}
+}
+
+func (nw *network) enter() { nw.lock <- struct{}{} }
+func (nw *network) leave() { <-nw.lock }
+
+// resource adds a resource of capacity bytes per second and returns it.
+func (nw *network) resource(capacity float64) int {
+	nw.caps = append(nw.caps, capacity)
+	nw.users = append(nw.users, nil)
+	return len(nw.caps) - 1
+}
+
+// add starts a flow of size bytes across res; k, of kind kindFlow, names
+// the event that tells its end.
+func (nw *network) add(k key, size int64, res ...int) *flow {
+	nw.enter()
+	defer nw.leave()
+	nw.advance()
+	f := &flow{key: k, res: res, pos: make([]int, len(res)), size: float64(size), left: float64(size), done: make(chan struct{})}
+	for i, r := range res {
+		f.pos[i] = len(nw.users[r])
+		nw.users[r] = append(nw.users[r], f)
+	}
+	f.at = len(nw.flows)
+	nw.flows = append(nw.flows, f)
+	nw.dirty = true
+	return f
+}
+
+// cancel ends f, if still active, with err.
+func (nw *network) cancel(f *flow, err error) {
+	nw.enter()
+	defer nw.leave()
+	if f.at < 0 {
+		return
+	}
+	nw.advance()
+	nw.end(f, err)
+}
+
+// sent is how many bytes of f went through.
+func (f *flow) sent() int64 { return int64(math.Round(f.size - max(f.left, 0))) }
+
+func (nw *network) end(f *flow, err error) {
+	for i, r := range f.res {
+		us := nw.users[r]
+		last := us[len(us)-1]
+		us[f.pos[i]] = last
+		for j, lr := range last.res {
+			if lr == r {
+				last.pos[j] = f.pos[i]
+			}
+		}
+		nw.users[r] = us[:len(us)-1]
+	}
+	last := nw.flows[len(nw.flows)-1]
+	nw.flows[f.at] = last
+	last.at = f.at
+	nw.flows = nw.flows[:len(nw.flows)-1]
+	f.at = -1
+	f.err = err
+	nw.dirty = true
+	// Flows of one instant end in the order of their keys, one event
+	// each: the goroutines they wake must not race each other.
+	nw.q.push(time.Now(), f.key, func() { close(f.done) })
+}
+
+// advance moves every flow's bytes on to now at its rate.
+func (nw *network) advance() {
+	now := time.Now()
+	dt := now.Sub(nw.last).Seconds()
+	nw.last = now
+	if dt <= 0 {
+		return
+	}
+	for _, f := range nw.flows {
+		f.left -= f.rate * dt
+	}
+}
+
+// settle, called by the driver once the code is blocked, recomputes the
+// rates if flows came or went and schedules the next completion.
+func (nw *network) settle() {
+	nw.enter()
+	defer nw.leave()
+	if !nw.dirty {
+		return
+	}
+	nw.dirty = false
+	nw.advance()
+	nw.fill()
+	next := math.Inf(1)
+	for _, f := range nw.flows {
+		if f.rate > 0 {
+			next = min(next, max(f.left, 0)/f.rate)
+		}
+	}
+	nw.gen++
+	if math.IsInf(next, 1) {
+		return
+	}
+	d := time.Duration(math.Ceil(next * 1e9))
+	if nw.quantum > 0 {
+		d = (d + nw.quantum - 1) / nw.quantum * nw.quantum
+	}
+	gen := nw.gen
+	nw.q.push(nw.last.Add(d), key{kind: kindNet}, func() { nw.complete(gen) })
+}
+
+// complete ends the flows that are through, if gen is still current.
+func (nw *network) complete(gen uint64) {
+	nw.enter()
+	defer nw.leave()
+	if gen != nw.gen {
+		return
+	}
+	nw.advance()
+	var through []*flow
+	for _, f := range nw.flows {
+		// Within a nanosecond of done, or a byte: the rounding of times.
+		if f.left <= 1 || (f.rate > 0 && f.left/f.rate < 1e-9) {
+			through = append(through, f)
+		}
+	}
+	for _, f := range through {
+		f.left = 0
+		nw.end(f, nil)
+	}
+	nw.dirty = true // the next completion, even if none was through
+}
+
+// fill sets max-min fair rates by progressive filling: the resource whose
+// fair share is smallest fixes the rate of its flows, which then use up
+// their share of the other resources they cross; and so on. The result
+// does not depend on the order of the flows.
+func (nw *network) fill() {
+	rem := make([]float64, len(nw.caps))
+	cnt := make([]int, len(nw.caps))
+	copy(rem, nw.caps)
+	for r, us := range nw.users {
+		cnt[r] = len(us)
+	}
+	for _, f := range nw.flows {
+		f.fixed, f.rate = false, 0
+	}
+	h := &shares{}
+	for r := range nw.caps {
+		if cnt[r] > 0 {
+			heap.Push(h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
+		}
+	}
+	touched := make(map[int]int)
+	for h.Len() > 0 {
+		s := heap.Pop(h).(share)
+		if cnt[s.r] != s.cnt || cnt[s.r] == 0 {
+			continue // stale
+		}
+		v := max(s.v, 0)
+		clear(touched)
+		for _, f := range nw.users[s.r] {
+			if f.fixed {
+				continue
+			}
+			f.fixed, f.rate = true, v
+			for _, r := range f.res {
+				touched[r]++
+			}
+		}
+		for r, k := range touched {
+			rem[r] -= v * float64(k)
+			cnt[r] -= k
+			if cnt[r] > 0 {
+				heap.Push(h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
+			}
+		}
+	}
+}
+
+type share struct {
+	v   float64
+	r   int
+	cnt int
+}
+
+type shares []share
+
+func (h shares) Len() int { return len(h) }
+func (h shares) Less(i, j int) bool {
+	if h[i].v != h[j].v {
+		return h[i].v < h[j].v
+	}
+	return h[i].r < h[j].r
+}
+func (h shares) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *shares) Push(x any)   { *h = append(*h, x.(share)) }
+func (h *shares) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
