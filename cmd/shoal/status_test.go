@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent"
@@ -165,5 +166,33 @@ func TestStatusTrackerTLS(t *testing.T) {
 	_, err = runStatusCmd(t, "--tracker", ts.URL, "--token-file", tok)
 	if err == nil || !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("without the CA: %v, want one line about the certificate", err)
+	}
+}
+
+func TestPrintAgentStatus(t *testing.T) {
+	t.Parallel()
+	st := &agent.Status{
+		Peer:      "12D3KooWpeer",
+		Store:     agent.StoreStatus{UsedBytes: 3 << 30, Blobs: 12},
+		Downloads: []agent.DownloadStatus{{Digest: digest.Digest("sha256:" + strings.Repeat("ab", 32)), SizeBytes: 80 << 20, Pieces: 20, Have: 9, Peers: 5}},
+		Received:  agent.ReceivedStatus{Peers: 52 << 20, Seeder: 28 << 20},
+		Peers:     7,
+		Rates:     agent.RatesStatus{UploadBytesPerSecond: 12 << 20, DownloadBytesPerSecond: 40 << 20, WindowSeconds: 10},
+		Tracker:   &agent.TrackerStatus{URL: "http://tracker:7070", Error: "tracker: unavailable: ping: connection refused"},
+	}
+	var b strings.Builder
+	printAgentStatus(&b, "http://127.0.0.1:5050", st)
+	out := b.String()
+	for _, want := range []string{
+		"store     3.0 GiB used, 12 blobs, no capacity limit",
+		"received  peers 52.0 MiB, seeder 28.0 MiB, origin 0 B",
+		"rates     up 12.0 MiB/s, down 40.0 MiB/s (last 10s)",
+		"tracker   http://tracker:7070 NOT ANSWERING: tracker: unavailable",
+		"downloads in flight: 1",
+		"80.0 MiB  45%       9/20    5",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
