@@ -110,10 +110,21 @@ func TestSeedThenRollout(t *testing.T) {
 		nodes[i] = startAgent(t, origin, "--tracker", tr.URL, "--tracker-token", seedClusterToken)
 	}
 
+	// Without --wait, seed returns once the image resolved (or the job is
+	// done); with it, the same request follows the same job to its end.
+	seedTok := tokenFile(t, seedSeedToken)
 	start := time.Now()
-	out, err := runSeed(t, ref, "--tracker", tr.URL, "--token-file", tokenFile(t, seedSeedToken), "--wait", "--timeout", "60s")
+	out, err := runSeed(t, ref, "--tracker", tr.URL, "--token-file", seedTok)
+	if err != nil || !strings.Contains(out, "seed job ") {
+		t.Fatalf("shoal seed without --wait: %v\n%s", err, out)
+	}
+	jobID := strings.Fields(strings.TrimPrefix(out[strings.Index(out, "seed job "):], "seed job "))[0]
+	out, err = runSeed(t, ref, "--tracker", tr.URL, "--token-file", seedTok, "--wait", "--timeout", "60s")
 	if err != nil {
 		t.Fatalf("shoal seed: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "(job "+strings.TrimSuffix(jobID, ":")+")") {
+		t.Errorf("seed --wait of the same image followed another job than %s:\n%s", jobID, out)
 	}
 	t.Logf("shoal seed took %s:\n%s", time.Since(start).Round(time.Millisecond), out)
 	blobs := blobsOf(t, img)
