@@ -198,7 +198,16 @@ func (j *jobs) create(nj *job) (_ *job, dup bool, err error) {
 	j.active++
 	j.prune()
 	j.metrics.jobs.WithLabelValues("created").Inc()
+	// Counted under the server's lock, as seedings are, so that Close,
+	// which marks the server closed under it before it waits, waits for it.
+	j.s.mu.Lock()
+	if j.s.closed {
+		j.s.mu.Unlock()
+		j.settle(nj, fmt.Errorf("%w: tracker shutting down", tracker.ErrUnavailable))
+		return nj, false, nil
+	}
 	j.s.seeds.Add(1)
+	j.s.mu.Unlock()
 	go func() {
 		defer j.s.seeds.Done()
 		j.run(nj)
