@@ -228,19 +228,25 @@ func (h *Host) Serve(src Source) error {
 }
 
 // admitted serves a stream only if Config.Admit admits its peer now: a
-// connection admitted once is asked again on every request, so a peer the
-// tracker stopped listing is refused from then on.
+// connection admitted once is asked again on every stream, and a piece
+// stream on every request (servePiece), so a peer the tracker stopped
+// listing is refused from then on.
 func (h *Host) admitted(serve network.StreamHandler) network.StreamHandler {
 	if h.cfg.Admit == nil {
 		return serve
 	}
 	return func(s network.Stream) {
-		if !h.cfg.Admit(s.Conn().RemotePeer()) {
+		if !h.admits(s) {
 			s.Reset()
 			return
 		}
 		serve(s)
 	}
+}
+
+// admits asks Config.Admit about the peer of s (nil admits everyone).
+func (h *Host) admits(s network.Stream) bool {
+	return h.cfg.Admit == nil || h.cfg.Admit(s.Conn().RemotePeer())
 }
 
 func limiter(bytesPerSecond int64) *rate.Limiter {

@@ -46,6 +46,10 @@ func (h *Host) servePiece(s network.Stream) {
 			h.broke(s, "reading piece request", err)
 			return
 		}
+		if !first && !h.admits(s) {
+			s.Reset() // dropped by the tracker since the stream opened
+			return
+		}
 		if !h.answerPiece(s, req) {
 			return
 		}
