@@ -103,14 +103,18 @@ func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agen
 	}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	var backend registryshim.Backend = a
+	shimOpts := []registryshim.Option{registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer)}
 	if o.push != nil {
 		var err error
 		if a.pushes, err = newPushes(*o.push, o.now, o.logger, o.registerer); err != nil {
 			return nil, err
 		}
 		backend = pushBackend{a}
+		if o.push.AskCredentials {
+			shimOpts = append(shimOpts, registryshim.WithCredentialChallenge())
+		}
 	}
-	a.shim = registryshim.New(backend, registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer))
+	a.shim = registryshim.New(backend, shimOpts...)
 	return a, nil
 }
 

@@ -39,9 +39,11 @@ import (
 //
 // Credentials: a client that sent an Authorization header pushes with it
 // (upstream.RequesterAuth: Basic as user and password, Bearer as a registry
-// token); one that sent none pushes with the node's. An origin's 401 is
-// answered with a Basic challenge, so a client holding credentials for the
-// agent's host offers them. Only a push made with the node's credentials
+// token); one that sent none pushes with the node's. Clients send one only
+// to a registry that asked: with AskCredentials, /v2/ asks, and an origin's
+// 401 is answered with a Basic challenge too. The existence checks a client
+// makes before it uploads (HEAD of blobs and manifests) are pulls, made
+// with the node's credentials. Only a push made with the node's credentials
 // records confirmations (confirm.go): the repository it pushed to then
 // serves the blobs and manifests without asking the origin again. One made
 // with a requester's credentials confirms nothing the node's could not, so
@@ -58,6 +60,11 @@ type PushConfig struct {
 	// IdleTimeout drops a session no request touched for this long
 	// (default 10 minutes), here and on the origin.
 	IdleTimeout time.Duration
+	// AskCredentials makes /v2/ ask clients that send none for
+	// credentials (registryshim.WithCredentialChallenge), which is how
+	// pushers are made to offer theirs. Clients holding none go on
+	// anonymously, except the Docker daemon, which stops.
+	AskCredentials bool
 }
 
 // WithPush accepts pushes and forwards them to the origin (see push.go).

@@ -151,7 +151,7 @@ func pushRef(t *testing.T, host, repo string) name.Reference {
 func TestPushThroughAgent(t *testing.T) {
 	t.Parallel()
 	o := newPushOrigin(t)
-	a := startPushAgent(t, o.URL, agent.PushConfig{}, nil)
+	a := startPushAgent(t, o.URL, agent.PushConfig{AskCredentials: true}, nil)
 	img, err := random.Image(256<<10, 3)
 	if err != nil {
 		t.Fatal(err)

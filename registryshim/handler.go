@@ -37,6 +37,7 @@ type Handler struct {
 	bufs    sync.Pool // *[]byte of copyBufferSize
 
 	pathRegistry func(host string) bool // nil: no registry-in-path form (pathns.go)
+	challenge    bool                   // /v2/ asks for credentials (push.go)
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -45,6 +46,7 @@ type options struct {
 	log          *slog.Logger
 	reg          prometheus.Registerer
 	pathRegistry func(host string) bool
+	challenge    bool
 }
 
 // Option configures a Handler.
@@ -71,7 +73,7 @@ func New(b Backend, opts ...Option) *Handler {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	h := &Handler{backend: b, log: o.log, metrics: newMetrics(o.reg, o.log), pathRegistry: o.pathRegistry}
+	h := &Handler{backend: b, log: o.log, metrics: newMetrics(o.reg, o.log), pathRegistry: o.pathRegistry, challenge: o.challenge}
 	h.push, _ = b.(PushBackend)
 	h.bufs.New = func() any {
 		b := make([]byte, copyBufferSize)

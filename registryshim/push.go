@@ -71,6 +71,17 @@ type PushBackend interface {
 	PutManifest(ctx context.Context, p Pusher, ref string, m *Manifest) error
 }
 
+// WithCredentialChallenge makes /v2/ answer a request without an
+// Authorization header with 401 and a Basic challenge, when the backend
+// takes pushes. Clients send credentials only to a registry whose /v2/
+// asked for them: one holding some for this host then sends them with
+// every request, and the backend may push with them (Pusher.Authorization);
+// most clients holding none go on anonymously, which the read API serves
+// as before, but some (the Docker daemon) stop there.
+func WithCredentialChallenge() Option {
+	return func(o *options) { o.challenge = true }
+}
+
 // maxManifestPut is the largest manifest accepted, the spec's suggested
 // limit (and containerd's).
 const maxManifestPut = 4 << 20
@@ -81,11 +92,7 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *target, p
 	if h.push == nil {
 		return false // the read API answers: 405 UNSUPPORTED for any write
 	}
-	if t.route == routeBase && pathErr == nil && r.Header.Get("Authorization") == "" {
-		// Clients send credentials only to a registry whose /v2/ asked for
-		// them. One holding none for this host goes on anonymously, which
-		// the read API serves as before; one holding some sends them with
-		// every request, and the backend may push with them.
+	if h.challenge && t.route == routeBase && pathErr == nil && r.Header.Get("Authorization") == "" {
 		h.pushFail(w, r, fmt.Errorf("base: %w", ErrUnauthorized))
 		return true
 	}

@@ -134,7 +134,8 @@ func (m *memPush) PutManifest(_ context.Context, p registryshim.Pusher, ref stri
 // pulls them back and verifies every digest.
 func TestGoContainerRegistryPush(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(registryshim.New(newMemPush()))
+	// With the challenge: a client holding no credentials goes on.
+	srv := httptest.NewServer(registryshim.New(newMemPush(), registryshim.WithCredentialChallenge()))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	opt := remote.WithTransport(srv.Client().Transport)
@@ -247,7 +248,7 @@ func location(t *testing.T, resp *http.Response) string {
 func TestPushWorkflow(t *testing.T) {
 	t.Parallel()
 	mem := newMemPush()
-	srv := httptest.NewServer(registryshim.New(mem))
+	srv := httptest.NewServer(registryshim.New(mem, registryshim.WithCredentialChallenge()))
 	defer srv.Close()
 	base := srv.URL
 	blob := strings.Repeat("shoal push ", 1000)
@@ -386,10 +387,14 @@ func TestPushWorkflow(t *testing.T) {
 }
 
 // Without a PushBackend, the push path is 405 UNSUPPORTED and /v2/ asks
-// for nothing.
+// for nothing, challenge or not; with one but no challenge, /v2/ asks for
+// nothing either.
 func TestPushUnsupported(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(registryshim.New(shimtest.NewMemory()))
+	plain := httptest.NewServer(registryshim.New(newMemPush()))
+	defer plain.Close()
+	pushCase{method: "GET", path: "/v2/", status: 200}.do(t, plain.URL)
+	srv := httptest.NewServer(registryshim.New(shimtest.NewMemory(), registryshim.WithCredentialChallenge()))
 	defer srv.Close()
 	pushCase{method: "GET", path: "/v2/", status: 200}.do(t, srv.URL)
 	pushCase{method: "POST", path: "/v2/a/blobs/uploads/", status: 405, code: "UNSUPPORTED"}.do(t, srv.URL)

@@ -89,6 +89,7 @@ type agentFlags struct {
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
 	AllowPush    bool          `mapstructure:"allow-push"`
+	PushAskCreds bool          `mapstructure:"push-ask-credentials"`
 	OpsListen    string        `mapstructure:"metrics-listen"`
 }
 
@@ -108,6 +109,7 @@ func newAgentCmd() *cobra.Command {
 	fs.String("metrics-listen", "", "address to also serve /metrics, /healthz, /readyz and /v1/status on, without the registry (empty: none)")
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
 	fs.Bool("allow-push", false, "accept pushes and stream them to the origin with the pusher's credentials (or the node's); pushed blobs enter the store and the swarm")
+	fs.Bool("push-ask-credentials", true, "with --allow-push, /v2/ asks clients for credentials so pushers offer theirs (the Docker daemon then needs a login to pull through the agent)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f agentFlags
 		if err := loadConfig(cmd, &f); err != nil {
@@ -216,7 +218,7 @@ func (f agentFlags) config() (nodeConfig, error) {
 	cfg.Agent.TagTTL = f.TagTTL
 	cfg.Agent.AuthTTL = f.AuthTTL
 	if f.AllowPush {
-		cfg.Push = &agent.PushConfig{}
+		cfg.Push = &agent.PushConfig{AskCredentials: f.PushAskCreds}
 	}
 	return cfg, cfg.validate()
 }
