@@ -234,7 +234,7 @@ func (p *barProgress) update(j *tracker.SeedJob) {
 		const width = 24
 		fill := 0
 		if b.Size > 0 {
-			fill = int(int64(width) * b.Bytes / b.Size)
+			fill = min(max(int(int64(width)*b.Bytes/b.Size), 0), width)
 		}
 		bar := strings.Repeat("#", fill) + strings.Repeat(".", width-fill)
 		fmt.Fprintf(p.w, "\x1b[2K[%s] %s\n", bar, blobLine(j, b))

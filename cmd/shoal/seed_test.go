@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/server"
 )
 
@@ -61,5 +65,29 @@ func TestSeedResolverKnowsTheConfiguredRegistries(t *testing.T) {
 	}
 	if newSeedResolver(nil, upstream.Config{}).Knows("") {
 		t.Error("no default upstream, yet the default registry is known")
+	}
+}
+
+func TestSeedProgressLines(t *testing.T) {
+	t.Parallel()
+	job := &tracker.SeedJob{ID: "j1", State: tracker.JobPreheat, Replicas: 2, Images: []tracker.SeedImage{{Ref: "app:v1"}}, Blobs: []tracker.SeedBlob{
+		{Digest: digest.FromString("a"), Size: 2 << 20, Bytes: 2 << 20, State: tracker.BlobDone, Holders: 1},
+		{Digest: digest.FromString("b"), Size: 100, Bytes: 300, State: tracker.BlobFetching}, // more than the size: drawn full
+	}}
+	var bars, lines bytes.Buffer
+	(&barProgress{w: &bars}).update(job)
+	lp := &lineProgress{w: &lines, seen: map[digest.Digest]string{}}
+	lp.update(job)
+	lp.update(job) // nothing changed: nothing logged
+	if n := strings.Count(lines.String(), "\n"); n != 2 || !strings.Contains(lines.String(), "done     2.0 MiB/2.0 MiB on 1/2 agents") {
+		t.Errorf("log lines:\n%s", lines.String())
+	}
+	if !strings.Contains(bars.String(), "[########################]") {
+		t.Errorf("bars:\n%s", bars.String())
+	}
+	job.Blobs[0].Holders = 2
+	job.Blobs[1].State, job.Blobs[1].Holders = tracker.BlobDone, 2
+	if !job.Complete() || !strings.Contains(summary(job, 1500*time.Millisecond), "seeded 1 images, 2 blobs, 2.0 MiB in 1.5s (job j1); every blob on 2 agents") {
+		t.Errorf("summary %q", summary(job, 1500*time.Millisecond))
 	}
 }
