@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/xml"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -363,4 +365,69 @@ func BenchmarkPushThroughMemory(b *testing.B) {
 	b.ReportMetric(float64(peak)/1e6, "peak-MB")
 	b.ReportMetric(float64(size)/1e6, "pushed-MB")
 	b.ReportMetric(float64(size)*float64(b.N)/took.Seconds()/1e6, "MB/s")
+}
+
+// TestPushThroughBadInput sends the agent's push path malformed requests:
+// each gets its OCI error, the agent stays up, and nothing reaches the
+// store.
+func TestPushThroughBadInput(t *testing.T) {
+	t.Parallel()
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	node := startAgent(t, origin, "--allow-push")
+	send := func(method, path string, hdr map[string]string, body string) (int, string, http.Header) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, node.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		tr := &http.Transport{DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return resp.StatusCode, string(b), resp.Header
+	}
+	status, _, hdr := send("POST", "/v2/bad/push/blobs/uploads/", nil, "")
+	if status != http.StatusAccepted {
+		t.Fatalf("start: %d", status)
+	}
+	loc := hdr.Get("Location")
+	blob := "a blob pushed with the wrong digest"
+	for _, c := range []struct {
+		name, method, path string
+		hdr                map[string]string
+		body               string
+		status             int
+		code               string
+	}{
+		{"bad content-range", "PATCH", loc, map[string]string{"Content-Range": "10-2"}, "x", 400, "BLOB_UPLOAD_INVALID"},
+		{"content-range and length disagree", "PATCH", loc, map[string]string{"Content-Range": "0-99"}, "x", 400, "SIZE_INVALID"},
+		{"out of order", "PATCH", loc, map[string]string{"Content-Range": "5-5"}, "x", 416, "BLOB_UPLOAD_INVALID"},
+		{"no digest", "PUT", loc, nil, "", 400, "DIGEST_INVALID"},
+		{"wrong digest", "PUT", loc + "?digest=" + digest.FromString("other").String(), nil, blob, 400, "DIGEST_INVALID"},
+		{"session gone after it", "PATCH", loc, nil, "x", 404, "BLOB_UPLOAD_UNKNOWN"},
+		{"unknown uuid", "PATCH", "/v2/bad/push/blobs/uploads/not-a-session", nil, "x", 404, "BLOB_UPLOAD_UNKNOWN"},
+		{"uuid outside the grammar", "GET", "/v2/bad/push/blobs/uploads/bad%20id%3B", nil, "", 404, "BLOB_UPLOAD_UNKNOWN"},
+		{"bad name", "POST", "/v2/Bad//name/blobs/uploads/", nil, "", 400, "NAME_INVALID"},
+		{"bad mount digest", "POST", "/v2/bad/push/blobs/uploads/?mount=sha256:zz&from=bad/other", nil, "", 400, "DIGEST_INVALID"},
+		{"manifest not json", "PUT", "/v2/bad/push/manifests/v1", map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, "{", 400, "MANIFEST_INVALID"},
+		{"manifest digest mismatch", "PUT", "/v2/bad/push/manifests/" + digest.FromString("x").String(), nil, `{"schemaVersion":2,"config":{}}`, 400, "DIGEST_INVALID"},
+	} {
+		status, body, _ := send(c.method, c.path, c.hdr, c.body)
+		if status != c.status || !strings.Contains(body, `"`+c.code+`"`) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, status, body, c.status, c.code)
+		}
+	}
+	if storeHolds(node, v1.Hash{Algorithm: "sha256", Hex: digest.FromString(blob).Encoded()}) {
+		t.Error("the store holds the blob pushed with a wrong digest")
+	}
+	if status, _, _ := send("GET", "/healthz", nil, ""); status != http.StatusOK {
+		t.Errorf("healthz after bad input: %d", status)
+	}
 }
