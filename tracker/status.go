@@ -18,7 +18,8 @@ type Status struct {
 	Swarms        []SwarmStatus `json:"swarms"`
 	SwarmsOmitted int           `json:"swarmsOmitted,omitempty"`
 	// Agents are the peers whose last announce is younger than the peer
-	// TTL, the seeder among them (Seeder set).
+	// TTL, the seeder among them (Seeder set once it holds a blob: the
+	// tracker learns who is the seeder from its holdings).
 	Agents []AgentStatus `json:"agents"`
 	// SeedJobs are the seed jobs the tracker runs, if it runs any.
 	SeedJobs []SeedJobStatus `json:"seedJobs,omitempty"`

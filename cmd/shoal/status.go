@@ -227,19 +227,14 @@ func printAgentStatus(w io.Writer, base string, st *agent.Status) {
 }
 
 func printTrackerStatus(w io.Writer, base string, st *tracker.Status) {
-	seeding, seeders := 0, 0
+	seeding := 0
 	for _, sw := range st.Swarms {
 		if sw.Seeding {
 			seeding++
 		}
 	}
-	for _, a := range st.Agents {
-		if a.Seeder {
-			seeders++
-		}
-	}
-	fmt.Fprintf(w, "tracker %s at %s: %d agents and %d seeder alive, %d swarms, %d seeding from the origin\n",
-		base, st.Time.Format(time.RFC3339), len(st.Agents)-seeders, seeders, len(st.Swarms)+st.SwarmsOmitted, seeding)
+	fmt.Fprintf(w, "tracker %s at %s: %d peers alive, %d swarms, %d seeding from the origin\n",
+		base, st.Time.Format(time.RFC3339), len(st.Agents), len(st.Swarms)+st.SwarmsOmitted, seeding)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "\nswarms")
 	fmt.Fprintln(tw, "DIGEST\tSIZE\tHOLDERS\tCOMPLETE\tROLLOUT\tSEEDING")

@@ -96,7 +96,7 @@ func TestStatusTracker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"1 agents and 0 seeder alive, 1 swarms", d.String(), p.ID, "100%"} {
+	for _, want := range []string{"1 peers alive, 1 swarms", d.String(), p.ID, "100%"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -160,7 +160,7 @@ func TestStatusTrackerTLS(t *testing.T) {
 	os.WriteFile(tok, []byte("tls-status-token\n"), 0o600)
 
 	out, err := runStatusCmd(t, "--tracker", ts.URL, "--token-file", tok, "--tracker-ca", ca)
-	if err != nil || !strings.Contains(out, "0 agents and 0 seeder alive") {
+	if err != nil || !strings.Contains(out, "0 peers alive") {
 		t.Errorf("with the CA: %v\n%s", err, out)
 	}
 	_, err = runStatusCmd(t, "--tracker", ts.URL, "--token-file", tok)
