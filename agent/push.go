@@ -159,6 +159,10 @@ func (p *pushes) add(pu registryshim.Pusher, auth authn.Authenticator, up *upstr
 		up: up, spool: f, sha: sha256.New(), last: p.now()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.open) >= p.cfg.MaxUploads { // others opened since room said yes
+		u.closeSpool()
+		return nil, fmt.Errorf("%w: %d uploads open", registryshim.ErrTooManyRequests, p.cfg.MaxUploads)
+	}
 	p.open[u.id] = u
 	return u, nil
 }
@@ -301,8 +305,9 @@ func (b pushBackend) WriteUpload(ctx context.Context, pu registryshim.Pusher, id
 	if err := b.write(ctx, u, c); err != nil {
 		return 0, err
 	}
+	size := u.size
 	b.pushes.release(u)
-	return u.size, nil
+	return size, nil
 }
 
 // write forwards a chunk to the origin, teeing it into the spool and the
