@@ -35,7 +35,9 @@ import (
 // from the spool, verified again by the store), where the swarm finds it
 // (store.OnChange) and announces it. A push the origin refuses is refused
 // with the origin's error, and its spool is deleted: nothing of it is
-// served.
+// served. The spool, not a store ingest, takes the bytes because an ingest
+// needs the digest and size up front, which a session names only at its
+// end; the copy on commit is local and verified again.
 //
 // Credentials: a client that sent an Authorization header pushes with it
 // (upstream.RequesterAuth: Basic as user and password, Bearer as a registry
