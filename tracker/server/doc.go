@@ -24,6 +24,15 @@
 // when consistent with what is known; a failure is remembered for
 // SeedErrorTTL so a storm of askers does not hammer the origin.
 //
+// Seed jobs (job.go; EnableSeedJobs, after Start, gives them a Resolver
+// and a Pinner, the seeder's upstream client and store) resolve images to
+// blobs and run each blob through the same entries as a first demand, one
+// task per digest however many jobs want it, then pin it in the seeder's
+// store. Webhooks (webhook.go) turn a registry's push into a job. A job
+// with replicas K places each blob on the K live agents ranking highest by
+// rendezvous hashing (preheat.go); the answer to an announce carries the
+// agent's share. Jobs live in memory like everything else.
+//
 // State is in memory and bounded: (peer, blob) pairs expire after PeerTTL
 // without an announce, metainfos beyond MaxInfos are dropped least recently
 // asked first, and at most MaxSeeding seedings run at once. Time comes from
