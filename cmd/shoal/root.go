@@ -11,6 +11,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newTrackerCmd(), newDemoCmd(), newPullCmd(), newStatusCmd(), newSeedCmd())
+	root.AddCommand(newAgentCmd(), newTrackerCmd(), newDemoCmd(), newPullCmd(), newStatusCmd(), newSeedCmd(), newConfigureCmd(), newDecompressCmd())
 	return root
 }
