@@ -103,7 +103,7 @@ func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agen
 	}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	var backend registryshim.Backend = a
-	shimOpts := []registryshim.Option{registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer)}
+	shimOpts := []registryshim.Option{registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer), registryshim.WithPathRegistries(up.Configured)}
 	if o.push != nil {
 		var err error
 		if a.pushes, err = newPushes(*o.push, o.now, o.logger, o.registerer); err != nil {
