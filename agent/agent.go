@@ -39,7 +39,9 @@ type Agent struct {
 	tags     *tagCache
 	mans     *manifestCache
 	confirms *confirms // what the upstream confirmed each repository holds
-	pushes   *pushes   // nil: pushes are refused (push.go)
+	distrust digestSet // digests whose holders sent a bad copy to seed (push_seed.go)
+	creds    *credKeys
+	pushes   *pushes // nil: pushes are refused (push.go)
 	metrics  *metrics
 	closing  atomic.Bool
 	origin   atomic.Int64 // blob bytes fetched from the upstream without a swarm
@@ -101,6 +103,11 @@ func New(cfg Config, up *upstream.Client, st *store.Disk, opts ...Option) (*Agen
 		confirms: newConfirms(cfg.AuthTTL, o.now),
 		metrics:  newMetrics(o.registerer),
 	}
+	creds, err := newCredentials(o.registerer)
+	if err != nil {
+		return nil, err
+	}
+	a.creds = creds
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	var backend registryshim.Backend = a
 	shimOpts := []registryshim.Option{registryshim.WithLogger(o.logger), registryshim.WithRegisterer(o.registerer), registryshim.WithPathRegistries(up.Configured)}
@@ -140,7 +147,7 @@ func (a *Agent) countOrigin(n int64) {
 // /readyz.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", a.shim)
+	mux.Handle("/v2/", a.withCredentials(a.shim))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if a.closing.Load() {
@@ -179,7 +186,7 @@ func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string
 		m, err = a.manifestByTag(ctx, repo, ref)
 	}
 	if err == nil && !head && a.cfg.Prefetch {
-		a.prefetch(repo, m)
+		a.prefetch(ctx, repo, m)
 	}
 	return m, ociError(err)
 }
@@ -188,7 +195,10 @@ func (a *Agent) Manifest(ctx context.Context, repo registryshim.Repo, ref string
 // a runtime just fetched: it will ask for them next, and in a rollout the
 // swarm starts moving every layer at once instead of the runtime's few at
 // a time.
-func (a *Agent) prefetch(repo registryshim.Repo, m *registryshim.Manifest) {
+//
+// A prefetch runs on under the agent's context, after the request, with the
+// requester's credentials.
+func (a *Agent) prefetch(ctx context.Context, repo registryshim.Repo, m *registryshim.Manifest) {
 	var man struct {
 		Config v1.Descriptor   `json:"config"`
 		Layers []v1.Descriptor `json:"layers"`
@@ -196,6 +206,7 @@ func (a *Agent) prefetch(repo registryshim.Repo, m *registryshim.Manifest) {
 	if json.Unmarshal(m.Body, &man) != nil || len(man.Layers) == 0 {
 		return // an index, or not an image manifest
 	}
+	pctx := upstream.WithCredential(a.ctx, upstream.CredentialFrom(ctx))
 	for _, d := range append(man.Layers, man.Config) {
 		if d.Digest.Validate() != nil || d.Size <= 0 {
 			continue
@@ -207,7 +218,7 @@ func (a *Agent) prefetch(repo registryshim.Repo, m *registryshim.Manifest) {
 			return
 		}
 		a.bg.Go(func() {
-			r, err := a.Blob(a.ctx, repo, d.Digest)
+			r, err := a.Blob(pctx, repo, d.Digest)
 			if err != nil {
 				a.log.Debug("prefetch failed", "digest", d.Digest, "err", err)
 				return
@@ -224,7 +235,7 @@ func (a *Agent) manifestByDigest(ctx context.Context, repo registryshim.Repo, d 
 		if err := a.authorizeManifest(ctx, repo, d); err != nil {
 			return nil, err
 		}
-		a.confirmManifest(repo, m)
+		a.confirmManifestFor(ctx, repo, m)
 		a.metrics.manifests.WithLabelValues("hit").Inc()
 		return m, nil
 	}
@@ -239,7 +250,7 @@ func (a *Agent) fetchManifest(ctx context.Context, repo registryshim.Repo, ref s
 	}
 	m := &registryshim.Manifest{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Body: body}
 	a.mans.put(m)
-	a.confirmManifest(repo, m)
+	a.confirmManifestFor(ctx, repo, m)
 	return m, nil
 }
 
@@ -250,7 +261,7 @@ func (a *Agent) fetchManifest(ctx context.Context, repo registryshim.Repo, ref s
 func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag string) (*registryshim.Manifest, error) {
 	key := tagKey{repo.Registry, repo.Name, tag}
 	known, seen := a.tags.get(key)
-	if fresh, _ := a.confirms.check(keyOf(repo, known.digest)); seen && fresh && a.now().Sub(known.at) < a.cfg.TagTTL {
+	if fresh, _ := a.confirms.check(a.keyFor(ctx, repo, known.digest)); seen && fresh && a.now().Sub(known.at) < a.cfg.TagTTL {
 		if m, ok := a.mans.get(known.digest); ok {
 			a.metrics.manifests.WithLabelValues("hit").Inc()
 			return m, nil
@@ -261,7 +272,7 @@ func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag s
 	if err == nil {
 		a.tags.put(key, desc.Digest, a.now())
 		if m, ok := a.mans.get(desc.Digest); ok {
-			a.confirmManifest(repo, m) // the HEAD in repo answered this digest
+			a.confirmManifestFor(ctx, repo, m) // the HEAD in repo answered this digest
 			return m, nil
 		}
 	}
@@ -319,7 +330,7 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 		return nil, err
 	}
 	if info != nil {
-		r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, a.upstreamFiller(repo, dgst)))
+		r, err = a.store.Fetch(ctx, dgst, info.Size, a.swarm.Filler(src, info, requesterFiller(ctx, a.upstreamFiller(repo, dgst))))
 		if err != nil {
 			return nil, storeError(err)
 		}
@@ -330,7 +341,7 @@ func (a *Agent) Blob(ctx context.Context, repo registryshim.Repo, dgst digest.Di
 			return nil, ociError(err)
 		}
 	}
-	r, err = a.store.Fetch(ctx, dgst, size, a.upstreamFiller(repo, dgst))
+	r, err = a.store.Fetch(ctx, dgst, size, requesterFiller(ctx, a.upstreamFiller(repo, dgst)))
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -394,6 +405,19 @@ func (a *Agent) fetchRange(ctx context.Context, repo registryshim.Repo, dgst dig
 }
 
 const copyBuffer = 256 << 10
+
+// requesterFiller runs f with the credentials of the requester in ctx:
+// the store runs a download under its own context, which outlives the
+// request that started it.
+func requesterFiller(ctx context.Context, f store.Filler) store.Filler {
+	cred := upstream.CredentialFrom(ctx)
+	if cred == nil {
+		return f
+	}
+	return func(fctx context.Context, w store.Writer) error {
+		return f(upstream.WithCredential(fctx, cred), w)
+	}
+}
 
 // StatBlob answers HEAD from the store, else from the upstream, without
 // fetching the blob.

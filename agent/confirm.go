@@ -23,7 +23,9 @@ import (
 // that one. Confirmations are kept in memory for AuthTTL.
 
 // confirmKey names one confirmation. cred identifies the credentials the
-// upstream answered (the node's own: "").
+// upstream answered (upstream.Client.Identity): "" for the node's own, else
+// the requester's (a keyed hash, see credential.go) or "anonymous", so in
+// requester mode what one tenant's credentials confirmed serves no other.
 type confirmKey struct {
 	cred, registry, repo string
 	dgst                 digest.Digest
@@ -86,14 +88,27 @@ func (c *confirms) trimLocked(now time.Time) {
 	}
 }
 
+// keyOf is the key of a confirmation with the node's credentials.
 func keyOf(repo registryshim.Repo, d digest.Digest) confirmKey {
 	return confirmKey{registry: repo.Registry, repo: repo.Name, dgst: d}
 }
 
-// confirmManifest records that the upstream served m under repo: m and
-// what it references are confirmed for repo.
+// keyFor is the key of a confirmation for the requester of ctx.
+func (a *Agent) keyFor(ctx context.Context, repo registryshim.Repo, d digest.Digest) confirmKey {
+	return confirmKey{cred: a.up.Identity(ctx, repo.Registry), registry: repo.Registry, repo: repo.Name, dgst: d}
+}
+
+// confirmManifest records that the upstream served m under repo to the
+// node's credentials.
 func (a *Agent) confirmManifest(repo registryshim.Repo, m *registryshim.Manifest) {
-	keys := []confirmKey{keyOf(repo, m.Digest)}
+	a.confirmManifestFor(context.Background(), repo, m)
+}
+
+// confirmManifestFor records that the upstream served m under repo to the
+// requester of ctx: m and what it references are confirmed for repo.
+func (a *Agent) confirmManifestFor(ctx context.Context, repo registryshim.Repo, m *registryshim.Manifest) {
+	base := a.keyFor(ctx, repo, m.Digest)
+	keys := []confirmKey{base}
 	var refs struct {
 		Config    *v1.Descriptor  `json:"config"`
 		Layers    []v1.Descriptor `json:"layers"`
@@ -106,7 +121,9 @@ func (a *Agent) confirmManifest(repo registryshim.Repo, m *registryshim.Manifest
 		}
 		for _, d := range descs {
 			if d.Digest.Validate() == nil {
-				keys = append(keys, keyOf(repo, d.Digest))
+				k := base
+				k.dgst = d.Digest
+				keys = append(keys, k)
 			}
 		}
 	}
@@ -119,7 +136,7 @@ func (a *Agent) confirmManifest(repo registryshim.Repo, m *registryshim.Manifest
 // with a warning and a metric. The upstream's refusal (404, 401, 403) is
 // passed on as is (an upstream error), whatever the store holds.
 func (a *Agent) authorize(ctx context.Context, repo registryshim.Repo, dgst digest.Digest, head func() error) error {
-	k := keyOf(repo, dgst)
+	k := a.keyFor(ctx, repo, dgst)
 	fresh, known := a.confirms.check(k)
 	if fresh {
 		a.metrics.confirms.WithLabelValues("cached").Inc()

@@ -47,6 +47,11 @@ type upstream struct {
 	insecure bool          // plain HTTP allowed
 	creds    authn.Authenticator
 	hub      bool // Docker Hub: single-component names live under library/
+	mode     Mode // whose credentials authorise requests (credential.go)
+
+	mu      sync.Mutex
+	nodeAt  time.Time // when auto mode last looked for node credentials
+	hasNode bool      // and found some
 
 	ping  *flights[*transport.Challenge]
 	repos *flights[repoTransport]
@@ -113,6 +118,9 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		c.keychain = fileKeychain{path: cfg.DockerConfig}
 	}
 	for _, r := range cfg.Registries {
+		if r.Credentials == ModeAuto {
+			r.Credentials = cfg.Credentials
+		}
 		u, err := newUpstream(r)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrConfig, r.Host, err)
@@ -159,6 +167,7 @@ func newUpstream(r Registry) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
+	u.mode = r.Credentials
 	if r.Username != "" {
 		u.creds = &authn.Basic{Username: r.Username, Password: r.Password}
 	}
@@ -188,8 +197,9 @@ func (c *Client) defaultUpstream(def string) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
+	u.mode = c.cfg.Credentials
 	if t, ok := c.table[key]; ok {
-		u.creds = t.creds
+		u.creds, u.mode = t.creds, t.mode
 	}
 	return u, nil
 }
@@ -248,6 +258,7 @@ func (c *Client) route(registry string) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
+	u.mode = c.cfg.Credentials
 	if len(c.unknown) >= maxUnknownRegistries {
 		for k := range c.unknown {
 			delete(c.unknown, k)
@@ -260,9 +271,12 @@ func (c *Client) route(registry string) (*upstream, error) {
 
 // transport returns the authenticated RoundTripper for repo, pinging the
 // registry and exchanging a token the first time. The work is detached from
-// ctx (other callers may be waiting on it) and bounded by Timeout.
-func (c *Client) transport(ctx context.Context, u *upstream, repo string) (repoTransport, error) {
-	return u.repos.get(ctx, repo, func() (repoTransport, error) {
+// ctx (other callers may be waiting on it) and bounded by Timeout. In
+// requester mode the requester's credentials are used and the transport
+// (its token) is cached under them; key is what forget takes.
+func (c *Client) transport(ctx context.Context, u *upstream, repo string) (rt repoTransport, key string, err error) {
+	reqAuth, key, requester := c.requester(ctx, u, repo)
+	rt, err = u.repos.get(ctx, key, func() (repoTransport, error) {
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 		defer cancel()
 		ch, err := u.ping.get(bctx, "", func() (*transport.Challenge, error) {
@@ -275,9 +289,11 @@ func (c *Client) transport(ctx context.Context, u *upstream, repo string) (repoT
 		if ch.Insecure {
 			scheme = "http"
 		}
-		auth, err := c.authenticator(bctx, u)
-		if err != nil {
-			return repoTransport{}, err
+		auth := reqAuth
+		if !requester {
+			if auth, err = c.authenticator(bctx, u); err != nil {
+				return repoTransport{}, err
+			}
 		}
 		if !strings.EqualFold(ch.Scheme, "bearer") {
 			rt, err := transport.FromToken(u.reg, auth, c.base, ch, &transport.Token{})
@@ -291,6 +307,7 @@ func (c *Client) transport(ctx context.Context, u *upstream, repo string) (repoT
 		rt, err := transport.FromToken(u.reg, auth, c.base, ch, tok)
 		return repoTransport{rt: rt, scheme: scheme}, err
 	})
+	return rt, key, err
 }
 
 func (c *Client) pingUpstream(ctx context.Context, u *upstream) (*transport.Challenge, error) {
@@ -306,9 +323,9 @@ func (c *Client) pingUpstream(ctx context.Context, u *upstream) (*transport.Chal
 	return ch, nil
 }
 
-// authenticator picks the credentials for u: the configured ones, else the
-// keychain's for the host dialled, else for the host as runtimes name it
-// (a mirror endpoint may share the origin's credentials).
+// authenticator picks the node's credentials for u: the configured ones,
+// else the keychain's for the host dialled, else for the host as runtimes
+// name it (a mirror endpoint may share the origin's credentials).
 func (c *Client) authenticator(ctx context.Context, u *upstream) (authn.Authenticator, error) {
 	if u.creds != nil {
 		return u.creds, nil
@@ -325,9 +342,10 @@ func (c *Client) authenticator(ctx context.Context, u *upstream) (authn.Authenti
 	return authn.Anonymous, nil
 }
 
-// forget drops cached auth for repo so the next request pings and reads
-// credentials afresh; used after a 401, when a token or password changed.
-func (u *upstream) forget(repo string) {
-	u.repos.forget(repo, nil)
+// forget drops the cached auth under key (see transport) so the next
+// request pings and reads credentials afresh; used after a 401, when a
+// token or password changed.
+func (u *upstream) forget(key string) {
+	u.repos.forget(key, nil)
 	u.ping.forget("", nil)
 }

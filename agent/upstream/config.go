@@ -26,6 +26,9 @@ type Registry struct {
 	// Username and Password are basic credentials, sent as is or exchanged
 	// for a bearer token. When empty, the docker config is consulted.
 	Username, Password string
+	// Credentials is whose credentials authorise requests to this
+	// registry (see Mode); ModeAuto takes Config.Credentials.
+	Credentials Mode
 }
 
 // Config configures a Client.
@@ -49,6 +52,10 @@ type Config struct {
 	// HTTPS and with docker config credentials, as containerd mirrors do.
 	// When false such requests fail with DENIED.
 	AllowUnknown bool
+	// Credentials is the mode of registries that set none, the default
+	// upstream and unknown registries included. ModeAuto: node for a
+	// registry with node credentials, requester for the others.
+	Credentials Mode
 }
 
 // DefaultConfig returns a Config with no upstream, a 30 s timeout and
@@ -64,6 +71,9 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		return fmt.Errorf("%w: timeout %s must be positive", ErrConfig, c.Timeout)
+	}
+	if _, err := ParseMode(string(c.Credentials)); err != nil {
+		return err
 	}
 	seen := make(map[string]bool, len(c.Registries))
 	for i, r := range c.Registries {
@@ -83,6 +93,12 @@ func (c Config) Validate() error {
 			if scheme == "http" && !r.Insecure {
 				return fmt.Errorf("%w: registries[%d] (%s): endpoint %q is plain HTTP but insecure is not set", ErrConfig, i, r.Host, r.Endpoint)
 			}
+		}
+		if _, err := ParseMode(string(r.Credentials)); err != nil {
+			return fmt.Errorf("registries[%d] (%s): %w", i, r.Host, err)
+		}
+		if r.Username != "" && r.Credentials == ModeRequester {
+			return fmt.Errorf("%w: registries[%d] (%s): a username in requester mode would never be used", ErrConfig, i, r.Host)
 		}
 		if (r.Username == "") != (r.Password == "") {
 			return fmt.Errorf("%w: registries[%d] (%s): username and password go together", ErrConfig, i, r.Host)

@@ -331,7 +331,7 @@ func (c *Client) do(ctx context.Context, u *upstream, repo, kind, method, rest s
 	// Measured from here: a first request's ping and token exchange are
 	// part of what waiting for this upstream costs.
 	start := time.Now()
-	rt, err := c.transport(ctx, u, repo)
+	rt, key, err := c.transport(ctx, u, repo)
 	if err != nil {
 		c.metrics.observe(kind, 0, start)
 		return nil, x.wrap(mapError(ctx, kind, err))
@@ -367,7 +367,7 @@ func (c *Client) do(ctx context.Context, u *upstream, repo, kind, method, rest s
 		return x, nil
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		u.forget(repo)
+		u.forget(key)
 	}
 	err = transport.CheckError(resp, ok...)
 	x.close()
