@@ -204,8 +204,8 @@ func TestBusyBackoff(t *testing.T) {
 	}
 }
 
-// While the seeder still receives a blob, it gives each new piece to
-// SeedCopies peers, then only SeedRelax after that upload ended.
+// The seeder gives each new piece to SeedCopies peers, then only SeedRelax
+// after that upload ended, before and after it holds the whole blob.
 func TestSeederRations(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, 3, nil, nil, func(c *Config) { c.SeedCopies, c.SeedRelax = 1, time.Second })
@@ -239,11 +239,28 @@ func TestSeederRations(t *testing.T) {
 			t.Errorf("step %d, piece %d: %v, want %v", i, st.n, err, st.want)
 		}
 	}
-	// Once the seeder holds the blob, it serves anyone.
+	// Once the seeder holds the blob, the ration goes on for pieces whose
+	// first upload is recent: every agent lacks the last pieces to arrive
+	// from the origin, and a copy each would cost the seeder's link.
+	r.s.MarkPiece(d, int64(len(r.data)), testPiece, 2)
 	r.st.put(r.data)
 	r.s.Changed(d, store.Committed)
 	if err := get(1); err != nil {
-		t.Errorf("a committed blob is rationed: %v", err)
+		t.Errorf("a relaxed piece of a committed blob is rationed: %v", err)
+	}
+	if err := get(2); err != nil {
+		t.Errorf("the first copy of a piece of a committed blob: %v", err)
+	}
+	if err := get(2); !errors.Is(err, p2p.ErrRationed) {
+		t.Errorf("the second copy of a new piece of a committed blob at once: %v, want rationed", err)
+	}
+	r.clk.Add(1100 * time.Millisecond)
+	if err := get(2); err != nil {
+		t.Errorf("a committed blob's piece SeedRelax after its first upload: %v", err)
+	}
+	// Every piece relaxed: the record is gone.
+	if r.s.rationFor(d) != nil {
+		t.Error("the ration of a blob whose pieces are all relaxed is kept")
 	}
 }
 

@@ -117,6 +117,9 @@ func TestScheduleSparesSeeder(t *testing.T) {
 			r := &remote{id: "agent"}
 			if agentBusy {
 				r.busyTill = time.Now().Add(time.Minute)
+				// and the session has sat idle long enough to ask the
+				// seeder for what agents hold
+				ss.idleSince = time.Now().Add(-seederFallback)
 			}
 			ss.peers["agent"] = r
 			for _, n := range agentHas {

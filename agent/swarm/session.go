@@ -144,7 +144,10 @@ type session struct {
 	banned map[peer.ID]bool
 	flight map[*request]struct{} // piece requests in flight
 	rng    *rand.Rand            // the order peers are asked in (fill)
-	last   time.Time
+	// idleSince is when the session last found nothing to ask agents for
+	// with nothing in flight; zero while something is (see fill).
+	idleSince time.Time
+	last      time.Time
 	// pending are pieces an earlier run wrote whose CID is not known yet:
 	// held for the picker, not announced or served until verified.
 	pending map[int]bool

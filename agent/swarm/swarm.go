@@ -68,7 +68,8 @@ type Config struct {
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
 	// it; the others are refused (rationed) and fetch it from those peers,
 	// until SeedRelax after the first of those uploads finished (by then
-	// its recipient has announced it, or failed).
+	// its recipient has announced it, or failed), whether or not the seeder
+	// holds the whole blob yet (see ration.go).
 	SeedCopies int
 	SeedRelax  time.Duration
 }
@@ -129,8 +130,9 @@ type Swarm struct {
 	seed0 *uint64         // set: every session's randomness derives from it
 	pool  Buffers         // nil: bufs
 
-	mu    sync.Mutex
-	blobs map[digest.Digest]*blob
+	mu      sync.Mutex
+	blobs   map[digest.Digest]*blob
+	rations map[digest.Digest]*ration // seeder: the copies of each piece uploaded (ration.go)
 }
 
 var _ p2p.Source = (*Swarm)(nil)
@@ -169,7 +171,7 @@ func New(cfg Config, tr Tracker, tp Transport, st Store, self tracker.Peer, opts
 	s := &Swarm{
 		cfg: cfg, log: slog.New(slog.DiscardHandler), clock: clock.New(), tr: tr, tp: tp, store: st, self: self,
 		kick:  make(chan struct{}, 1),
-		blobs: make(map[digest.Digest]*blob),
+		blobs: make(map[digest.Digest]*blob), rations: make(map[digest.Digest]*ration),
 	}
 	for _, o := range opts {
 		o(s)
@@ -214,8 +216,6 @@ type blob struct {
 	have     *piece.Bitfield
 	subs     map[chan int]peer.ID        // watchers and who they are
 	theirs   map[peer.ID]*piece.Bitfield // what peers announced to us
-	uploads  []uint8                     // seeder: copies started per piece
-	doneAt   []time.Time                 // seeder: when the first upload of a piece ended
 	complete bool
 	info     *piece.Info               // the longest metainfo a session knows (see pex.go)
 	followed map[peer.ID]*followedPeer // the peers sessions follow now (see pex.go)
@@ -236,9 +236,8 @@ func (s *Swarm) track(dgst digest.Digest, size, psize int64) *blob {
 	}
 	n := piece.Count(size, psize)
 	b := &blob{size: size, pieces: n, psize: psize, have: piece.NewBitfield(n), subs: make(map[chan int]peer.ID), theirs: make(map[peer.ID]*piece.Bitfield)}
-	if s.seed {
-		b.uploads = make([]uint8, n)
-		b.doneAt = make([]time.Time, n)
+	if s.seed && s.rations[dgst] == nil {
+		s.rations[dgst] = newRation(n)
 	}
 	s.blobs[dgst] = b
 	s.kickAnnounce()
@@ -367,15 +366,9 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		case !b.have.Has(n):
 			b.mu.Unlock()
 			return nil, 0, p2p.ErrNoPiece
-		case s.seed && !b.complete && !b.rationOK(n, s.cfg, s.clock.Now()):
-			b.mu.Unlock()
-			return nil, 0, p2p.ErrRationed
 		}
 		size, psize = b.size, b.psize
 		b.mu.Unlock()
-		if s.seed {
-			done = func() { b.uploadEnded(n, s.clock.Now()) }
-		}
 	} else {
 		count, err := s.stored(ctx, dgst)
 		if err != nil {
@@ -383,6 +376,15 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		}
 		if n < 0 || n >= count {
 			return nil, 0, p2p.ErrNoPiece
+		}
+	}
+	if s.seed {
+		rat := s.rationFor(dgst)
+		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now()) {
+			return nil, 0, p2p.ErrRationed
+		}
+		if rat != nil {
+			done = func() { rat.ended(n, s.clock.Now()) }
 		}
 	}
 	r, err := s.store.Open(ctx, dgst)
@@ -399,31 +401,6 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 	off := int64(n) * psize
 	length := min(psize, size-off)
 	return readCloser{Reader: io.NewSectionReader(r, off, length), r: r, done: done}, length, nil
-}
-
-// rationOK decides whether the seeder uploads piece n once more. Early on,
-// only SeedCopies peers get each piece from the seeder; the rest must get
-// it from them, which spreads the swarm's upload over all agents.
-func (b *blob) rationOK(n int, cfg Config, now time.Time) bool {
-	if cfg.SeedCopies == 0 {
-		return true
-	}
-	relaxed := !b.doneAt[n].IsZero() && now.Sub(b.doneAt[n]) > cfg.SeedRelax
-	if int(b.uploads[n]) < cfg.SeedCopies || relaxed {
-		if b.uploads[n] < 255 {
-			b.uploads[n]++
-		}
-		return true
-	}
-	return false
-}
-
-func (b *blob) uploadEnded(n int, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.doneAt[n].IsZero() {
-		b.doneAt[n] = now
-	}
 }
 
 type readCloser struct {
@@ -514,6 +491,9 @@ func (s *Swarm) Changed(dgst digest.Digest, c store.Change) {
 	s.mu.Lock()
 	b := s.blobs[dgst]
 	delete(s.blobs, dgst)
+	if c != store.Committed {
+		delete(s.rations, dgst)
+	}
 	s.mu.Unlock()
 	if b != nil && c == store.Committed {
 		s.committed(b) // its metainfo, for peers that ask
