@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,6 +90,7 @@ type agentFlags struct {
 	TrackerCA    string        `mapstructure:"tracker-ca"`
 	TagTTL       time.Duration `mapstructure:"tag-ttl"`
 	AuthTTL      time.Duration `mapstructure:"auth-ttl"`
+	Credentials  []string      `mapstructure:"credentials"`
 	AllowPush    bool          `mapstructure:"allow-push"`
 	PushAskCreds bool          `mapstructure:"push-ask-credentials"`
 	OpsListen    string        `mapstructure:"metrics-listen"`
@@ -108,6 +111,7 @@ func newAgentCmd() *cobra.Command {
 	fs.Duration("tag-ttl", agent.DefaultConfig().TagTTL, "how long a tag's resolution is reused before asking the upstream again")
 	fs.String("metrics-listen", "", "address to also serve /metrics, /healthz, /readyz and /v1/status on, without the registry (empty: none)")
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
+	fs.StringSlice("credentials", nil, "whose credentials authorise pulls: MODE for every registry, or HOST=MODE (repeatable); MODE is node (the agent's, from --docker-config), requester (each client's own: tenant isolation) or auto (node where the agent has credentials, requester elsewhere)")
 	fs.Bool("allow-push", false, "accept pushes and stream them to the origin with the pusher's credentials (or the node's); pushed blobs enter the store and the swarm")
 	fs.Bool("push-ask-credentials", true, "with --allow-push, /v2/ asks clients for credentials so pushers offer theirs (the Docker daemon then needs a login to pull through the agent)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -217,6 +221,9 @@ func (f agentFlags) config() (nodeConfig, error) {
 	}
 	cfg.Agent.TagTTL = f.TagTTL
 	cfg.Agent.AuthTTL = f.AuthTTL
+	if err := applyCredentialModes(&cfg.Upstream, f.Credentials); err != nil {
+		return cfg, err
+	}
 	if f.AllowPush {
 		cfg.Push = &agent.PushConfig{AskCredentials: f.PushAskCreds}
 	}
@@ -304,6 +311,38 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// applyCredentialModes sets the credential modes of --credentials: MODE
+// for every registry without one of its own, HOST=MODE for one (listed
+// if it was not). A host that names the default upstream's sets its mode.
+func applyCredentialModes(cfg *upstream.Config, specs []string) error {
+	for _, spec := range specs {
+		host, mode, ok := strings.Cut(spec, "=")
+		if !ok {
+			host, mode = "", spec
+		}
+		m, err := upstream.ParseMode(mode)
+		if err != nil {
+			return fmt.Errorf("credentials %q: %w", spec, err)
+		}
+		if host == "" {
+			cfg.Credentials = m
+			continue
+		}
+		i := slices.IndexFunc(cfg.Registries, func(r upstream.Registry) bool { return r.Host == host })
+		if i < 0 {
+			r := upstream.Registry{Host: host}
+			if u, err := url.Parse(cfg.Default); err == nil && u.Host == host {
+				// The default upstream's host: keep its scheme.
+				r.Endpoint, r.Insecure = cfg.Default, u.Scheme == "http"
+			}
+			cfg.Registries = append(cfg.Registries, r)
+			i = len(cfg.Registries) - 1
+		}
+		cfg.Registries[i].Credentials = m
 	}
 	return nil
 }
