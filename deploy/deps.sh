@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (deploy/e2e) need on a fresh Debian
 # machine: an origin registry (docker-registry), the real clients (skopeo,
-# crane, containerd's ctr), iproute2 for network namespaces and apache2-utils;
+# crane, containerd's ctr, podman), iproute2 for network namespaces and apache2-utils;
 # for deploy/systemd, systemd-analyze (systemd) and strace; for the image
 # (deploy/image), the CA bundle it copies (ca-certificates); for the tracker's
 # status page test, headless Chromium (chromium).
@@ -15,7 +15,7 @@ die() {
 	exit 1
 }
 
-apt_packages=(docker-registry skopeo containerd iproute2 apache2-utils systemd strace ca-certificates chromium)
+apt_packages=(docker-registry skopeo containerd podman iproute2 apache2-utils systemd strace ca-certificates chromium)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
