@@ -215,3 +215,53 @@ func TestRuntimePodman(t *testing.T) {
 	configure(t, "podman", "--root", hostRoot, "--undo")
 	requireSameTree(t, before, tree(t, hostRoot))
 }
+
+// TestRuntimeContainerdStreamProcessor registers `shoal decompress` as
+// containerd's stream processor (`--stream-processor --edit-config`) and
+// pulls through the CRI: containerd's unpack runs it for every gzip layer
+// (a wrapper records each run and its media type) and the image is
+// complete. --undo restores config.toml byte for byte.
+func TestRuntimeContainerdStreamProcessor(t *testing.T) {
+	t.Parallel()
+	hostRoot := t.TempDir()
+	ctrd := agenttest.PrepareCRI(t, hostRoot)
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 3, Seed: 15_201})
+	ref := origin.Push(t, img, "cri/processed:v1")
+	agent := agenttest.StartShoal(t, shoalBin, "agent",
+		"--registry", origin.Addr+"="+origin.URL, "--insecure-registry", origin.Addr)
+
+	runs := filepath.Join(t.TempDir(), "runs")
+	wrapper := filepath.Join(t.TempDir(), "shoal-decompress")
+	script := "#!/bin/sh\necho \"$STREAM_PROCESSOR_MEDIATYPE $*\" >> " + runs + "\nexec " + shoalBin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before := tree(t, hostRoot)
+	configure(t, "containerd", "--root", hostRoot, "--agent", agent.URL, "--registry", origin.Addr+"="+origin.URL,
+		"--edit-config", "--stream-processor", "--shoal-path", wrapper)
+	cfg, err := os.ReadFile(filepath.Join(hostRoot, "etc/containerd/config.toml"))
+	if err != nil || !strings.Contains(string(cfg), `[stream_processors."io.containerd.processor.shoal.gzip"]`) {
+		t.Fatalf("config.toml: %v\n%s", err, cfg)
+	}
+
+	ctrd.Start(t)
+	ctrd.PullImage(t, ref)
+	agenttest.RequireContent(t, ctrd.Content(t), img)
+	if st := ctrd.ImageStatus(t, ref); st == nil {
+		t.Fatalf("containerd's CRI does not know %s", ref)
+	}
+	got, err := os.ReadFile(runs)
+	if err != nil {
+		t.Fatalf("containerd never ran the stream processor: %v\n%s", err, ctrd.Logs())
+	}
+	if lines := strings.Split(strings.TrimSpace(string(got)), "\n"); len(lines) != 3 ||
+		!strings.HasPrefix(lines[0], "application/vnd.oci.image.layer.v1.tar+gzip decompress") {
+		t.Fatalf("stream processor runs %q, want one `decompress` per gzip layer (3)", lines)
+	}
+	if err := ctrd.Stop(); err != nil {
+		t.Logf("containerd stop: %v", err)
+	}
+	configure(t, "containerd", "--root", hostRoot, "--undo")
+	requireSameTree(t, before, tree(t, hostRoot))
+}
