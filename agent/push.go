@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,17 +38,17 @@ import (
 // needs the digest and size up front, which a session names only at its
 // end; the copy on commit is local and verified again.
 //
-// Credentials: a client that sent an Authorization header pushes with it
-// (upstream.RequesterAuth: Basic as user and password, Bearer as a registry
-// token); one that sent none pushes with the node's. Clients send one only
-// to a registry that asked: with AskCredentials, /v2/ asks, and an origin's
-// 401 is answered with a Basic challenge too. The existence checks a client
-// makes before it uploads (HEAD of blobs and manifests) are pulls, made
-// with the node's credentials. Only a push made with the node's credentials
-// records confirmations (confirm.go): the repository it pushed to then
-// serves the blobs and manifests without asking the origin again. One made
-// with a requester's credentials confirms nothing the node's could not, so
-// pulls of it ask the origin as usual.
+// Credentials: the client's, as credential.go parsed them into the
+// request's context, when it sent some, whatever the registry's mode (a
+// push is the requester's own act, and a node's credentials are often
+// read-only); when it sent none, the node's, or none at all for a registry
+// in requester mode (upstream.Client.pushAuth). Clients send credentials
+// only to a registry that asked: with AskCredentials, /v2/ asks, and so does
+// every 401. The existence checks a client makes before it uploads (HEADs
+// of blobs and manifests) are pulls, made as the registry's mode says. What
+// the origin accepted is recorded as confirmed (confirm.go) for the
+// identity the push was made as, so the pusher's pulls of it ask the origin
+// nothing; a requester's push in node mode confirms nothing for the node.
 
 // PushConfig configures push-through.
 type PushConfig struct {
@@ -93,7 +92,6 @@ type upload struct {
 	id    string
 	repo  registryshim.Repo
 	authz string // the Authorization header it was opened with
-	auth  authn.Authenticator
 	up    *upstream.Upload
 	spool *os.File
 	sha   hash.Hash
@@ -150,14 +148,14 @@ func (p *pushes) count(kind string, err error) {
 }
 
 // add registers a new session for up, with its spool.
-func (p *pushes) add(pu registryshim.Pusher, auth authn.Authenticator, up *upstream.Upload) (*upload, error) {
+func (p *pushes) add(pu registryshim.Pusher, up *upstream.Upload) (*upload, error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	f, err := os.CreateTemp(p.cfg.Dir, spoolPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("%w: spool: %w", registryshim.ErrUnavailable, err)
 	}
-	u := &upload{id: hex.EncodeToString(b[:]), repo: pu.Repo, authz: pu.Authorization, auth: auth,
+	u := &upload{id: hex.EncodeToString(b[:]), repo: pu.Repo, authz: pu.Authorization,
 		up: up, spool: f, sha: sha256.New(), last: p.now()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -253,36 +251,24 @@ type pushBackend struct{ *Agent }
 
 var _ registryshim.PushBackend = pushBackend{}
 
-// credentials are those a push request uses: the requester's, or nil for
-// the node's.
-func credentials(pu registryshim.Pusher) (authn.Authenticator, error) {
-	if pu.Authorization == "" {
-		return nil, nil
+// confirm records dgst as confirmed in repo for the identity the push of
+// ctx was made as (see above).
+func (b pushBackend) confirm(ctx context.Context, repo registryshim.Repo, dgst digest.Digest) {
+	if b.up.PushedAs(ctx, repo.Registry) {
+		b.confirms.add(b.keyFor(ctx, repo, dgst))
 	}
-	auth, err := upstream.RequesterAuth(pu.Authorization)
-	if err != nil {
-		return nil, pushError(err)
-	}
-	if b, ok := auth.(*authn.Basic); ok && b.Username == "" && b.Password == "" {
-		return nil, nil // what some clients answer a challenge with when they hold nothing
-	}
-	return auth, nil
 }
 
 func (b pushBackend) StartUpload(ctx context.Context, pu registryshim.Pusher) (string, error) {
-	auth, err := credentials(pu)
-	if err != nil {
-		return "", err
-	}
 	if !b.pushes.room() {
 		return "", fmt.Errorf("%w: %d uploads open", registryshim.ErrTooManyRequests, b.pushes.cfg.MaxUploads)
 	}
-	up, err := b.up.StartUpload(ctx, pu.Repo.Registry, pu.Repo.Name, auth)
+	up, err := b.up.StartUpload(ctx, pu.Repo.Registry, pu.Repo.Name)
 	if err != nil {
 		b.pushes.count("blob", err)
 		return "", pushError(err)
 	}
-	u, err := b.pushes.add(pu, auth, up)
+	u, err := b.pushes.add(pu, up)
 	if err != nil {
 		up.Cancel(ctx)
 		return "", err
@@ -380,9 +366,7 @@ func (b pushBackend) FinishUpload(ctx context.Context, pu registryshim.Pusher, i
 	if err := b.commitPushed(ctx, dgst, u.spool, u.size); err != nil {
 		b.log.Warn("pushed blob not kept in the store", "digest", dgst, "err", err)
 	}
-	if u.auth == nil {
-		b.confirms.add(keyOf(u.repo, dgst))
-	}
+	b.confirm(ctx, u.repo, dgst)
 	b.pushes.drop(ctx, u, false)
 	b.log.Info("blob pushed through", "registry", u.repo.Registry, "repo", u.repo.Name, "digest", dgst, "bytes", u.size)
 	return nil
@@ -446,26 +430,20 @@ func (b pushBackend) CancelUpload(ctx context.Context, pu registryshim.Pusher, i
 }
 
 func (b pushBackend) MountBlob(ctx context.Context, pu registryshim.Pusher, from string, dgst digest.Digest) (string, error) {
-	auth, err := credentials(pu)
-	if err != nil {
-		return "", err
-	}
 	if !b.pushes.room() {
 		return "", fmt.Errorf("%w: %d uploads open", registryshim.ErrTooManyRequests, b.pushes.cfg.MaxUploads)
 	}
-	up, err := b.up.MountBlob(ctx, pu.Repo.Registry, pu.Repo.Name, from, dgst, auth)
+	up, err := b.up.MountBlob(ctx, pu.Repo.Registry, pu.Repo.Name, from, dgst)
 	if err != nil {
 		b.pushes.count("mount", err)
 		return "", pushError(err)
 	}
 	if up == nil {
 		b.pushes.count("mount", nil)
-		if auth == nil {
-			b.confirms.add(keyOf(pu.Repo, dgst))
-		}
+		b.confirm(ctx, pu.Repo, dgst)
 		return "", nil
 	}
-	u, err := b.pushes.add(pu, auth, up)
+	u, err := b.pushes.add(pu, up)
 	if err != nil {
 		up.Cancel(ctx)
 		return "", err
@@ -474,18 +452,14 @@ func (b pushBackend) MountBlob(ctx context.Context, pu registryshim.Pusher, from
 }
 
 func (b pushBackend) PutManifest(ctx context.Context, pu registryshim.Pusher, ref string, m *registryshim.Manifest) error {
-	auth, err := credentials(pu)
-	if err != nil {
-		return err
-	}
-	err = b.up.PutManifest(ctx, pu.Repo.Registry, pu.Repo.Name, ref, m.MediaType, m.Body, m.Digest, auth)
+	err := b.up.PutManifest(ctx, pu.Repo.Registry, pu.Repo.Name, ref, m.MediaType, m.Body, m.Digest)
 	b.pushes.count("manifest", err)
 	if err != nil {
 		return pushError(err)
 	}
 	b.mans.put(m)
-	if auth == nil {
-		b.confirmManifest(pu.Repo, m)
+	if b.up.PushedAs(ctx, pu.Repo.Registry) {
+		b.confirmManifestFor(ctx, pu.Repo, m)
 	}
 	if _, perr := digest.Parse(ref); perr != nil {
 		b.tags.put(tagKey{pu.Repo.Registry, pu.Repo.Name, ref}, m.Digest, b.now())

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +17,12 @@ import (
 )
 
 // The push path: blob upload sessions, mounts and manifest PUTs forwarded
-// to the origin. Each push gets its own token (push and pull scope), made
-// with the requester's credentials when it gave some, else the node's; it is
-// not cached with the pull tokens, which the node's credentials make.
+// to the origin. Each push gets its own token (push and pull scope), not
+// cached with the pull tokens, made with the credentials pushAuth picks: the
+// requester's (CredentialFrom) when it sent some, whatever the registry's
+// mode, since a push is the requester's own act and a node's credentials
+// are often read-only; else the node's, or none in requester mode, where the
+// node's never serve a requester.
 //
 // Bodies are streamed as the caller reads them: nothing is buffered here.
 // Requests are not bounded by Timeout as fetches are (an upload of a large
@@ -40,27 +42,27 @@ const (
 	kindPushManifest = "push-manifest"
 )
 
-// RequesterAuth turns a client's Authorization header into credentials for
-// the origin: Basic is passed on as a user and password, Bearer as a
-// registry token. Anything else is ErrUnauthorized.
-func RequesterAuth(header string) (authn.Authenticator, error) {
-	scheme, value, _ := strings.Cut(strings.TrimSpace(header), " ")
-	value = strings.TrimSpace(value)
-	switch {
-	case strings.EqualFold(scheme, "basic"):
-		raw, err := base64.StdEncoding.DecodeString(value)
-		if err != nil {
-			return nil, fmt.Errorf("basic credentials not base64: %w", ErrUnauthorized)
-		}
-		user, pass, ok := strings.Cut(string(raw), ":")
-		if !ok {
-			return nil, fmt.Errorf("basic credentials without ':': %w", ErrUnauthorized)
-		}
-		return &authn.Basic{Username: user, Password: pass}, nil
-	case strings.EqualFold(scheme, "bearer") && value != "":
-		return &authn.Bearer{Token: value}, nil
+// pushAuth picks the credentials of a push (see above).
+func (c *Client) pushAuth(ctx context.Context, u *upstream) (authn.Authenticator, error) {
+	if cred := CredentialFrom(ctx); cred != nil {
+		return cred.auth, nil
 	}
-	return nil, fmt.Errorf("authorization scheme %q: %w", scheme, ErrUnauthorized)
+	if c.mode(ctx, u) == ModeRequester {
+		return authn.Anonymous, nil
+	}
+	return c.authenticator(ctx, u)
+}
+
+// PushedAs reports whether a push to registry made with ctx is made with
+// the credentials Identity names for ctx, so that what the origin accepted
+// may be recorded as confirmed for that identity. It is not when the node's
+// mode lets a requester push with its own credentials.
+func (c *Client) PushedAs(ctx context.Context, registry string) bool {
+	u, err := c.route(registry)
+	if err != nil {
+		return false
+	}
+	return CredentialFrom(ctx) == nil || c.mode(ctx, u) == ModeRequester
 }
 
 // pusher is an authenticated way to one repository of one upstream.
@@ -73,8 +75,8 @@ type pusher struct {
 }
 
 // pushTo authenticates for pushing to repo (and pulling from the from
-// repositories, for mounts). auth nil uses the node's credentials.
-func (c *Client) pushTo(ctx context.Context, registry, repo string, auth authn.Authenticator, from ...string) (*pusher, error) {
+// repositories, for mounts).
+func (c *Client) pushTo(ctx context.Context, registry, repo string, from ...string) (*pusher, error) {
 	u, repo, err := c.resolve(registry, repo)
 	if err != nil {
 		return nil, err
@@ -90,10 +92,9 @@ func (c *Client) pushTo(ctx context.Context, registry, repo string, auth authn.A
 	if ch.Insecure {
 		p.base.Scheme = "http"
 	}
-	if auth == nil {
-		if auth, err = c.authenticator(bctx, u); err != nil {
-			return nil, p.wrap(http.MethodPost, "", err)
-		}
+	auth, err := c.pushAuth(bctx, u)
+	if err != nil {
+		return nil, p.wrap(http.MethodPost, "", err)
 	}
 	tok := &transport.Token{}
 	if strings.EqualFold(ch.Scheme, "bearer") {
@@ -151,9 +152,7 @@ func (p *pusher) send(ctx context.Context, kind, method string, target *url.URL,
 		}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized {
-		p.u.forget(p.repo)
-	}
+	// A 401 here says nothing of the pull tokens: they stay cached.
 	return nil, p.wrap(method, target.Path, pushStatus(kind, transport.CheckError(resp, ok...)))
 }
 
@@ -210,8 +209,8 @@ type Upload struct {
 }
 
 // StartUpload opens an upload session in repo on the origin.
-func (c *Client) StartUpload(ctx context.Context, registry, repo string, auth authn.Authenticator) (*Upload, error) {
-	p, err := c.pushTo(ctx, registry, repo, auth)
+func (c *Client) StartUpload(ctx context.Context, registry, repo string) (*Upload, error) {
+	p, err := c.pushTo(ctx, registry, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +239,11 @@ func (p *pusher) start(ctx context.Context, q url.Values) (*Upload, error) {
 // MountBlob asks the origin to mount dgst from repository from into repo.
 // A nil Upload means it is mounted; otherwise the origin started an upload
 // session instead, which the caller continues or cancels.
-func (c *Client) MountBlob(ctx context.Context, registry, repo, from string, dgst digest.Digest, auth authn.Authenticator) (*Upload, error) {
+func (c *Client) MountBlob(ctx context.Context, registry, repo, from string, dgst digest.Digest) (*Upload, error) {
 	if err := checkRepo(from); err != nil {
 		return nil, fmt.Errorf("upstream: mount from: %w", err)
 	}
-	p, err := c.pushTo(ctx, registry, repo, auth, from)
+	p, err := c.pushTo(ctx, registry, repo, from)
 	if err != nil {
 		return nil, err
 	}
@@ -326,11 +325,11 @@ func (up *Upload) Cancel(ctx context.Context) {
 
 // PutManifest stores a manifest, body hashing to dgst, under ref (tag or
 // digest) on the origin. An origin announcing another digest is an error.
-func (c *Client) PutManifest(ctx context.Context, registry, repo, ref, mediaType string, body []byte, dgst digest.Digest, auth authn.Authenticator) error {
+func (c *Client) PutManifest(ctx context.Context, registry, repo, ref, mediaType string, body []byte, dgst digest.Digest) error {
 	if _, _, err := parseRef(ref); err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
-	p, err := c.pushTo(ctx, registry, repo, auth)
+	p, err := c.pushTo(ctx, registry, repo)
 	if err != nil {
 		return err
 	}

@@ -1,38 +1,12 @@
 package upstream
 
 import (
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
-
-func TestRequesterAuth(t *testing.T) {
-	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("ci:s3cret:with:colons"))
-	a, err := RequesterAuth(basic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := a.Authorization()
-	if cfg.Username != "ci" || cfg.Password != "s3cret:with:colons" {
-		t.Errorf("basic = %+v", cfg)
-	}
-	a, err = RequesterAuth("bearer tok123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg, _ := a.Authorization(); cfg.RegistryToken != "tok123" {
-		t.Errorf("bearer = %+v", cfg)
-	}
-	for _, bad := range []string{"", "Basic", "Basic !!!", "Basic " + base64.StdEncoding.EncodeToString([]byte("nocolon")), "Bearer", "Negotiate abc", "Digest x"} {
-		if _, err := RequesterAuth(bad); !errors.Is(err, ErrUnauthorized) {
-			t.Errorf("RequesterAuth(%q) = %v, want ErrUnauthorized", bad, err)
-		}
-	}
-}
 
 func TestPushStatus(t *testing.T) {
 	for _, c := range []struct {
@@ -73,23 +47,4 @@ func TestRangeEnd(t *testing.T) {
 			t.Errorf("rangeEnd(%q) = %d, %v; want %d", s, got, ok, want)
 		}
 	}
-}
-
-// RequesterAuth never panics and accepts only what it can pass on.
-func FuzzRequesterAuth(f *testing.F) {
-	for _, s := range []string{"Basic dTpw", "Bearer x", "basic", "Basic Og==", "Negotiate", " Basic   dTpw ", "Basic ===="} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, header string) {
-		a, err := RequesterAuth(header)
-		if err != nil {
-			if !errors.Is(err, ErrUnauthorized) {
-				t.Fatalf("RequesterAuth(%q): %v is not ErrUnauthorized", header, err)
-			}
-			return
-		}
-		if a == nil || a == authn.Anonymous {
-			t.Fatalf("RequesterAuth(%q) = %v", header, a)
-		}
-	})
 }

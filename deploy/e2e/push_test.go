@@ -118,8 +118,8 @@ func TestPushThrough(t *testing.T) {
 // agent's Basic challenge, are the ones the push is made with; wrong ones
 // are refused by the origin, so by the agent, and nothing of that push is
 // kept or served. Without any, the node's credentials push. An agent
-// without credentials for the origin refuses every push of a client that
-// has none either.
+// without credentials for the origin (requester mode) refuses every push
+// of a client that has none either, and takes one with the pusher's.
 func TestPushThroughCredentials(t *testing.T) {
 	t.Parallel()
 	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{
@@ -184,6 +184,18 @@ func TestPushThroughCredentials(t *testing.T) {
 	t.Run("no-credentials", func(t *testing.T) {
 		img, out, err := push(t, bare, 7004, "refused/none:v1", nil)
 		refused(t, bare, img, "refused/none:v1", out, err)
+	})
+	// Without node credentials the registry is in requester mode: the
+	// pusher's credentials make the checks before the upload too, and its
+	// own pulls of what it pushed are served from the store.
+	t.Run("requester-mode", func(t *testing.T) {
+		img, out, err := push(t, bare, 7005, "accepted/tenant:v1", origin.Creds)
+		accepted(t, bare, img, "accepted/tenant:v1", out, err)
+		before := origin.BlobGets()
+		agenttest.RequireContent(t, agenttest.VerifyOCILayout(t, agenttest.CranePull(t, bare.Addr+"/accepted/tenant:v1", origin.Creds)), img)
+		if n := origin.BlobGets() - before; n != 0 {
+			t.Errorf("the pusher's pull took %d blobs from the origin, want 0", n)
+		}
 	})
 }
 
