@@ -27,7 +27,8 @@ import (
 
 // Pusher is who pushes where: the repository of the request and the
 // client's Authorization header, passed on untouched ("" when the client
-// sent none) so a backend can push with the requester's credentials.
+// sent none), so a backend can push with the requester's credentials and
+// keep a session to the client that opened it.
 type Pusher struct {
 	Repo          Repo
 	Authorization string
