@@ -41,7 +41,7 @@ func writeLayout(t *testing.T, img v1.Image) string {
 // requireOrigin checks that the origin serves repo:tag as img, byte for
 // byte: the manifest's digest and every blob's content (a pull that
 // verifies each blob against its digest).
-func requireOrigin(t *testing.T, origin *agenttest.Origin, repoTag string, img v1.Image) {
+func requireOrigin(t *testing.T, origin *agenttest.Origin, repoTag string, img agenttest.Digester) {
 	t.Helper()
 	want, err := img.Digest()
 	if err != nil {
@@ -110,6 +110,37 @@ func TestPushThrough(t *testing.T) {
 			if n := origin.BlobGets() - before; n != 0 {
 				t.Errorf("pulling the pushed image through the agent fetched %d blobs from the origin, want 0", n)
 			}
+		})
+	}
+}
+
+// TestPushThroughKinds pushes a Docker image, an OCI index and a Docker
+// manifest list through the agent with go-containerregistry (crane's
+// library): the origin serves each byte for byte, children and all.
+func TestPushThroughKinds(t *testing.T) {
+	t.Parallel()
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{})
+	node := startAgent(t, origin, "--allow-push")
+	small := agenttest.ImageOptions{Layers: 2, LayerSize: 128 << 10}
+	docker, ociIdx, dockerIdx := small, small, small
+	docker.Seed, docker.MediaType = 1421, agenttest.Docker
+	ociIdx.Seed = 1422
+	dockerIdx.Seed, dockerIdx.MediaType = 1423, agenttest.Docker
+	for _, c := range []struct {
+		name string
+		obj  interface {
+			agenttest.Digester
+			remote.Taggable
+		}
+	}{
+		{"docker-image", agenttest.Image(t, docker)},
+		{"oci-index", agenttest.Index(t, ociIdx)},
+		{"docker-list", agenttest.Index(t, dockerIdx)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			repoTag := "kinds/" + c.name + ":v1"
+			agenttest.Push(t, c.obj, node.Addr+"/"+repoTag, nil)
+			requireOrigin(t, origin, repoTag, c.obj)
 		})
 	}
 }
