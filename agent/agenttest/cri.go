@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -27,14 +28,17 @@ type CRIContainerd struct {
 	HostRoot string
 	// Root is the daemon's root directory (content store, snapshots).
 	Root string
+	// Snapshotter is what the CRI unpacks with: overlayfs where the kernel
+	// mounts it under Root, native otherwise.
+	Snapshotter string
 
 	proc *Process
 	conn *grpc.ClientConn
 }
 
 // PrepareCRI writes HostRoot/etc/containerd/config.toml for a private
-// daemon (own root, state and socket; CRI enabled; the native snapshotter;
-// no config_path, which is shoal configure's to set) and returns the daemon,
+// daemon (own root, state and socket; CRI enabled; overlayfs where it
+// works, native otherwise; no config_path, which is shoal configure's to set) and returns the daemon,
 // not started. Without root, the binary or unshare the test is skipped
 // (failed under CI=true).
 func PrepareCRI(t testing.TB, hostRoot string) *CRIContainerd {
@@ -63,6 +67,10 @@ func PrepareCRI(t testing.TB, hostRoot string) *CRIContainerd {
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatalf("agenttest: %v", err)
 	}
+	c.Snapshotter = "native"
+	if overlayWorks(filepath.Dir(c.Root)) {
+		c.Snapshotter = "overlayfs"
+	}
 	cni := filepath.Join(short, "cni")
 	cfg := fmt.Sprintf(`version = 2
 root = %q
@@ -84,12 +92,12 @@ state = %q
   enable_selinux = false
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "native"
+  snapshotter = %q
 
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = %q
   conf_dir = %q
-`, c.Root, filepath.Join(short, "state"), c.Address, filepath.Join(c.Root, "opt"), cni, cni)
+`, c.Root, filepath.Join(short, "state"), c.Address, filepath.Join(c.Root, "opt"), c.Snapshotter, cni, cni)
 	if err := os.WriteFile(filepath.Join(etc, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatalf("agenttest: containerd config: %v", err)
 	}
@@ -184,4 +192,25 @@ func (c *CRIContainerd) RemoveImage(t testing.TB, ref string) {
 func (c *CRIContainerd) Content(t testing.TB) Content {
 	t.Helper()
 	return VerifyBlobStore(t, filepath.Join(c.Root, "io.containerd.content.v1.content", "blobs", "sha256"))
+}
+
+// overlayWorks mounts and unmounts a small overlay in dir: the native
+// snapshotter copies every parent layer, which would swamp a benchmark.
+func overlayWorks(dir string) bool {
+	probe, err := os.MkdirTemp(dir, "overlay-probe-")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(probe)
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(probe, d), 0o755); err != nil {
+			return false
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", filepath.Join(probe, "lower"), filepath.Join(probe, "upper"), filepath.Join(probe, "work"))
+	merged := filepath.Join(probe, "merged")
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		return false
+	}
+	return unix.Unmount(merged, 0) == nil
 }
