@@ -167,7 +167,7 @@ func (c *Client) Ping(ctx context.Context) error {
 		if certificateError(err) {
 			return fmt.Errorf("%w: %w", ErrCertificate, err)
 		}
-		return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: ping: %w", ErrUnavailable, unreachable{err})
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
@@ -175,6 +175,20 @@ func (c *Client) Ping(ctx context.Context) error {
 		return fmt.Errorf("%w: ping: HTTP %d", ErrUnavailable, resp.StatusCode)
 	}
 	return nil
+}
+
+// unreachable marks a request that got no answer from the tracker (it could
+// not be reached, or its answer broke off), as opposed to an answer of 503:
+// a replica set (replica.go) fails over on the former only.
+type unreachable struct{ error }
+
+func (u unreachable) Unwrap() error { return u.error }
+
+// Unreachable reports whether err is a request that got no answer from the
+// tracker at all.
+func Unreachable(err error) bool {
+	var u unreachable
+	return errors.As(err, &u)
 }
 
 // certificateError tells TLS verification failures from other transport
@@ -222,7 +236,7 @@ func (c *Client) doWith(ctx context.Context, method, path string, q url.Values, 
 		if certificateError(err) {
 			return fmt.Errorf("%w: %s %s: %w", ErrCertificate, method, path, err)
 		}
-		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
+		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, unreachable{err})
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -231,7 +245,7 @@ func (c *Client) doWith(ctx context.Context, method, path string, q url.Values, 
 	if err := decodeStrict(resp.Body, limit, out); err != nil {
 		if !errors.Is(err, ErrInvalid) {
 			// The body broke off: a transport failure, not garbage.
-			return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, err)
+			return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, path, unreachable{err})
 		}
 		return fmt.Errorf("tracker: %s %s: %w", method, path, err)
 	}
