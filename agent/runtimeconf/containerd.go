@@ -13,8 +13,8 @@ const ContainerdConfig = "/etc/containerd/config.toml"
 // defaultHostsDir is where hosts.toml files go when config_path names none.
 const defaultHostsDir = "/etc/containerd/certs.d"
 
-// defaultDialTimeout bounds how long containerd waits for the agent before
-// it asks the next host: short, the agent is on the same node.
+// defaultDialTimeout bounds how long containerd (2.1 on) waits for the
+// agent before it asks the next host: short, the agent is on the same node.
 const defaultDialTimeout = "300ms"
 
 // Layer media types containerd's unpack hands to a stream processor, and
@@ -130,7 +130,8 @@ func Containerd(o Options) (*Plan, error) {
 		}
 		p.add(path, cur, bodies[i])
 	}
-	p.Notes = append(p.Notes, "containerd reads hosts.toml on every pull: no restart is needed for those files")
+	p.Notes = append(p.Notes, "containerd reads hosts.toml on every pull: no restart is needed for those files",
+		"dial_timeout takes effect from containerd 2.1 on; 1.6 and 1.7 wait up to 30 s for an agent that accepts no connection (a stopped one refuses at once)")
 	return p, nil
 }
 
