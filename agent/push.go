@@ -15,11 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/upstream"
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
 )
 
@@ -384,13 +386,17 @@ func (u *upload) digest(alg digest.Algorithm) (digest.Digest, error) {
 }
 
 // commitPushed copies a pushed blob from its spool into the store, which
-// verifies it again, and waits for the commit.
+// verifies it again, and waits for the commit. The piece CIDs are computed
+// on the way and handed to the swarm, which answers peers (the seeder
+// first) with them instead of reading the blob back.
 func (a *Agent) commitPushed(ctx context.Context, dgst digest.Digest, f *os.File, size int64) error {
 	ctx = context.WithoutCancel(ctx)
 	if _, err := a.store.Stat(ctx, dgst); err == nil {
 		return nil
 	}
+	info := &piece.Info{Digest: dgst, Size: size, PieceSize: piece.SizeFor(size)}
 	r, err := a.store.Fetch(ctx, dgst, size, func(ctx context.Context, w store.Writer) error {
+		h := piece.NewHasher(info.PieceSize, func(_ int, c cid.Cid) { info.Pieces = append(info.Pieces, c) })
 		buf := make([]byte, copyBuffer)
 		for off := int64(0); off < size; {
 			if err := ctx.Err(); err != nil {
@@ -401,13 +407,14 @@ func (a *Agent) commitPushed(ctx context.Context, dgst digest.Digest, f *os.File
 				if _, werr := w.WriteAt(buf[:n], off); werr != nil {
 					return werr
 				}
+				h.Write(buf[:n])
 				off += int64(n)
 			}
 			if err != nil && off < size {
 				return err
 			}
 		}
-		return nil
+		return h.Close()
 	})
 	if err != nil {
 		return err
@@ -416,6 +423,9 @@ func (a *Agent) commitPushed(ctx context.Context, dgst digest.Digest, f *os.File
 	var b [1]byte
 	if _, err := r.ReadAt(b[:], size); !errors.Is(err, io.EOF) { // the end is readable once committed
 		return fmt.Errorf("store commit: %w", err)
+	}
+	if a.swarm != nil && dgst.Algorithm() == digest.SHA256 {
+		a.swarm.Hashed(info) // complete only if this fill ran, not one it joined
 	}
 	return nil
 }

@@ -35,3 +35,17 @@ func (s *Swarm) FromHolders(ctx context.Context, dgst digest.Digest) *piece.Info
 	}
 	return nil
 }
+
+// Hashed takes the metainfo of a blob the store has committed, cut by the
+// default policy and computed by whoever committed it from the bytes it
+// committed (a push, agent/push.go), so that peers asking for it are
+// answered without reading the blob again. Anything else is ignored.
+func (s *Swarm) Hashed(info *piece.Info) {
+	if info == nil || info.Validate() != nil || !info.Complete() || info.PieceSize != piece.SizeFor(info.Size) {
+		return
+	}
+	if _, err := s.store.Stat(context.Background(), info.Digest); err != nil {
+		return
+	}
+	s.pex.hashed.put(info)
+}
