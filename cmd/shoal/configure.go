@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -99,6 +100,12 @@ func runConfigure(out, errw io.Writer, runtime string, f configureFlags) error {
 			return fmt.Errorf("configure: --undo and --dry-run together: undo has nothing to preview beyond what it restores")
 		}
 		restored, err := runtimeconf.Undo(o, runtime)
+		if errors.Is(err, runtimeconf.ErrNothingToUndo) {
+			// Not a failure: undo is run on every agent stop, also after a
+			// run that found everything in place and recorded nothing.
+			fmt.Fprintf(out, "nothing to undo: %v\n", err)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("configure %s --undo: %w", runtime, err)
 		}
