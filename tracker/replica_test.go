@@ -123,7 +123,9 @@ type member struct {
 	metainfo int
 }
 
-func newMember(name string) *member { return &member{name: name, blobs: make(map[string][]digest.Digest)} }
+func newMember(name string) *member {
+	return &member{name: name, blobs: make(map[string][]digest.Digest)}
+}
 
 func (m *member) enter() error {
 	m.mu.Lock()
