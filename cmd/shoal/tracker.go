@@ -16,6 +16,7 @@ type trackerFlags struct {
 	Token            string        `mapstructure:"token"`
 	TokenFile        string        `mapstructure:"token-file"`
 	AnnounceInterval time.Duration `mapstructure:"announce-interval"`
+	MaxAnnounceRate  int           `mapstructure:"max-announce-rate"`
 	TLSCert          string        `mapstructure:"tls-cert"`
 	TLSKey           string        `mapstructure:"tls-key"`
 	seedTrackerFlags `mapstructure:",squash"`
@@ -31,7 +32,8 @@ func newTrackerCmd() *cobra.Command {
 	addNodeFlags(fs, "0.0.0.0:7070", defaultSeederConfig())
 	fs.String("token", "", "cluster token agents must present")
 	fs.String("token-file", "", "file holding the cluster tokens, one per line (several while one is rotated out)")
-	fs.Duration("announce-interval", server.DefaultConfig().AnnounceInterval, "how often agents announce")
+	fs.Duration("announce-interval", server.DefaultConfig().AnnounceInterval, "how often agents announce (at least: see --max-announce-rate)")
+	fs.Int("max-announce-rate", server.DefaultConfig().MaxAnnounceRate, "announces a second asked of the whole swarm at most: with more than announce-interval × this many agents the interval grows with their number (0: fixed)")
 	fs.String("tls-cert", "", "TLS certificate for the tracker API (with --tls-key)")
 	fs.String("tls-key", "", "TLS key for the tracker API")
 	addSeedTrackerFlags(fs)
@@ -90,6 +92,7 @@ func (f trackerFlags) config() (server.Config, nodeConfig, error) {
 	}
 	tcfg.AnnounceInterval = f.AnnounceInterval
 	tcfg.PeerTTL = 3 * f.AnnounceInterval
+	tcfg.MaxAnnounceRate = f.MaxAnnounceRate
 	if err := f.seedTrackerFlags.apply(&tcfg); err != nil {
 		return tcfg, nodeConfig{}, err
 	}

@@ -23,8 +23,10 @@ const (
 	refusedBadSignature = "bad_signature" // forged, or another peer's ID
 )
 
-// Listed reports whether peer ID id announced within PeerTTL, as GET
-// /v1/peers/{id} answers. For the first PeerTTL after New the tracker
+// Listed reports whether peer ID id announced within PeerTTL (paced with
+// the swarm's size, interval.go), as GET /v1/peers/{id} answers. For the
+// first PeerTTL after New (paced by the peers that announced since, so the
+// window stays open while agents told a long interval come back) the tracker
 // cannot tell an unlisted ID from one that has not re-announced since a
 // restart, and answers ErrUnavailable for it: askers then keep what they
 // admitted before. The seeder's admission asks this in process.
@@ -36,7 +38,7 @@ func (s *Server) Listed(_ context.Context, id string) (bool, error) {
 	if s.swarm.listed(id, now) {
 		return true, nil
 	}
-	if now.Sub(s.started) < s.cfg.PeerTTL {
+	if now.Sub(s.started) < s.swarm.peerTTL() {
 		return false, fmt.Errorf("%w: tracker started %s ago, its list of peers is not complete yet", tracker.ErrUnavailable, now.Sub(s.started).Round(time.Millisecond))
 	}
 	return false, nil

@@ -18,6 +18,11 @@ type Config struct {
 	AnnounceInterval time.Duration
 	// PeerTTL: a (peer, blob) not re-announced within this is forgotten.
 	PeerTTL time.Duration
+	// MaxAnnounceRate is the announces a second the tracker asks of its
+	// whole swarm at most: past AnnounceInterval × MaxAnnounceRate live
+	// peers the interval it tells (and PeerTTL with it) grows with their
+	// number (interval.go). 0 keeps AnnounceInterval whatever the size.
+	MaxAnnounceRate int
 	// MaxHandout bounds the peers of one handout.
 	MaxHandout int
 	// SeedTimeout bounds one seeding of a blob from the origin.
@@ -63,6 +68,7 @@ func DefaultConfig() Config {
 	return Config{
 		AnnounceInterval: 3 * time.Second,
 		PeerTTL:          9 * time.Second,
+		MaxAnnounceRate:  2000,
 		MaxHandout:       50,
 		SeedTimeout:      30 * time.Minute,
 		MetaInfoWait:     10 * time.Second,
@@ -93,6 +99,9 @@ func (c Config) Validate() error {
 	}
 	if c.PeerTTL < c.AnnounceInterval {
 		errs = append(errs, fmt.Errorf("peer TTL %s shorter than the announce interval %s", c.PeerTTL, c.AnnounceInterval))
+	}
+	if c.MaxAnnounceRate < 0 {
+		errs = append(errs, fmt.Errorf("max announce rate %d must not be negative", c.MaxAnnounceRate))
 	}
 	if c.MaxHandout < 1 {
 		errs = append(errs, fmt.Errorf("max handout %d must be at least 1", c.MaxHandout))

@@ -102,7 +102,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.started = s.clock.Now()
-	s.swarm = newSwarm(cfg.PeerTTL, func(d int) { m.peers.Add(float64(d)) })
+	s.swarm = newSwarm(cfg.pace, func(d int) { m.peers.Add(float64(d)) })
 	if s.seed != nil {
 		s.swarm.rng = rand.New(rand.NewPCG(*s.seed, 0))
 	}
@@ -181,14 +181,15 @@ func (s *Server) Announce(_ context.Context, a tracker.Announce) (time.Duration,
 	if err := a.Validate(); err != nil {
 		return 0, err
 	}
-	s.record(a)
-	return s.cfg.AnnounceInterval, nil
+	return s.record(a), nil
 }
 
-func (s *Server) record(a tracker.Announce) {
-	s.swarm.announce(a, s.clock.Now())
+// record keeps a and returns the interval to tell its peer.
+func (s *Server) record(a tracker.Announce) time.Duration {
+	interval := s.swarm.announce(a, s.clock.Now())
 	s.metrics.announces.Inc()
 	s.log.Debug("announce", "peer", a.Peer.ID, "blobs", len(a.Blobs), "seeder", a.Peer.Seeder)
+	return interval
 }
 
 // Peers hands out peers holding d, never self, as GET
@@ -299,8 +300,8 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	s.record(a)
-	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: s.cfg.AnnounceInterval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID)})
+	interval := s.record(a)
+	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: interval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID)})
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {

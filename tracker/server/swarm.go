@@ -17,11 +17,13 @@ import (
 // most once per TTL, so memory stays bounded without a timer goroutine and a
 // fake clock drives it all in tests.
 type swarm struct {
-	ttl     time.Duration
+	pace    func(peers int) (interval, ttl time.Duration) // Config.pace
 	onPairs func(delta int) // keeps the peer-blob gauge in step
 	rng     *rand.Rand      // nil: the global source; set: under mu, and handouts sorted first
 
 	mu        sync.Mutex
+	ttl       time.Duration // paced with the swarm's size on each announce
+	interval  time.Duration // what announces are answered now
 	blobs     map[digest.Digest]map[string]*holding
 	peers     map[string]*announced // each peer's last announce
 	lastSweep time.Time
@@ -47,12 +49,15 @@ type ident struct {
 	seeder bool
 }
 
-func newSwarm(ttl time.Duration, onPairs func(int)) *swarm {
-	return &swarm{ttl: ttl, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced)}
+func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) *swarm {
+	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced)}
+	s.interval, s.ttl = pace(0)
+	return s
 }
 
-// announce records a validated announce made at now.
-func (s *swarm) announce(a tracker.Announce, now time.Time) {
+// announce records a validated announce made at now and returns the
+// interval to tell its peer, paced by the peers listed.
+func (s *swarm) announce(a tracker.Announce, now time.Time) time.Duration {
 	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,6 +85,15 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) {
 		}
 	}
 	s.onPairs(added)
+	s.interval, s.ttl = s.pace(len(s.peers))
+	return s.interval
+}
+
+// peerTTL is how long a silent peer stays listed now.
+func (s *swarm) peerTTL() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ttl
 }
 
 // listed reports whether id announced within the TTL before now.
