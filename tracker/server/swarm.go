@@ -18,8 +18,8 @@ import (
 // fake clock drives it all in tests.
 type swarm struct {
 	pace    func(peers int) (interval, ttl time.Duration) // Config.pace
-	onPairs func(delta int) // keeps the peer-blob gauge in step
-	rng     *rand.Rand      // nil: the global source; set: under mu, and handouts sorted first
+	onPairs func(delta int)                               // keeps the peer-blob gauge in step
+	rng     *rand.Rand                                    // nil: the global source; set: under mu, and handouts sorted first
 
 	mu        sync.Mutex
 	ttl       time.Duration // paced with the swarm's size on each announce
