@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/p2p/picker"
@@ -29,6 +30,7 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 	for {
 		tctx, cancel := s.clock.WithTimeout(ctx, trackerTimeout)
 		info, err := s.tr.MetaInfo(tctx, src, -1)
+		answered := tctx.Err() == nil
 		cancel()
 		switch {
 		case errors.Is(err, tracker.ErrPending):
@@ -39,10 +41,32 @@ func (s *Swarm) MetaInfo(ctx context.Context, src tracker.Source) (*piece.Info, 
 		case err == nil || errors.Is(err, tracker.ErrNotFound) || ctx.Err() != nil:
 			return info, err
 		}
+		if answered {
+			s.holdersFromTracker(ctx, src.Digest)
+		}
 		if info := s.metaFromPeers(ctx, src.Digest); info != nil {
 			return info, nil
 		}
 		return nil, err
+	}
+}
+
+// holdersFromTracker notes in the book, for metaFromPeers, the peers the
+// tracker lists for dgst. It names them even when its seeder could not
+// fetch the blob: a private one, that an agent fetched from the origin
+// with its requester's credentials (requester mode, agent/credential.go).
+func (s *Swarm) holdersFromTracker(ctx context.Context, dgst digest.Digest) {
+	tctx, cancel := s.clock.WithTimeout(ctx, trackerTimeout)
+	defer cancel()
+	peers, err := s.tr.Peers(tctx, dgst, s.self.ID)
+	if err != nil {
+		return
+	}
+	now := s.clock.Now()
+	for _, p := range peers {
+		if ai, err := addrInfo(p); err == nil {
+			s.remember(ai, dgst, false, now)
+		}
 	}
 }
 
