@@ -84,7 +84,7 @@ func addNodeFlags(fs *pflag.FlagSet, listen string, def nodeConfig) {
 
 type agentFlags struct {
 	nodeFlags    `mapstructure:",squash"`
-	Tracker      string        `mapstructure:"tracker"`
+	Tracker      []string      `mapstructure:"tracker"`
 	TrackerToken string        `mapstructure:"tracker-token"`
 	TokenFile    string        `mapstructure:"tracker-token-file"`
 	TrackerCA    string        `mapstructure:"tracker-ca"`
@@ -104,7 +104,7 @@ func newAgentCmd() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	addNodeFlags(fs, "127.0.0.1:5050", defaultNodeConfig())
-	fs.String("tracker", "", "tracker URL; empty: no swarm, every blob comes from the upstream")
+	fs.StringSlice("tracker", nil, "tracker URL; several (repeated or comma-separated), or a dns+https://NAME:PORT whose every address is one, are replicas sharing the digests; empty: no swarm, every blob comes from the upstream")
 	fs.String("tracker-token", "", "cluster token for the tracker (visible in ps: prefer --tracker-token-file)")
 	fs.String("tracker-token-file", "", "file holding the cluster token for the tracker (its first token)")
 	fs.String("tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against (default: the system roots)")
@@ -132,14 +132,14 @@ func newAgentCmd() *cobra.Command {
 			return err
 		}
 		var tr nodeTracker
-		var tc *tracker.Client
+		var tc pingingTracker
 		// The preheater takes work from the tracker's announce answers
 		// and fetches through the agent: made first, started with it.
 		pre, err := agent.NewPreheater(agent.DefaultPreheatConfig(), log, reg)
 		if err != nil {
 			return err
 		}
-		if f.Tracker != "" {
+		if len(f.Tracker) > 0 {
 			if tc, err = f.trackerClient(cmd.Context(), log, tracker.WithKey(cfg.Identity), tracker.WithPreheat(pre.Offer)); err != nil {
 				return err
 			}
@@ -157,8 +157,12 @@ func newAgentCmd() *cobra.Command {
 			return err
 		}
 		log.Info("agent listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Default,
-			"data_dir", cfg.DataDir, "tracker", f.Tracker, "peer", n.peerID())
-		status := n.reporter(cfg, tc, f.Tracker)
+			"data_dir", cfg.DataDir, "tracker", strings.Join(f.Tracker, ","), "peer", n.peerID())
+		var pinger agent.Pinger
+		if tc != nil {
+			pinger = tc
+		}
+		status := n.reporter(cfg, pinger, strings.Join(f.Tracker, ","))
 		go status.Run(cmd.Context())
 		h := withStatus(withMetrics(n.agent.Handler(), reg), status.Handler())
 		if f.OpsListen != "" {
@@ -171,12 +175,12 @@ func newAgentCmd() *cobra.Command {
 	return cmd
 }
 
-// trackerClient is the client of --tracker, with the token from the flag
-// or its file and the CA from --tracker-ca. A tracker whose certificate
-// does not verify is an error now, not a string of failed announces; one
-// that does not answer yet is not (the agent pulls from the upstream until
-// it does).
-func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra ...tracker.Option) (*tracker.Client, error) {
+// trackerClient is the client of --tracker (of its replicas, when it names
+// several: clusterTracker), with the token from the flag or its file and
+// the CA from --tracker-ca. A tracker whose certificate does not verify is
+// an error now, not a string of failed announces; one that does not answer
+// yet is not (the agent pulls from the upstream until it does).
+func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra ...tracker.Option) (pingingTracker, error) {
 	token := f.TrackerToken
 	if f.TokenFile != "" {
 		toks, err := readTokens(f.TokenFile)
@@ -198,7 +202,8 @@ func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra .
 		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
 	}
-	c, err := tracker.NewClient(f.Tracker, token, opts...)
+	urls := tracker.SplitURLs(f.Tracker)
+	c, err := clusterTracker(ctx, urls, token, log, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -206,9 +211,9 @@ func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra .
 	defer cancel()
 	if err := c.Ping(pctx); err != nil {
 		if errors.Is(err, tracker.ErrCertificate) {
-			return nil, fmt.Errorf("tracker %s: %w", f.Tracker, err)
+			return nil, fmt.Errorf("tracker %s: %w", strings.Join(urls, ","), err)
 		}
-		log.Warn("tracker not answering yet; pulling from the upstream until it does", "tracker", f.Tracker, "err", err)
+		log.Warn("tracker not answering yet; pulling from the upstream until it does", "tracker", strings.Join(urls, ","), "err", err)
 	}
 	return c, nil
 }

@@ -25,7 +25,7 @@ import (
 
 // reporter is the agent's status reporter over the node's parts; tc is the
 // tracker's client (nil without one), probed on each report.
-func (n *node) reporter(cfg nodeConfig, tc *tracker.Client, trackerURL string) *agent.Reporter {
+func (n *node) reporter(cfg nodeConfig, tc agent.Pinger, trackerURL string) *agent.Reporter {
 	parts := agent.StatusParts{Peer: n.peerID(), Capacity: cfg.Store.Capacity, TrackerURL: trackerURL}
 	if n.host != nil {
 		parts.Host = n.host

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -32,6 +36,8 @@ import (
 //	         store.Disk ──OnChange──▶ swarm.Swarm (commits and removals: what the node holds)
 //	         tracker.Client ─Listed─▶ p2p.Admission ─Admit─▶ p2p.Host (only peers the tracker lists)
 //	         identity key ─▶ p2p.Host and tracker.Client (announces signed with the host's key)
+//	         several --tracker URLs: tracker.Replicas over one tracker.Client each, in place of the one client
+//	           (each digest asked of its owner by rendezvous hashing; a silent replica's digests go to the next)
 //	tracker: server.Server ◀── in process ── seeder node (its swarm announces to the server)
 //	         server.Server ─Listed─▶ the seeder's p2p.Admission (in process)
 //	         server.Server ──Seed──▶ seeder agent ──▶ origin
@@ -136,6 +142,35 @@ type node struct {
 type nodeTracker interface {
 	swarm.Tracker
 	p2p.Roster
+}
+
+// pingingTracker is an agent's tracker with its health probe, for the
+// agent's status.
+type pingingTracker interface {
+	nodeTracker
+	Ping(ctx context.Context) error
+}
+
+// clusterTracker is the tracker an agent talks to: the client of a single
+// tracker URL, or the replica set (tracker.Replicas) of several, or of a
+// dns+ URL, whose addresses are looked up again every 30 s.
+func clusterTracker(ctx context.Context, urls []string, token string, log *slog.Logger, opts ...tracker.Option) (pingingTracker, error) {
+	dns := slices.ContainsFunc(urls, func(u string) bool { return strings.HasPrefix(u, tracker.DNSScheme) })
+	if len(urls) == 1 && !dns {
+		return tracker.NewClient(urls[0], token, opts...)
+	}
+	lookup := net.DefaultResolver.LookupHost
+	eps, err := tracker.Endpoints(ctx, urls, token, lookup, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ropts := []tracker.ReplicaOption{tracker.WithReplicaLogger(log)}
+	if dns {
+		ropts = append(ropts, tracker.WithRefresh(func(ctx context.Context) ([]tracker.Endpoint, error) {
+			return tracker.Endpoints(ctx, urls, token, lookup, opts...)
+		}, 30*time.Second))
+	}
+	return tracker.NewReplicas(tracker.DefaultReplicaConfig(), eps, ropts...)
 }
 
 // newNode builds a node. tr is the tracker its swarm talks to and its
@@ -308,5 +343,6 @@ func (t *trackerNode) Close() error {
 var (
 	_ nodeTracker   = (*tracker.Client)(nil)
 	_ nodeTracker   = (*server.Server)(nil)
+	_ nodeTracker   = (*tracker.Replicas)(nil)
 	_ server.Seeder = (*agent.Agent)(nil)
 )
