@@ -31,6 +31,9 @@ type CRIContainerd struct {
 	// Snapshotter is what the CRI unpacks with: overlayfs where the kernel
 	// mounts it under Root, native otherwise.
 	Snapshotter string
+	// Env is added to the daemon's environment by Start (e.g.
+	// CONTAINERD_DISABLE_PIGZ=1).
+	Env []string
 
 	proc *Process
 	conn *grpc.ClientConn
@@ -110,7 +113,7 @@ func (c *CRIContainerd) Start(t testing.TB) {
 	t.Helper()
 	etc := filepath.Join(c.HostRoot, "etc", "containerd")
 	script := `mount --bind "$1" /etc/containerd && exec "$2" --config /etc/containerd/config.toml`
-	c.proc = StartProcess(t, ProcessOptions{}, ToolPath(t, "unshare"),
+	c.proc = StartProcess(t, ProcessOptions{Env: c.Env}, ToolPath(t, "unshare"),
 		"--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh", etc, ContainerdBinary)
 	c.proc.Name = "containerd (CRI)"
 	if err := waitUnix(t.Context(), c.proc, c.Address); err != nil {
