@@ -41,7 +41,10 @@ type Bed struct {
 	log      *slog.Logger
 	bridgeNS string
 	token    string
-	logDir   string
+	// seedToken is the tracker's seed token (--seed-token-file), what
+	// Seed hands to shoal seed as a CI job would.
+	seedToken string
+	logDir    string
 
 	// Origin and Tracker are the two service hosts; Hosts run agents.
 	Origin, Tracker Host
@@ -70,15 +73,17 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (*Bed, error) {
 			return nil, fmt.Errorf("testbed: %w", err)
 		}
 	}
-	var tok [16]byte
+	var tok, seedTok [16]byte
 	_, _ = rand.Read(tok[:])
+	_, _ = rand.Read(seedTok[:])
 	b := &Bed{
-		cfg:      cfg,
-		log:      slog.New(slog.DiscardHandler),
-		bridgeNS: cfg.Prefix + "br",
-		token:    hex.EncodeToString(tok[:]),
-		logDir:   filepath.Join(cfg.WorkDir, "logs"),
-		clients:  make(map[string]*http.Client),
+		cfg:       cfg,
+		log:       slog.New(slog.DiscardHandler),
+		bridgeNS:  cfg.Prefix + "br",
+		token:     hex.EncodeToString(tok[:]),
+		seedToken: hex.EncodeToString(seedTok[:]),
+		logDir:    filepath.Join(cfg.WorkDir, "logs"),
+		clients:   make(map[string]*http.Client),
 	}
 	for _, o := range opts {
 		o(b)

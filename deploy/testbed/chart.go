@@ -19,6 +19,7 @@ const (
 	chartFont          = `font-family="sans-serif" font-size="12"`
 	colorP2P           = "#1f77b4"
 	colorBaseline      = "#d62728"
+	colorSeeded        = "#17becf"
 	colorPeer          = "#2ca02c"
 	colorSeeder        = "#ff7f0e"
 	colorOrigin        = "#9467bd"
@@ -47,8 +48,8 @@ func (r *Report) WriteSVG(w io.Writer) error {
 
 func (r *Report) cdfPanel(b *strings.Builder) {
 	xmax := r.LimitSeconds
-	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
-		if rr != nil && rr.Times != nil {
+	for _, rr := range r.runs() {
+		if rr.Times != nil {
 			xmax = max(xmax, rr.Times.Max.Seconds)
 		}
 	}
@@ -62,7 +63,7 @@ func (r *Report) cdfPanel(b *strings.Builder) {
 	for _, run := range []struct {
 		rr    *RunReport
 		color string
-	}{{r.P2P, colorP2P}, {r.Baseline, colorBaseline}} {
+	}{{r.P2P, colorP2P}, {r.Seeded, colorSeeded}, {r.Baseline, colorBaseline}} {
 		if run.rr == nil {
 			continue
 		}

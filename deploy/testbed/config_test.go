@@ -63,12 +63,24 @@ func TestScenarioValidate(t *testing.T) {
 	if err := DefaultScenario().Validate(); err != nil {
 		t.Fatalf("default: %v", err)
 	}
+	seeded := DefaultScenario()
+	seeded.Preseed = true
+	if err := seeded.Validate(); err != nil {
+		t.Fatalf("default with Preseed: %v", err)
+	}
+	// The seed's timeout matters only with Preseed.
+	cold := DefaultScenario()
+	cold.SeedTimeout = 0
+	if err := cold.Validate(); err != nil {
+		t.Fatalf("no seed timeout without Preseed: %v", err)
+	}
 	for _, modify := range []func(*Scenario){
 		func(s *Scenario) { s.Layers = 0 },
 		func(s *Scenario) { s.ImageSize = 10 },
 		func(s *Scenario) { s.Repo = "Bad Repo" },
 		func(s *Scenario) { s.SampleInterval = time.Microsecond },
 		func(s *Scenario) { s.PullTimeout = 0 },
+		func(s *Scenario) { s.Preseed, s.SeedTimeout = true, 0 },
 	} {
 		s := DefaultScenario()
 		modify(&s)

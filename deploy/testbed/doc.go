@@ -20,7 +20,11 @@
 // prefix left behind. Run plays the rollout scenario on a Bed: one image,
 // every host pulls it at the same instant through its agent, then the same
 // rollout straight from the origin as the no-P2P baseline, and returns a
-// Report (table, JSON, SVG chart). RunFault plays one scenario of the fault
+// Report (table, JSON, SVG chart). With Scenario.Preseed (SEED=1) it
+// also starts a fresh swarm, runs `shoal seed IMAGE --wait` with a seed
+// token from the tracker's namespace as a CI job would, and rolls that
+// image out, reporting the seed's time and what the origin sent during
+// the rollout against the cold one. RunFault plays one scenario of the fault
 // suite (faults.go, faultinject.go) on a bed of its own: the same rollout
 // with one fault injected (a corrupt peer, peers or the tracker killed, the
 // origin stopped, an agent restarted, a full disk, a slow peer), checking

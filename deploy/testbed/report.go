@@ -30,7 +30,33 @@ type Report struct {
 	BaselineExpectedSeconds float64    `json:"baseline_expected_seconds"`
 	SampleMillis            int64      `json:"sample_interval_ms"`
 	P2P                     *RunReport `json:"p2p"`
-	Baseline                *RunReport `json:"baseline,omitempty"`
+	// Seed and Seeded are the SEED=1 run: shoal seed --wait on a fresh
+	// swarm, then the same rollout of that image; SeededVsCold compares it
+	// with P2P, the cold rollout.
+	Seed         *SeedReport `json:"seed,omitempty"`
+	Seeded       *RunReport  `json:"p2p_seeded,omitempty"`
+	SeededVsCold *Versus     `json:"seeded_vs_cold,omitempty"`
+	Baseline     *RunReport  `json:"baseline,omitempty"`
+}
+
+// SeedReport is one `shoal seed IMAGE --wait`, timed from its start to its
+// exit.
+type SeedReport struct {
+	Image   string  `json:"image"`
+	Seconds float64 `json:"seconds"`
+	// OriginEgressBytes is what the origin's interface sent meanwhile.
+	OriginEgressBytes int64 `json:"origin_egress_bytes"`
+	// Upstream is what the seeder (and agents) took from the origin by
+	// the seed's end, from their counters.
+	Upstream *Upstream `json:"upstream,omitempty"`
+	// Summary is shoal seed's last line.
+	Summary string `json:"summary"`
+}
+
+// Versus is a rollout's completion times over another's (seeded over cold).
+type Versus struct {
+	P50 float64 `json:"p50_ratio"`
+	Max float64 `json:"max_ratio"`
 }
 
 // RunReport is one rollout: through the swarm, or the baseline.
@@ -44,6 +70,10 @@ type RunReport struct {
 	// rollout; OriginEgressCopies is that over the image size.
 	OriginEgressBytes  int64   `json:"origin_egress_bytes"`
 	OriginEgressCopies float64 `json:"origin_egress_copies"`
+	// OriginBlobs is what the swarm (agents and seeder) took from the
+	// origin during the rollout, from their upstream counters: blob bytes
+	// and GETs; absent for the baseline and when an agent did not answer.
+	OriginBlobs *Upstream `json:"origin_blobs,omitempty"`
 	// Received sums what the agents got from each source (P2P only).
 	Received *Received     `json:"received,omitempty"`
 	Agents   []AgentResult `json:"agents,omitempty"`
@@ -120,11 +150,28 @@ func percentile(sorted []float64, p float64) float64 {
 
 func round2(v float64) float64 { return math.Round(v*100) / 100 }
 
+// runs are the rollouts that ran, in the order they ran.
+func (r *Report) runs() []*RunReport {
+	var out []*RunReport
+	for _, rr := range []*RunReport{r.P2P, r.Seeded, r.Baseline} {
+		if rr != nil {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
 // finish computes every run's summary from its raw results.
 func (r *Report) finish() {
-	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
-		if rr != nil {
-			rr.summarize(r.LimitSeconds, r.ImageBytes)
+	for _, rr := range r.runs() {
+		rr.summarize(r.LimitSeconds, r.ImageBytes)
+	}
+	r.SeededVsCold = nil
+	if r.P2P != nil && r.Seeded != nil && r.P2P.Times != nil && r.Seeded.Times != nil &&
+		r.P2P.Times.P50.Seconds > 0 && r.P2P.Times.Max.Seconds > 0 {
+		r.SeededVsCold = &Versus{
+			P50: round2(r.Seeded.Times.P50.Seconds / r.P2P.Times.P50.Seconds),
+			Max: round2(r.Seeded.Times.Max.Seconds / r.P2P.Times.Max.Seconds),
 		}
 	}
 }
@@ -208,11 +255,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&sb, "physical limit S/B = %.2f s; baseline if the origin sends every copy, N*S/B_origin = %.1f s\n\n",
 		r.LimitSeconds, r.BaselineExpectedSeconds)
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tdone\tmin\tp50\tp99\tmax\torigin egress\tmachine CPU\t")
-	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
-		if rr == nil {
-			continue
-		}
+	fmt.Fprintln(tw, "run\tdone\tmin\tp50\tp99\tmax\torigin egress\torigin blobs\tmachine CPU\t")
+	for _, rr := range r.runs() {
 		row := []string{rr.Name, fmt.Sprintf("%d/%d", len(rr.Hosts)-rr.Failed, len(rr.Hosts))}
 		if t := rr.Times; t != nil {
 			for _, s := range []Stat{t.Min, t.P50, t.P99, t.Max} {
@@ -221,11 +265,25 @@ func (r *Report) WriteTable(w io.Writer) error {
 		} else {
 			row = append(row, "-", "-", "-", "-")
 		}
-		row = append(row, fmt.Sprintf("%s (%.2f copies)", mib(rr.OriginEgressBytes), rr.OriginEgressCopies), fmt.Sprintf("%.0f%%", 100*rr.MachineCPUBusy))
+		blobs := "-"
+		if u := rr.OriginBlobs; u != nil {
+			blobs = fmt.Sprintf("%s in %d GETs", bytesOf(u.BlobBytes), u.BlobGets)
+		}
+		row = append(row, fmt.Sprintf("%s (%.2f copies)", bytesOf(rr.OriginEgressBytes), rr.OriginEgressCopies), blobs, fmt.Sprintf("%.0f%%", 100*rr.MachineCPUBusy))
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if sd := r.Seed; sd != nil {
+		fmt.Fprintf(&sb, "\nshoal seed --wait: %.2f s, origin egress %s (%s)\n", sd.Seconds, mib(sd.OriginEgressBytes), sd.Summary)
+	}
+	if v, c, s := r.SeededVsCold, r.P2P, r.Seeded; v != nil {
+		fmt.Fprintf(&sb, "after seed vs cold: p50 %.2fx, max %.2fx", v.P50, v.Max)
+		if c.OriginBlobs != nil && s.OriginBlobs != nil {
+			fmt.Fprintf(&sb, "; origin blob bytes during the rollout %s vs %s", bytesOf(s.OriginBlobs.BlobBytes), bytesOf(c.OriginBlobs.BlobBytes))
+		}
+		sb.WriteString("\n")
 	}
 	if rr := r.P2P; rr != nil && rr.Received != nil {
 		t := rr.Received
@@ -239,16 +297,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(&sb, "tracker+seeder peak RSS %.0f MB, CPU %.2f s\n", float64(tr.PeakRSSBytes)/1e6, tr.CPUSeconds)
 		}
 	}
-	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
-		if rr != nil && rr.MachineCPUSeconds > 0 {
+	if rr := r.Seeded; rr != nil && rr.Received != nil {
+		t := rr.Received
+		fmt.Fprintf(&sb, "%s: agents received %s: peers %s (%.1f%%), seeder %s (%.1f%%), origin %s (%.1f%%)\n", rr.Name,
+			mib(t.Total()), mib(t.Peer), pct(t.Peer, t.Total()), mib(t.Seeder), pct(t.Seeder, t.Total()), mib(t.Origin), pct(t.Origin, t.Total()))
+	}
+	for _, rr := range r.runs() {
+		if rr.MachineCPUSeconds > 0 {
 			fmt.Fprintf(&sb, "%s CPU: machine %.1f s (%.0f%% busy), of which clients %.1f s%s\n",
 				rr.Name, rr.MachineCPUSeconds, 100*rr.MachineCPUBusy, rr.ClientCPUSeconds, rr.swarmCPU())
 		}
 	}
-	for _, rr := range []*RunReport{r.P2P, r.Baseline} {
-		if rr == nil {
-			continue
-		}
+	for _, rr := range r.runs() {
 		for _, h := range rr.Hosts {
 			if h.Err != "" {
 				fmt.Fprintf(&sb, "%s: %s failed after %.2f s: %s\n", rr.Name, h.Host, h.Seconds, firstLine(h.Err))
@@ -257,6 +317,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// bytesOf is n in bytes or KiB when small (the target after a seed is
+// 0 B), else in MiB.
+func bytesOf(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return mib(n)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,11 @@ type Scenario struct {
 	// Baseline also runs the rollout with every host pulling straight from
 	// the origin, after the swarm has been stopped.
 	Baseline bool
+	// Preseed also runs the rollout after `shoal seed IMAGE --wait` (a
+	// fresh image, tracker and agents), after the cold P2P rollout and
+	// before the baseline. SeedTimeout bounds the seed.
+	Preseed     bool
+	SeedTimeout time.Duration
 	// TrackerArgs and AgentArgs are appended to the shoal command lines
 	// (for example "--log-level", "debug").
 	TrackerArgs, AgentArgs []string
@@ -47,6 +53,7 @@ func DefaultScenario() Scenario {
 		SampleInterval: 500 * time.Millisecond,
 		PullTimeout:    15 * time.Minute,
 		Baseline:       true,
+		SeedTimeout:    15 * time.Minute,
 	}
 }
 
@@ -63,6 +70,8 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("%w: sample interval %s: want at least 10ms", ErrConfig, s.SampleInterval)
 	case s.PullTimeout <= 0:
 		return fmt.Errorf("%w: pull timeout %s", ErrConfig, s.PullTimeout)
+	case s.Preseed && s.SeedTimeout <= 0:
+		return fmt.Errorf("%w: seed timeout %s", ErrConfig, s.SeedTimeout)
 	}
 	return nil
 }
@@ -82,8 +91,10 @@ type Sample struct {
 
 // Run plays s on b: it starts the origin, pushes the image, starts the
 // tracker and the agents, has every host pull through its own agent at
-// the same instant while sampling the agents, then (if s.Baseline) stops
-// the swarm and has every host pull a fresh image straight from the origin.
+// the same instant while sampling the agents, then (if s.Preseed) starts a
+// fresh swarm, runs shoal seed --wait for a fresh image and rolls that out
+// the same way, then (if s.Baseline) stops the swarm and has every host
+// pull a fresh image straight from the origin.
 // A host whose pull fails is reported, not fatal; Run fails only when the
 // bed itself does.
 func Run(ctx context.Context, b *Bed, s Scenario, log *slog.Logger) (*Report, error) {
@@ -119,6 +130,12 @@ func Run(ctx context.Context, b *Bed, s Scenario, log *slog.Logger) (*Report, er
 			return nil, err
 		}
 	}
+	var seedImg Image
+	if s.Preseed {
+		if seedImg, err = GenerateImage(filepath.Join(imgDir, "seeded"), s.ImageSize, s.Layers, s.Seed+2); err != nil {
+			return nil, err
+		}
+	}
 	log.Info("images generated", "bytes", p2pImg.Size(), "duration", time.Since(genStart).Round(time.Millisecond))
 	rep.ImageBytes = p2pImg.Size()
 	rep.LimitSeconds = float64(rep.ImageBytes) / float64(b.cfg.HostDownload)
@@ -132,24 +149,36 @@ func Run(ctx context.Context, b *Bed, s Scenario, log *slog.Logger) (*Report, er
 			return nil, err
 		}
 	}
-	if err := b.StartTracker(ctx, s.TrackerArgs...); err != nil {
-		return nil, err
+	var seedRef string
+	if s.Preseed {
+		if seedRef, err = b.Push(ctx, seedImg, s.Repo+":seeded"); err != nil {
+			return nil, err
+		}
 	}
-	if err := b.StartAgents(ctx, s.AgentArgs...); err != nil {
+	if err := startSwarm(ctx, b, s); err != nil {
 		return nil, err
 	}
 	log.Info("swarm ready, pulling through the agents", "hosts", len(b.Hosts), "limit_s", round2(rep.LimitSeconds))
-	if rep.P2P, err = rollout(ctx, b, s, p2pImg, AgentRef(s.Repo+":p2p"), true, log); err != nil {
+	if rep.P2P, err = rollout(ctx, b, s, p2pImg, AgentRef(s.Repo+":p2p"), "p2p", log); err != nil {
 		return nil, err
 	}
-	if err := b.StopSwarm(); err != nil {
-		// Agents that die on shutdown are a product bug worth a line, not a
-		// reason to lose the run.
-		log.Warn("swarm did not stop cleanly", "err", err)
+	stopSwarm(b, log)
+	if s.Preseed {
+		if err := startSwarm(ctx, b, s); err != nil {
+			return nil, err
+		}
+		if rep.Seed, err = seed(ctx, b, s, seedRef, log); err != nil {
+			return nil, err
+		}
+		log.Info("seeded, pulling through the agents", "seed_s", rep.Seed.Seconds)
+		if rep.Seeded, err = rollout(ctx, b, s, seedImg, AgentRef(s.Repo+":seeded"), "p2p-seeded", log); err != nil {
+			return nil, err
+		}
+		stopSwarm(b, log)
 	}
 	if s.Baseline {
 		log.Info("pulling straight from the origin (baseline)", "hosts", len(b.Hosts))
-		if rep.Baseline, err = rollout(ctx, b, s, baseImg, baseRef, false, log); err != nil {
+		if rep.Baseline, err = rollout(ctx, b, s, baseImg, baseRef, "baseline", log); err != nil {
 			return nil, err
 		}
 	}
@@ -157,13 +186,54 @@ func Run(ctx context.Context, b *Bed, s Scenario, log *slog.Logger) (*Report, er
 	return rep, nil
 }
 
-// rollout has every host pull ref at once and measures it. With swarm set,
-// the agents are sampled and their resource use read at the end.
-func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swarm bool, log *slog.Logger) (*RunReport, error) {
-	name := "baseline"
-	if swarm {
-		name = "p2p"
+// startSwarm starts a fresh tracker and fresh agents.
+func startSwarm(ctx context.Context, b *Bed, s Scenario) error {
+	if err := b.StartTracker(ctx, s.TrackerArgs...); err != nil {
+		return err
 	}
+	return b.StartAgents(ctx, s.AgentArgs...)
+}
+
+func stopSwarm(b *Bed, log *slog.Logger) {
+	if err := b.StopSwarm(); err != nil {
+		// Agents that die on shutdown are a product bug worth a line, not a
+		// reason to lose the run.
+		log.Warn("swarm did not stop cleanly", "err", err)
+	}
+}
+
+// seed runs shoal seed for ref on the running swarm and times it, with
+// what the origin sent meanwhile.
+func seed(ctx context.Context, b *Bed, s Scenario, ref string, log *slog.Logger) (*SeedReport, error) {
+	tx0, err := b.OriginTxBytes()
+	if err != nil {
+		return nil, err
+	}
+	log.Info("running shoal seed --wait", "image", ref)
+	start := time.Now()
+	out, err := b.Seed(ctx, s.SeedTimeout, ref)
+	took := time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	tx1, err := b.OriginTxBytes()
+	if err != nil {
+		return nil, err
+	}
+	sr := &SeedReport{Image: ref, Seconds: round2(took.Seconds()), OriginEgressBytes: tx1 - tx0, Summary: finalLine(out)}
+	if up, err := b.UpstreamTaken(ctx); err == nil {
+		sr.Upstream = &up
+	} else {
+		log.Warn("cannot read the upstream counters after the seed", "err", err)
+	}
+	return sr, nil
+}
+
+// rollout has every host pull ref at once and measures it. Except for the
+// baseline, the agents are sampled, their resource use read at the end, and
+// the blob bytes the swarm took from the origin counted.
+func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name string, log *slog.Logger) (*RunReport, error) {
+	swarm := name != "baseline"
 	pullDir := filepath.Join(b.cfg.WorkDir, "pulls", name)
 	if err := os.RemoveAll(pullDir); err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
@@ -172,6 +242,13 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swa
 	tx0, err := b.OriginTxBytes()
 	if err != nil {
 		return nil, err
+	}
+	var (
+		up0   Upstream
+		upErr error
+	)
+	if swarm {
+		up0, upErr = b.UpstreamTaken(ctx)
 	}
 	cpu0, cpuErr := readCPUTimes()
 	n := len(b.Hosts)
@@ -227,7 +304,7 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref string, swa
 			total = total.add(r)
 		}
 		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx})
-		if swarm && s.OnSample != nil {
+		if name == "p2p" && s.OnSample != nil {
 			s.OnSample(smp)
 		}
 	}
@@ -260,6 +337,16 @@ loop:
 		return nil, err
 	}
 	rr.OriginEgressBytes = tx1 - tx0
+	if swarm {
+		up1, err := b.UpstreamTaken(ctx)
+		if err = errors.Join(upErr, err); err == nil {
+			d := up1.sub(up0)
+			rr.OriginBlobs = &d
+		} else {
+			// A killed agent takes its counters along: no sum then.
+			log.Warn("origin blob bytes not counted", "run", name, "err", err)
+		}
+	}
 	if cpu1, err := readCPUTimes(); err == nil && cpuErr == nil {
 		rr.MachineCPUBusy = round2(busy(cpu0, cpu1))
 		rr.MachineCPUSeconds = round2(busySeconds(cpu0, cpu1))

@@ -105,6 +105,11 @@ func (b *Bed) StartTracker(ctx context.Context, extra ...string) error {
 		"--data-dir", dir,
 		"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", b.Tracker.IP, p2pPort),
 	}, extra...)
+	seedTok, err := b.seedTokenFile()
+	if err != nil {
+		return err
+	}
+	args = append(args, "--seed-token-file", seedTok)
 	p, err := b.start(b.Tracker, "tracker", b.cfg.ShoalBin, args...)
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ func run() error {
 		agentArgs   = flag.String("agent-args", "", "extra flags for every agent, space-separated (e.g. \"--log-level debug\")")
 		trackerArgs = flag.String("tracker-args", "", "extra flags for the tracker, space-separated")
 		noBaseline  = flag.Bool("no-baseline", false, "skip the no-P2P baseline")
+		preseed     = flag.Bool("preseed", false, "also roll out an image after `shoal seed IMAGE --wait` on a fresh swarm, against the cold rollout")
 		verbose     = flag.Bool("v", false, "log debug details of the testbed itself")
 	)
 	flag.IntVar(&cfg.Hosts, "n", cfg.Hosts, "number of agent hosts")
@@ -44,6 +45,7 @@ func run() error {
 	flag.StringVar(&cfg.CraneBin, "crane", "", "crane binary (default: from PATH or Go's bin directory)")
 	flag.StringVar(&cfg.RegistryBin, "registry", cfg.RegistryBin, "docker-registry binary")
 	flag.DurationVar(&cfg.QueueDelay, "queue", cfg.QueueDelay, "each capped link's queue, in time at its rate (0: the kernel's default FIFO of txqueuelen packets)")
+	flag.DurationVar(&sc.SeedTimeout, "seed-timeout", sc.SeedTimeout, "with -preseed, shoal seed's --timeout")
 	flag.DurationVar(&sc.SampleInterval, "sample", sc.SampleInterval, "how often agents' counters are sampled")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -58,6 +60,7 @@ func run() error {
 
 	sc.ImageSize = *sizeMiB << 20
 	sc.Baseline = !*noBaseline
+	sc.Preseed = *preseed
 	sc.AgentArgs = strings.Fields(*agentArgs)
 	sc.TrackerArgs = strings.Fields(*trackerArgs)
 	cfg.HostUpload = int64(*hostMBps * testbed.MBps)
