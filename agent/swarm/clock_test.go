@@ -230,8 +230,11 @@ func TestSeederRations(t *testing.T) {
 		{0, 0, p2p.ErrRationed},
 		{0, 1, nil}, // another piece has its own ration
 		{500 * time.Millisecond, 0, p2p.ErrRationed},
-		{600 * time.Millisecond, 0, nil}, // SeedRelax after the first upload ended
+		{600 * time.Millisecond, 0, nil}, // SeedRelax after the first upload ended: 2 copies
+		{0, 0, p2p.ErrRationed},
+		{time.Second, 0, nil}, // twice SeedRelax: 4 copies
 		{0, 0, nil},
+		{0, 0, p2p.ErrRationed},
 	}
 	for i, st := range steps {
 		r.clk.Add(st.advance)
@@ -242,14 +245,19 @@ func TestSeederRations(t *testing.T) {
 	// Once the seeder holds the blob, the ration goes on for pieces whose
 	// first upload is recent: every agent lacks the last pieces to arrive
 	// from the origin, and a copy each would cost the seeder's link.
+	// While a piece it holds has gone to nobody, no piece gets a copy
+	// more: its link is the only way in for that one.
 	r.s.MarkPiece(d, int64(len(r.data)), testPiece, 2)
 	r.st.put(r.data)
 	r.s.Changed(d, store.Committed)
-	if err := get(1); err != nil {
-		t.Errorf("a relaxed piece of a committed blob is rationed: %v", err)
+	if err := get(1); !errors.Is(err, p2p.ErrRationed) {
+		t.Errorf("a second copy of piece 1 while piece 2 has gone to nobody: %v, want rationed", err)
 	}
 	if err := get(2); err != nil {
 		t.Errorf("the first copy of a piece of a committed blob: %v", err)
+	}
+	if err := get(1); err != nil {
+		t.Errorf("a relaxed piece of a committed blob, every piece sent: %v", err)
 	}
 	if err := get(2); !errors.Is(err, p2p.ErrRationed) {
 		t.Errorf("the second copy of a new piece of a committed blob at once: %v, want rationed", err)
@@ -258,7 +266,8 @@ func TestSeederRations(t *testing.T) {
 	if err := get(2); err != nil {
 		t.Errorf("a committed blob's piece SeedRelax after its first upload: %v", err)
 	}
-	// Every piece relaxed: the record is gone.
+	// Every piece relaxed for long: the record is gone.
+	r.clk.Add(relaxSteps * time.Second)
 	if r.s.rationFor(d) != nil {
 		t.Error("the ration of a blob whose pieces are all relaxed is kept")
 	}

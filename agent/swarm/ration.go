@@ -9,23 +9,28 @@ import (
 
 // ration is the seeder's record of the copies it uploaded of each piece of
 // a blob. Only SeedCopies peers get a piece straight from the seeder until
-// SeedRelax after the first of those uploads ended; the others are refused
+// SeedRelax after the first of those uploads ended, twice as many after
+// each further SeedRelax (allowed), and none gets a second copy of any
+// piece while one it holds has gone to nobody; the others are refused
 // (Rationed) and fetch it from those peers, which spreads the swarm's
-// upload over all agents. The record outlives the blob's download state:
+// upload over all agents, and the seeder's link carries new pieces first. The record outlives the blob's download state:
 // the seeder commits a blob as its last piece arrives from the origin, when
 // no agent holds that piece yet, and serving it to every agent that asks
 // would cost the seeder's link, the swarm's narrowest, a copy each. Once
-// every piece was uploaded and relaxed, the record goes.
+// every piece was uploaded and relaxSteps SeedRelax have passed, the record
+// goes.
 type ration struct {
 	mu      sync.Mutex
 	uploads []uint8     // copies started per piece
 	doneAt  []time.Time // when the first upload of a piece ended
 	left    int         // pieces whose first upload has not ended
+	held    []bool      // pieces the seeder holds (MarkPiece)
+	unsent  int         // pieces held that no upload started yet
 	last    time.Time   // the latest first end
 }
 
 func newRation(pieces int) *ration {
-	return &ration{uploads: make([]uint8, pieces), doneAt: make([]time.Time, pieces), left: pieces}
+	return &ration{uploads: make([]uint8, pieces), doneAt: make([]time.Time, pieces), held: make([]bool, pieces), left: pieces}
 }
 
 // ok decides whether the seeder uploads piece n once more, and counts it.
@@ -35,8 +40,15 @@ func (r *ration) ok(n int, cfg Config, now time.Time) bool {
 	if cfg.SeedCopies == 0 || n < 0 || n >= len(r.uploads) {
 		return true
 	}
-	relaxed := !r.doneAt[n].IsZero() && now.Sub(r.doneAt[n]) > cfg.SeedRelax
-	if int(r.uploads[n]) < cfg.SeedCopies || relaxed {
+	// While a piece it holds has gone to nobody, the seeder sends no
+	// second copy of another: its link is the only way in for that one.
+	if r.uploads[n] >= uint8(cfg.SeedCopies) && r.unsent > 0 {
+		return false
+	}
+	if int(r.uploads[n]) < r.allowed(n, cfg, now) {
+		if r.uploads[n] == 0 && r.held[n] {
+			r.unsent--
+		}
 		if r.uploads[n] < 255 {
 			r.uploads[n]++
 		}
@@ -44,6 +56,42 @@ func (r *ration) ok(n int, cfg Config, now time.Time) bool {
 	}
 	return false
 }
+
+// hold records that the seeder holds piece n (from the origin).
+func (r *ration) hold(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n >= 0 && n < len(r.held) && !r.held[n] {
+		r.held[n] = true
+		if r.uploads[n] == 0 {
+			r.unsent++
+		}
+	}
+}
+
+// allowed is how many copies of piece n the seeder gives now: SeedCopies
+// until SeedRelax after the first upload ended, then twice as many every
+// SeedRelax, with no bound after relaxSteps. The swarm copies a piece at
+// least as fast, so the seeder's share of the copies stays small; and an
+// agent that follows none of the piece's holders (a session follows at
+// most MaxPeers of a large swarm) still gets it from the seeder in time.
+func (r *ration) allowed(n int, cfg Config, now time.Time) int {
+	if r.doneAt[n].IsZero() || cfg.SeedRelax <= 0 {
+		if cfg.SeedRelax <= 0 && !r.doneAt[n].IsZero() {
+			return 255
+		}
+		return cfg.SeedCopies
+	}
+	steps := int(now.Sub(r.doneAt[n]) / cfg.SeedRelax)
+	if steps >= relaxSteps {
+		return 255
+	}
+	return min(255, cfg.SeedCopies<<steps)
+}
+
+// relaxSteps is how many SeedRelax after a piece's first upload the seeder
+// stops counting its copies.
+const relaxSteps = 8
 
 // ended records that an upload of piece n ended (well or not).
 func (r *ration) ended(n int, now time.Time) {
@@ -60,7 +108,7 @@ func (r *ration) ended(n int, now time.Time) {
 func (r *ration) over(cfg Config, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.left == 0 && now.Sub(r.last) > cfg.SeedRelax
+	return r.left == 0 && now.Sub(r.last) > relaxSteps*cfg.SeedRelax
 }
 
 // rationFor returns the seeder's record of dgst, nil if it has none (a

@@ -68,8 +68,10 @@ type Config struct {
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
 	// it; the others are refused (rationed) and fetch it from those peers,
 	// until SeedRelax after the first of those uploads finished (by then
-	// its recipient has announced it, or failed), whether or not the seeder
-	// holds the whole blob yet (see ration.go).
+	// its recipient has announced it, or failed), and from then on twice
+	// as many every SeedRelax; no second copy while a piece it holds has
+	// gone to nobody; whether or not it holds the whole blob yet (see
+	// ration.go).
 	SeedCopies int
 	SeedRelax  time.Duration
 }
@@ -306,6 +308,11 @@ func (b *blob) heard(p peer.ID, bits *piece.Bitfield, n int) {
 func (s *Swarm) MarkPiece(dgst digest.Digest, size, psize int64, n int) {
 	if b := s.track(dgst, size, psize); b != nil {
 		b.markHave(n)
+	}
+	if s.seed {
+		if r := s.rationFor(dgst); r != nil {
+			r.hold(n)
+		}
 	}
 }
 
