@@ -286,7 +286,10 @@ func (a *Agent) manifestByTag(ctx context.Context, repo registryshim.Repo, tag s
 		}
 	}
 	if seen && errors.Is(err, upstream.ErrUnavailable) {
-		if m, ok := a.mans.get(known.digest); ok {
+		// Only to a requester the digest was confirmed for before: the
+		// tag cache is shared by every credential.
+		_, confirmed := a.confirms.check(a.keyFor(ctx, repo, known.digest))
+		if m, ok := a.mans.get(known.digest); ok && confirmed {
 			a.log.Warn("upstream unreachable, serving last known manifest",
 				"registry", repo.Registry, "repo", repo.Name, "tag", tag, "digest", m.Digest, "age", a.now().Sub(known.at), "err", err)
 			a.metrics.manifests.WithLabelValues("stale").Inc()

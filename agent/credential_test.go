@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -284,6 +285,41 @@ func TestNodeModeIgnoresRequesterCredentials(t *testing.T) {
 	for _, auth := range []authn.Authenticator{authn.Anonymous, &authn.Basic{Username: "someone", Password: "else"}} {
 		if err := pullWith(t, n, "private/app:v1", auth); err != nil {
 			t.Fatalf("pull in node mode: %v", err)
+		}
+	}
+}
+
+// While the origin is unreachable, the last known manifest of a tag and
+// the blobs confirmed before serve the tenant they were confirmed for,
+// and nobody else: an anonymous client or another credential gets no 200.
+func TestRequesterOutageServesOnlyWhatWasConfirmedForTheCredential(t *testing.T) {
+	t.Parallel()
+	o := newPrivateOrigin(t, false)
+	img, err := random.Image(32<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.push(t, "private/app:v1", img)
+	n := startAgent(t, t.TempDir(), func(c *nodeConfig) {
+		c.Upstream.Default = o.auth.URL
+		c.Upstream.Credentials = upstream.ModeRequester
+		c.Agent.TagTTL = 0
+		c.Agent.AuthTTL = time.Millisecond // expired at once: the outage path
+	})
+	if err := pullWith(t, n, "private/app:v1", &authn.Basic{Username: tenantUser, Password: tenantPass}); err != nil {
+		t.Fatal(err)
+	}
+	o.auth.Close()
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	for _, p := range []string{"/v2/private/app/manifests/v1", "/v2/private/app/blobs/" + ld.String()} {
+		if status, _, _ := call(t, n, http.MethodGet, p, basicHeader(tenantUser, tenantPass)); status != http.StatusOK {
+			t.Errorf("GET %s as the tenant during the outage: %d, want 200 (confirmed before)", p, status)
+		}
+		for _, auth := range []string{"", basicHeader(tenantUser, "wrong"), basicHeader("tenant-b", "x")} {
+			if status, _, _ := call(t, n, http.MethodGet, p, auth); status == http.StatusOK {
+				t.Errorf("GET %s as %q during the outage: 200", p, auth)
+			}
 		}
 	}
 }
