@@ -16,6 +16,7 @@ SIM_LAT_MAX ?= 1ms
 SIM_CHURN   ?= 0
 SIM_SPREAD  ?= 0s
 SIM_SEED    ?= 1
+SIM_QUANTUM ?= 100us
 
 .PHONY: sim
 sim:
@@ -23,4 +24,5 @@ sim:
 	  -sim.n=$(SIM_N) -sim.size=$(SIM_SIZE) -sim.layers=$(SIM_LAYERS) \
 	  -sim.seeder=$(SIM_SEEDER) -sim.up=$(SIM_UP) -sim.down=$(SIM_DOWN) -sim.origin=$(SIM_ORIGIN) \
 	  -sim.slow=$(SIM_SLOW) -sim.lat-min=$(SIM_LAT_MIN) -sim.lat-max=$(SIM_LAT_MAX) \
-	  -sim.churn=$(SIM_CHURN) -sim.spread=$(SIM_SPREAD) -sim.seed=$(SIM_SEED)
+	  -sim.churn=$(SIM_CHURN) -sim.spread=$(SIM_SPREAD) -sim.seed=$(SIM_SEED) \
+	  -sim.quantum=$(SIM_QUANTUM)
