@@ -104,6 +104,8 @@ func criPull(b *testing.B, agent *agenttest.Shoal, origin *agenttest.Origin, ref
 	configure(b, args...)
 	ctrd.Start(b)
 	_, took := ctrd.PullImage(b, ref)
+	load, _ := os.ReadFile("/proc/loadavg") // the machine may be shared: say how busy it was
+	b.Logf("%s: %v (load %s)", v.name, took.Round(time.Millisecond), strings.Join(strings.Fields(string(load))[:1], ""))
 	if err := ctrd.Stop(); err != nil {
 		b.Logf("containerd stop: %v", err)
 	}
