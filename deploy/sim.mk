@@ -2,7 +2,9 @@
 # the agent's own swarm, upload gate and the real tracker; prints its row of
 # the table in docs/bench/2026-12-03-sim.md and the completion CDF. It runs
 # as a test binary (testing/synctest needs one). Bandwidths in MB/s, size
-# in MiB, latencies one-way per link (uniform in [min, max]).
+# in MiB, latencies one-way per link (uniform in [min, max]); SIM_ZONES
+# puts the agents in zones round robin, each with an uplink of SIM_ZONE_UP
+# each way.
 SIM_N       ?= 20
 SIM_SIZE    ?= 200
 SIM_LAYERS  ?= 5
@@ -17,6 +19,8 @@ SIM_CHURN   ?= 0
 SIM_SPREAD  ?= 0s
 SIM_SEED    ?= 1
 SIM_QUANTUM ?= 100us
+SIM_ZONES   ?= 0
+SIM_ZONE_UP ?= 1000
 
 .PHONY: sim
 sim:
@@ -25,4 +29,4 @@ sim:
 	  -sim.seeder=$(SIM_SEEDER) -sim.up=$(SIM_UP) -sim.down=$(SIM_DOWN) -sim.origin=$(SIM_ORIGIN) \
 	  -sim.slow=$(SIM_SLOW) -sim.lat-min=$(SIM_LAT_MIN) -sim.lat-max=$(SIM_LAT_MAX) \
 	  -sim.churn=$(SIM_CHURN) -sim.spread=$(SIM_SPREAD) -sim.seed=$(SIM_SEED) \
-	  -sim.quantum=$(SIM_QUANTUM)
+	  -sim.quantum=$(SIM_QUANTUM) -sim.zones=$(SIM_ZONES) -sim.zone-up=$(SIM_ZONE_UP)

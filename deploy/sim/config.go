@@ -24,6 +24,9 @@ type Config struct {
 	LatMax    time.Duration
 	Churn     float64 // fraction of agents that leave mid-rollout (at a uniform time in [0, T_min])
 	Spread    time.Duration
+	Zones     int     // 0: none; else agents sit in Zones zones, round robin (the seeder and the origin in none)
+	ZoneUp    float64 // each zone's uplink out of the zone, bytes/s
+	ZoneDown  float64 // and into it
 	Seed      uint64
 	Quantum   time.Duration // network completion times are rounded up to this
 	Horizon   time.Duration // virtual time after which the run gives up
@@ -54,6 +57,8 @@ func (c Config) Validate() error {
 		return errors.New("sim: slow fraction in [0, 1], churn in [0, 1), slow scale positive")
 	case c.LatMin < 0 || c.LatMax < c.LatMin || c.Spread < 0 || c.Quantum < 0:
 		return errors.New("sim: latencies, spread and quantum must not be negative, lat-max at least lat-min")
+	case c.Zones < 0 || (c.Zones > 0 && (c.ZoneUp <= 0 || c.ZoneDown <= 0)):
+		return errors.New("sim: zones must not be negative, and zones need positive uplinks")
 	case c.Horizon <= 0:
 		return errors.New("sim: horizon must be positive")
 	}

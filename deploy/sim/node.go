@@ -44,6 +44,7 @@ type node struct {
 	lat    time.Duration // one-way, to the core: a link's latency is the mean of its ends'
 	up     int           // resources
 	down   int
+	zone   int // -1: none (the seeder)
 	sw     *swarm.Swarm
 	st     *memStore
 	gate   *p2p.UploadGate
@@ -166,7 +167,7 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 		if n.gone.Load() {
 			return 0, errGone
 		}
-		f := sim.net.add(key{kindFlow, n.id, to.id, layer, piece}, size, n.up, to.down)
+		f := sim.net.add(key{kindFlow, n.id, to.id, layer, piece}, size, sim.path(n, to)...)
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -181,6 +182,9 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 		}
 		s := f.sent()
 		n.sent.Add(s)
+		if n.zone != to.zone {
+			sim.crossBytes.Add(s)
+		}
 		return s, f.err
 	})
 	if n.gone.Load() {

@@ -20,11 +20,14 @@ type Result struct {
 	Trace      uint64        // a hash of every event, when and what: equal runs have equal traces
 	Wall       time.Duration // set by the caller: the bubble's clock is virtual
 
-	SeederCopies  float64 // bytes the seeder uploaded, in images
-	OriginCopies  float64 // bytes fetched from the origin (seeder and fallbacks), in images
-	PeerBytes     int64   // bytes agents received from agents
-	SeederBytes   int64   // from the seeder
-	FallbackBytes int64   // from the origin, by agents
+	SeederCopies float64 // bytes the seeder uploaded, in images
+	OriginCopies float64 // bytes fetched from the origin (seeder and fallbacks), in images
+	// CrossZoneCopies is the bytes that crossed a zone's boundary (into or
+	// out of it; the seeder is in no zone), in images per zone.
+	CrossZoneCopies float64
+	PeerBytes       int64 // bytes agents received from agents
+	SeederBytes     int64 // from the seeder
+	FallbackBytes   int64 // from the origin, by agents
 }
 
 // Quantile returns the q-quantile of the completion times (nearest rank).
@@ -59,6 +62,13 @@ func (r *Result) WriteRow(w io.Writer) {
 		r.Bound.Min.Seconds(), r.Quantile(0.5).Seconds(), r.Quantile(0.9).Seconds(), r.Max().Seconds(),
 		ratio(r.Quantile(0.5), r.Bound.Min), ratio(r.Max(), r.Bound.Min), ratio(r.Max(), r.Bound.Pipe),
 		r.SeederCopies, r.OriginCopies, done, r.Events, eps, r.Wall.Round(time.Millisecond))
+}
+
+// WriteZones writes the zone figures, if there are zones.
+func (r *Result) WriteZones(w io.Writer) {
+	if c := r.Config; c.Zones > 0 {
+		fmt.Fprintf(w, "zones: %d, uplinks %g/%g MB/s, cross-zone bytes %.2f images per zone\n", c.Zones, c.ZoneUp/MB, c.ZoneDown/MB, r.CrossZoneCopies)
+	}
 }
 
 // WriteCDF writes the completion CDF at every tenth.

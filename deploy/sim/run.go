@@ -40,6 +40,9 @@ type Sim struct {
 	start    time.Time
 
 	originBytes atomic.Int64
+	crossBytes  atomic.Int64 // bytes between hosts of different zones (or none)
+	zoneUp      []int        // resources, by zone
+	zoneDown    []int
 
 	mu       sync.Mutex
 	churned  map[int]bool
@@ -89,6 +92,10 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		stopped: make(chan struct{}), start: time.Now(), churned: make(map[int]bool), allDone: make(chan struct{}),
 	}
 	s.originUp = s.net.resource(cfg.OriginUp)
+	for range cfg.Zones {
+		s.zoneUp = append(s.zoneUp, s.net.resource(cfg.ZoneUp))
+		s.zoneDown = append(s.zoneDown, s.net.resource(cfg.ZoneDown))
+	}
 	var maxPiece int64
 	for i := range cfg.Layers {
 		size := cfg.Size / int64(cfg.Layers)
@@ -140,6 +147,10 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		n := &node{sim: s, id: i, pid: pid, conns: make(map[int]bool), st: &memStore{blobs: make(map[digest.Digest]int64), ingesting: make(map[digest.Digest]int64)}}
 		n.lat = cfg.LatMin + time.Duration(rng.Int64N(int64(cfg.LatMax-cfg.LatMin)+1))
 		n.up, n.down = s.net.resource(up), s.net.resource(down)
+		n.zone = -1
+		if cfg.Zones > 0 && i > 0 {
+			n.zone = (i - 1) % cfg.Zones
+		}
 		n.self = tracker.Peer{ID: pid.String(), Addrs: []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)}}
 		n.ctx, n.cancel = context.WithCancel(context.Background())
 		opts = append(opts, swarm.WithClock(clock.New()), swarm.WithSeed(cfg.Seed), swarm.WithBuffers(s.buf))
@@ -169,6 +180,21 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		}
 	}
 	return s, nil
+}
+
+// path is the resources a flow from a to b crosses: a's upload, the zone
+// uplinks between them, b's download.
+func (s *Sim) path(a, b *node) []int {
+	res := []int{a.up}
+	if a.zone != b.zone {
+		if a.zone >= 0 {
+			res = append(res, s.zoneUp[a.zone])
+		}
+		if b.zone >= 0 {
+			res = append(res, s.zoneDown[b.zone])
+		}
+	}
+	return append(res, b.down)
 }
 
 // seeded reads random bytes from a seeded source: the peer keys.
@@ -329,6 +355,9 @@ func (s *Sim) result(virtual time.Duration, timedOut bool) *Result {
 	S := float64(s.cfg.Size)
 	r.SeederCopies = float64(s.nodes[0].sent.Load()) / S
 	r.OriginCopies = float64(s.originBytes.Load()) / S
+	if s.cfg.Zones > 0 {
+		r.CrossZoneCopies = float64(s.crossBytes.Load()) / S / float64(s.cfg.Zones)
+	}
 	for _, n := range s.nodes[1:] {
 		st := n.sw.Stats()
 		r.PeerBytes += st.Peer

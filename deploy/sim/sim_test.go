@@ -26,6 +26,8 @@ var (
 	simChurn  = flag.Float64("sim.churn", 0, "fraction of agents leaving mid-rollout")
 	simSpread = flag.Duration("sim.spread", 0, "agents start at uniform times within this")
 	simSeed   = flag.Uint64("sim.seed", 1, "seed")
+	simZones  = flag.Int("sim.zones", 0, "zones (0: none); agents round robin, the seeder in none")
+	simZoneUp = flag.Float64("sim.zone-up", 1000, "each zone's uplink, each way, MB/s")
 	simQuant  = flag.Duration("sim.quantum", 100*time.Microsecond, "network completion times rounded up to this")
 )
 
@@ -35,6 +37,7 @@ func flagConfig() Config {
 	c.SeederUp, c.HostUp, c.HostDown, c.OriginUp = *simSeeder*MB, *simUp*MB, *simDown*MB, *simOrigin*MB
 	c.SlowFrac, c.LatMin, c.LatMax, c.Churn, c.Spread = *simSlow, *simLatMin, *simLatMax, *simChurn, *simSpread
 	c.Seed, c.Quantum = *simSeed, *simQuant
+	c.Zones, c.ZoneUp, c.ZoneDown = *simZones, *simZoneUp*MB, *simZoneUp*MB
 	return c
 }
 
@@ -79,6 +82,7 @@ func TestSim(t *testing.T) {
 	os.Stdout.WriteString(Header)
 	r.WriteRow(os.Stdout)
 	r.WriteCDF(os.Stdout)
+	r.WriteZones(os.Stdout)
 }
 
 // A small rollout on the default configuration completes, within a loose

@@ -123,7 +123,11 @@ func (s *Sim) fromOrigin(ctx context.Context, n *node, l *layer, w store.Writer,
 		if w != nil && !missing(w, off, length) {
 			continue
 		}
-		f := s.net.add(key{kindFlow, -1, n.id, blob, p}, length, s.originUp, n.down)
+		res := []int{s.originUp, n.down}
+		if n.zone >= 0 {
+			res = []int{s.originUp, s.zoneDown[n.zone], n.down}
+		}
+		f := s.net.add(key{kindFlow, -1, n.id, blob, p}, length, res...)
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -134,6 +138,9 @@ func (s *Sim) fromOrigin(ctx context.Context, n *node, l *layer, w store.Writer,
 			return errGone
 		}
 		s.originBytes.Add(length)
+		if n.zone >= 0 {
+			s.crossBytes.Add(length)
+		}
 		if w != nil {
 			if _, err := w.WriteAt(s.buf.b[:length], off); err != nil {
 				return err
