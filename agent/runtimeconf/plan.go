@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/shoal-dev/shoal/registryshim/grammar"
 )
 
 // Sentinel errors, wrapped with the file (and line) they are about.
@@ -97,7 +99,7 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: name at least one --registry, or --all-registries", ErrOptions)
 	}
 	for _, r := range o.Registries {
-		if r.Host == "" || strings.ContainsAny(r.Host, "/\"'\\ \t\n[]") && !strings.HasPrefix(r.Host, "[") {
+		if !grammar.Registry(r.Host) {
 			return fmt.Errorf("%w: registry %q: want HOST[:PORT]", ErrOptions, r.Host)
 		}
 		if r.URL != "" {

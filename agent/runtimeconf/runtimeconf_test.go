@@ -300,3 +300,24 @@ func TestDiff(t *testing.T) {
 		t.Fatalf("diff\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestBadOptions(t *testing.T) {
+	t.Parallel()
+	root := host(t, nil)
+	tests := []struct {
+		name string
+		o    Options
+	}{
+		{"no registry", Options{Root: root, Agent: "http://127.0.0.1:5050"}},
+		{"agent without scheme", Options{Root: root, Agent: "127.0.0.1:5050", Registries: []Registry{{Host: "docker.io"}}}},
+		{"registry with a path", Options{Root: root, Agent: "http://127.0.0.1:5050", Registries: []Registry{{Host: "docker.io/library"}}}},
+		{"registry URL with a path", Options{Root: root, Agent: "http://127.0.0.1:5050", Registries: []Registry{{Host: "r.example", URL: "http://r.example/v2"}}}},
+		{"stream processor without --edit-config", Options{Root: root, Agent: "http://127.0.0.1:5050", Registries: []Registry{{Host: "docker.io"}}, StreamProcessor: true, Decompressor: "/usr/bin/shoal"}},
+		{"missing root", Options{Root: filepath.Join(root, "nope"), Agent: "http://127.0.0.1:5050", Registries: []Registry{{Host: "docker.io"}}}},
+	}
+	for _, tt := range tests {
+		if _, err := Containerd(tt.o); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: err %v, want one line", tt.name, err)
+		}
+	}
+}
