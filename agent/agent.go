@@ -368,7 +368,9 @@ func (a *Agent) swarmInfo(ctx context.Context, repo registryshim.Repo, dgst dige
 	case ctx.Err() != nil:
 		return src, nil, ctx.Err()
 	}
-	a.log.Warn("tracker unavailable, pulling from the upstream", "digest", dgst, "err", err)
+	// Also a private blob its seeder could not fetch (requester mode): this
+	// requester's credentials fetch it, and peers get it from this node.
+	a.log.Warn("no metainfo from the tracker (unreachable, or its seeder could not fetch the blob), pulling from the upstream", "digest", dgst, "err", err)
 	a.metrics.trackerDown.Inc()
 	return src, nil, nil
 }
