@@ -15,8 +15,9 @@ import (
 // A private repository on an htpasswd origin and on a bearer-token origin,
 // and an agent in requester mode with no credentials of its own (given by
 // --credentials requester, and by default: auto mode finds no node
-// credentials). crane, skopeo and containerd (ctr --user) pull through the
-// agent with the tenant's credentials, each blob from the origin once;
+// credentials). crane, skopeo and containerd (ctr --user, naming the agent
+// and with the agent as the origin's mirror) pull through the agent with
+// the tenant's credentials, each blob from the origin once;
 // after that, with no credentials or wrong ones, the manifest and every
 // blob are 401 with a Basic challenge, although the agent holds them, and
 // crane and skopeo fail. The password never reaches the agent's logs (at
@@ -66,6 +67,15 @@ func TestRequesterMode(t *testing.T) {
 			t.Run("ctr", func(t *testing.T) {
 				ctrd := agenttest.StartContainerd(t)
 				ctrd.Pull(t, via(agent, ref), agenttest.PullOptions{Creds: good})
+				agenttest.RequireContent(t, ctrd.Content(t), img)
+			})
+			t.Run("ctr-mirror", func(t *testing.T) {
+				// As deployed: the agent is the origin's mirror in
+				// hosts.toml, asked with ?ns=<origin>; ctr's --user
+				// answers the agent's challenge.
+				ctrd := agenttest.StartContainerd(t)
+				hosts := agenttest.WriteHostsToml(t, t.TempDir(), origin.Addr, agent.URL)
+				ctrd.Pull(t, ref, agenttest.PullOptions{HostsDir: hosts, Creds: good})
 				agenttest.RequireContent(t, ctrd.Content(t), img)
 			})
 			requireBlobsOnce(t, origin)
