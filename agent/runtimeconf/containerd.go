@@ -110,7 +110,7 @@ func Containerd(o Options) (*Plan, error) {
 	if o.AllRegistries {
 		hosts = append(hosts, "_default")
 		bodies = append(bodies, hostsToml(o, ""))
-		p.Notes = append(p.Notes, "--all-registries: start the agent so that it may reach registries it was not given (allow unknown registries)")
+		p.Notes = append(p.Notes, "--all-registries: the agent reaches the registries it was not given over HTTPS, as it does by default; an image of a registry the agent refuses falls back to the registry itself")
 	}
 	for i, h := range hosts {
 		path := filepath.Join(hostsDir, h, "hosts.toml")

@@ -321,3 +321,21 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestAllRegistries(t *testing.T) {
+	t.Parallel()
+	root := host(t, map[string]string{ContainerdConfig: "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"})
+	o := Options{Root: root, Agent: "http://127.0.0.1:5050", AllRegistries: true}
+	p, err := Containerd(o)
+	if err != nil || len(p.Changes) != 1 || p.Changes[0].Path != "/etc/containerd/certs.d/_default/hosts.toml" {
+		t.Fatalf("%v %+v", err, p)
+	}
+	if got := string(p.Changes[0].New); strings.Contains(got, "server") || !strings.Contains(got, `[host."http://127.0.0.1:5050"]`) {
+		t.Fatalf("_default/hosts.toml:\n%s", got)
+	}
+	for _, plan := range []func(Options) (*Plan, error){Docker, func(o Options) (*Plan, error) { return Registries(o, "crio") }} {
+		if _, err := plan(o); !errors.Is(err, ErrOptions) {
+			t.Errorf("--all-registries outside containerd: %v", err)
+		}
+	}
+}
