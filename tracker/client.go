@@ -33,6 +33,7 @@ type Client struct {
 	preheat func([]PreheatItem) // WithPreheat
 	key     crypto.PrivKey      // signs announces; nil sends them unsigned
 	now     func() time.Time
+	session *sessions // session keys of signed announces (session.go)
 }
 
 // NewClient returns a client of the tracker at baseURL (http or https).
@@ -48,7 +49,7 @@ func NewClient(baseURL, token string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler), now: time.Now}
+	c := &Client{base: u, auth: "Bearer " + token, http: http.DefaultClient, log: slog.New(slog.DiscardHandler), now: time.Now, session: &sessions{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -57,7 +58,8 @@ func NewClient(baseURL, token string, opts ...Option) (*Client, error) {
 
 // Announce reports which blobs this agent downloads or holds, and returns
 // the interval within which to announce again. With WithKey the announce is
-// signed (see SignatureHeader); a tracker refuses unsigned ones.
+// signed (see SignatureHeader), or, once the tracker handed this peer a
+// session, carries its MAC (SessionHeader); a tracker refuses unsigned ones.
 func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error) {
 	if err := a.Validate(); err != nil {
 		return 0, err
@@ -66,20 +68,40 @@ func (c *Client) Announce(ctx context.Context, a Announce) (time.Duration, error
 	if err != nil {
 		return 0, fmt.Errorf("tracker: encode announce: %w", err)
 	}
-	var hdr http.Header
 	if c.key != nil {
+		// A session MAC in place of a signature (session.go); refused (the
+		// tracker restarted), sign again.
+		if sess, ok := c.session.get(a.Peer.ID, c.now()); ok {
+			mac, err := MACAnnounce(sess, a.Peer.ID, body, c.now())
+			if err == nil {
+				d, err := c.announce(ctx, body, http.Header{SessionHeader: {mac}}, a.Peer.ID)
+				if !errors.Is(err, ErrUnauthorized) {
+					return d, err
+				}
+			}
+			c.session.put(a.Peer.ID, nil)
+		}
 		sig, err := SignAnnounce(c.key, body, c.now())
 		if err != nil {
 			return 0, err
 		}
-		hdr = http.Header{SignatureHeader: {sig}}
+		return c.announce(ctx, body, http.Header{SignatureHeader: {sig}, SessionHeader: {"new"}}, a.Peer.ID)
 	}
+	return c.announce(ctx, body, nil, a.Peer.ID)
+}
+
+// announce posts one announce body with hdr and keeps the session the
+// answer carries.
+func (c *Client) announce(ctx context.Context, body []byte, hdr http.Header, id string) (time.Duration, error) {
 	var resp AnnounceResponse
 	if err := c.doWith(ctx, http.MethodPost, "/v1/announce", nil, body, hdr, maxAnnounceResp, &resp); err != nil {
 		return 0, err
 	}
 	if resp.IntervalMs <= 0 || resp.IntervalMs > time.Hour.Milliseconds() {
 		return 0, fmt.Errorf("%w: announce interval %d ms", ErrInvalid, resp.IntervalMs)
+	}
+	if resp.Session != nil {
+		c.session.put(id, resp.Session)
 	}
 	c.offerPreheat(resp.Preheat)
 	return time.Duration(resp.IntervalMs) * time.Millisecond, nil

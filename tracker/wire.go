@@ -93,6 +93,8 @@ type AnnounceResponse struct {
 	IntervalMs int64 `json:"intervalMs"`
 	// Preheat is blobs the tracker asks this agent to fetch (preheat.go).
 	Preheat []PreheatItem `json:"preheat,omitempty"`
+	// Session answers a signed announce that asked for one (session.go).
+	Session *Session `json:"session,omitempty"`
 }
 
 // ListedResponse is the answer to GET /v1/peers/{id}: whether the tracker

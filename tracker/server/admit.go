@@ -21,7 +21,24 @@ const (
 	refusedStale        = "stale"         // signed outside the clock skew
 	refusedNoPublicKey  = "no_public_key" // an ID that does not carry its key
 	refusedBadSignature = "bad_signature" // forged, or another peer's ID
+	refusedBadSession   = "bad_session"   // a session MAC that does not verify (or the tracker restarted)
 )
+
+// checkSession returns the peer ID whose session MAC r carries (see
+// tracker.SessionHeader), "" when it carries none, or a refusal.
+func (s *Server) checkSession(r *http.Request, body []byte) (string, error) {
+	h := r.Header.Get(tracker.SessionHeader)
+	if h == "" || h == "new" {
+		return "", nil
+	}
+	id, err := tracker.VerifySession(s.secret[:], h, body, s.clock.Now())
+	if err != nil {
+		s.metrics.refused.WithLabelValues(refusedBadSession).Inc()
+		s.log.Debug("announce refused: bad session", "remote", r.RemoteAddr)
+		return "", err
+	}
+	return id, nil
+}
 
 // Listed reports whether peer ID id announced within PeerTTL (paced with
 // the swarm's size, interval.go), as GET /v1/peers/{id} answers. For the

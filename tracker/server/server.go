@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -50,6 +51,7 @@ type Server struct {
 	clock   Clock
 	metrics *metrics
 	tokens  [][sha256.Size]byte // hashes of the accepted tokens
+	secret  [32]byte            // derives announce session keys (tracker.SessionHeader)
 	swarm   *swarm
 	seed    *uint64   // WithSeed
 	started time.Time // by clock: Listed cannot tell before PeerTTL has passed
@@ -86,6 +88,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	for _, tok := range cfg.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(tok)))
+	}
+	if _, err := crand.Read(s.secret[:]); err != nil {
+		return nil, fmt.Errorf("tracker: session secret: %w", err)
 	}
 	for _, o := range opts {
 		o(s)
@@ -181,12 +186,13 @@ func (s *Server) Announce(_ context.Context, a tracker.Announce) (time.Duration,
 	if err := a.Validate(); err != nil {
 		return 0, err
 	}
-	return s.record(a), nil
+	return s.record(a, [32]byte{}), nil
 }
 
-// record keeps a and returns the interval to tell its peer.
-func (s *Server) record(a tracker.Announce) time.Duration {
-	interval := s.swarm.announce(a, s.clock.Now())
+// record keeps a, whose body hashes to sum, and returns the interval to
+// tell its peer.
+func (s *Server) record(a tracker.Announce, sum [32]byte) time.Duration {
+	interval := s.swarm.announce(a, s.clock.Now(), sum)
 	s.metrics.announces.Inc()
 	s.log.Debug("announce", "peer", a.Peer.ID, "blobs", len(a.Blobs), "seeder", a.Peer.Seeder)
 	return interval
@@ -283,6 +289,19 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, requestError(err))
 		return
 	}
+	sum := sha256.Sum256(body)
+	id, err := s.checkSession(r, body)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	if id != "" {
+		if interval, ok := s.swarm.touch(id, sum, s.clock.Now()); ok {
+			s.metrics.announces.Inc()
+			s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: interval.Milliseconds(), Preheat: s.Preheat(id)})
+			return
+		}
+	}
 	a, err := tracker.DecodeAnnounce(bytes.NewReader(body))
 	if err != nil {
 		s.writeError(w, requestError(err))
@@ -296,12 +315,24 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fmt.Errorf("%w: only the tracker's own seeder announces as a seeder", tracker.ErrUnauthorized))
 		return
 	}
-	if err := s.verifyAnnounce(r, body, a); err != nil {
-		s.writeError(w, err)
+	var sess *tracker.Session
+	switch {
+	case id != "" && id != a.Peer.ID:
+		s.metrics.refused.WithLabelValues(refusedBadSession).Inc()
+		s.writeError(w, fmt.Errorf("%w: the session is another peer's", tracker.ErrBadSession))
 		return
+	case id == "":
+		if err := s.verifyAnnounce(r, body, a); err != nil {
+			s.writeError(w, err)
+			return
+		}
+		if r.Header.Get(tracker.SessionHeader) == "new" {
+			v := tracker.NewSession(s.secret[:], a.Peer.ID, s.clock.Now())
+			sess = &v
+		}
 	}
-	interval := s.record(a)
-	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: interval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID)})
+	interval := s.record(a, sum)
+	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: interval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID), Session: sess})
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {

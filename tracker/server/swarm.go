@@ -34,6 +34,7 @@ type swarm struct {
 type announced struct {
 	digests []digest.Digest
 	seen    time.Time
+	sum     [32]byte // sha256 of the announce's body; zero in process
 }
 
 type holding struct {
@@ -56,8 +57,9 @@ func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) 
 }
 
 // announce records a validated announce made at now and returns the
-// interval to tell its peer, paced by the peers listed.
-func (s *swarm) announce(a tracker.Announce, now time.Time) time.Duration {
+// interval to tell its peer, paced by the peers listed. sum is the hash of
+// its body, for touch.
+func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.Duration {
 	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -73,10 +75,41 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) time.Duration {
 		}
 		holders[who.id] = &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
 	}
+	s.peers[a.Peer.ID].sum = sum
+	s.onPairs(added - s.sweep(now))
+	return s.interval
+}
+
+// touch renews peer id's last announce as if it were sent again at now,
+// when its body hashes to sum and it is still live, and returns the interval
+// to tell it; false (and nothing done) otherwise. The cheap path of an
+// agent's steady announces: nothing to decode.
+func (s *swarm) touch(id string, sum [32]byte, now time.Time) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peers[id]
+	if p == nil || p.sum != sum || now.Sub(p.seen) >= s.ttl {
+		return 0, false
+	}
+	for _, d := range p.digests {
+		if h := s.blobs[d][id]; h != nil {
+			h.seen = now
+		}
+	}
+	p.seen = now
+	s.onPairs(-s.sweep(now))
+	return s.interval, true
+}
+
+// sweep drops everything stale at most once per TTL, paces the interval by
+// the peers listed, and returns how many (peer, blob) it dropped. Caller
+// holds mu.
+func (s *swarm) sweep(now time.Time) int {
+	n := 0
 	if now.Sub(s.lastSweep) >= s.ttl {
 		s.lastSweep = now
 		for d := range s.blobs {
-			added -= s.expire(d, now)
+			n += s.expire(d, now)
 		}
 		for id, p := range s.peers {
 			if now.Sub(p.seen) >= s.ttl {
@@ -84,9 +117,8 @@ func (s *swarm) announce(a tracker.Announce, now time.Time) time.Duration {
 			}
 		}
 	}
-	s.onPairs(added)
 	s.interval, s.ttl = s.pace(len(s.peers))
-	return s.interval
+	return n
 }
 
 // peerTTL is how long a silent peer stays listed now.
