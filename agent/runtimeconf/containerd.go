@@ -162,7 +162,11 @@ func checkConfigPath(o Options, p *Plan, cfg map[string]any, version int64, exis
 			return dir, text
 		}
 		if !o.EditConfig {
-			p.find(Finding{File: ContainerdConfig, Problem: "config_path is not set: containerd reads no hosts.toml",
+			problem := "config_path is not set: containerd 1.x reads no hosts.toml"
+			if version == 3 {
+				problem = "config_path is not set: containerd 2.x then uses /etc/containerd/certs.d:/etc/docker/certs.d, two directories, which its transfer service does not read (containerd issue 12415)"
+			}
+			p.find(Finding{File: ContainerdConfig, Problem: problem,
 				Fix: fmt.Sprintf("set config_path = %q under %s (or rerun with --edit-config), then restart containerd", dir, where)})
 			return dir, text
 		}
