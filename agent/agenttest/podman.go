@@ -33,7 +33,13 @@ func NewPodman(t testing.TB, hostRoot string) *Podman {
 	if st, err := os.Stat("/etc/containers/registries.conf.d"); err != nil || !st.IsDir() {
 		skipOrFatal(t, "/etc/containers/registries.conf.d missing: podman's package makes it (%s)", depsHint)
 	}
-	dir := t.TempDir()
+	// Not t.TempDir(): podman refuses a runroot longer than 50 characters,
+	// which a directory named after a subtest soon is.
+	dir, err := os.MkdirTemp("", "podman-")
+	if err != nil {
+		t.Fatalf("agenttest: podman dir: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	home := filepath.Join(dir, "home")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatalf("agenttest: podman home: %v", err)

@@ -15,7 +15,7 @@ import (
 // A private repository on an htpasswd origin and on a bearer-token origin,
 // and an agent in requester mode with no credentials of its own (given by
 // --credentials requester, and by default: auto mode finds no node
-// credentials). crane, skopeo and containerd (ctr --user, naming the agent
+// credentials). crane, skopeo, podman and containerd (ctr --user, naming the agent
 // and with the agent as the origin's mirror) pull through the agent with
 // the tenant's credentials, each blob from the origin once;
 // after that, with no credentials or wrong ones, the manifest and every
@@ -63,6 +63,17 @@ func TestRequesterMode(t *testing.T) {
 			t.Run("skopeo", func(t *testing.T) {
 				dir := agenttest.SkopeoCopy(t, via(agent, ref), agenttest.SkopeoOptions{Creds: good})
 				agenttest.RequireContent(t, agenttest.VerifyDir(t, dir), img)
+			})
+			t.Run("podman", func(t *testing.T) {
+				root := t.TempDir()
+				if err := os.MkdirAll(filepath.Join(root, "etc", "containers", "registries.conf.d"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				p := agenttest.NewPodman(t, root)
+				p.Run(t, "pull", "--quiet", "--tls-verify=false", "--creds", good.User+":"+good.Password, via(agent, ref))
+				if id := p.ImageID(t, via(agent, ref)); id == "" {
+					t.Fatal("podman stored no image")
+				}
 			})
 			t.Run("ctr", func(t *testing.T) {
 				ctrd := agenttest.StartContainerd(t)
