@@ -53,6 +53,9 @@ func Containerd(o Options) (*Plan, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if err := o.requireRegistries(); err != nil {
+		return nil, err
+	}
 	if o.StreamProcessor && !o.EditConfig {
 		return nil, fmt.Errorf("%w: --stream-processor edits config.toml: add --edit-config", ErrOptions)
 	}

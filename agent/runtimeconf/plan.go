@@ -95,9 +95,6 @@ func (o Options) validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("%w: --agent %q: want http(s)://host:port", ErrOptions, o.Agent)
 	}
-	if len(o.Registries) == 0 && !o.AllRegistries {
-		return fmt.Errorf("%w: name at least one --registry, or --all-registries", ErrOptions)
-	}
 	for _, r := range o.Registries {
 		if !grammar.Registry(r.Host) {
 			return fmt.Errorf("%w: registry %q: want HOST[:PORT]", ErrOptions, r.Host)
@@ -111,6 +108,13 @@ func (o Options) validate() error {
 	}
 	if st, err := os.Stat(o.root()); err != nil || !st.IsDir() {
 		return fmt.Errorf("%w: --root %s is not a directory", ErrTarget, o.root())
+	}
+	return nil
+}
+
+func (o Options) requireRegistries() error {
+	if len(o.Registries) == 0 && !o.AllRegistries {
+		return fmt.Errorf("%w: name at least one --registry, or --all-registries", ErrOptions)
 	}
 	return nil
 }

@@ -20,6 +20,9 @@ func Registries(o Options, runtime string) (*Plan, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if err := o.requireRegistries(); err != nil {
+		return nil, err
+	}
 	if o.AllRegistries {
 		return nil, fmt.Errorf("%w: --all-registries is containerd's (registries.conf has no catch-all mirror): name each --registry", ErrOptions)
 	}

@@ -103,7 +103,7 @@ func runConfigure(out, errw io.Writer, runtime string, f configureFlags) error {
 		if errors.Is(err, runtimeconf.ErrNothingToUndo) {
 			// Not a failure: undo is run on every agent stop, also after a
 			// run that found everything in place and recorded nothing.
-			fmt.Fprintf(out, "nothing to undo: %v\n", err)
+			fmt.Fprintln(out, err)
 			return nil
 		}
 		if err != nil {
