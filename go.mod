@@ -3,6 +3,7 @@ module github.com/shoal-dev/shoal
 go 1.26.8
 
 require (
+	github.com/containers/image/v5 v5.36.2
 	github.com/docker/cli v29.7.2+incompatible
 	github.com/filecoin-project/go-clock v0.1.0
 	github.com/go-viper/mapstructure/v2 v2.4.0
@@ -24,11 +25,12 @@ require (
 	golang.org/x/crypto v0.57.0
 	golang.org/x/sys v0.48.0
 	golang.org/x/time v0.16.0
+	google.golang.org/grpc v1.85.0
+	k8s.io/cri-api v0.37.2
 )
 
 require (
 	github.com/BurntSushi/toml v1.5.0 // indirect
-	github.com/containers/image/v5 v5.36.2 // indirect
 	github.com/containers/storage v1.59.1 // indirect
 	github.com/docker/go-units v0.5.0 // indirect
 	github.com/moby/sys/capability v0.4.0 // indirect
@@ -36,8 +38,6 @@ require (
 	github.com/moby/sys/user v0.4.0 // indirect
 	github.com/opencontainers/runtime-spec v1.2.1 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-	google.golang.org/grpc v1.85.0 // indirect
-	k8s.io/cri-api v0.37.2 // indirect
 )
 
 require (
@@ -127,6 +127,5 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/tools v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
-	gotest.tools/v3 v3.5.2 // indirect
 	lukechampine.com/blake3 v1.4.1 // indirect
 )
