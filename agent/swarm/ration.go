@@ -13,12 +13,12 @@ import (
 // each further SeedRelax (allowed), and none gets a second copy of any
 // piece while one it holds has gone to nobody; the others are refused
 // (Rationed) and fetch it from those peers, which spreads the swarm's
-// upload over all agents, and the seeder's link carries new pieces first. The record outlives the blob's download state:
-// the seeder commits a blob as its last piece arrives from the origin, when
-// no agent holds that piece yet, and serving it to every agent that asks
-// would cost the seeder's link, the swarm's narrowest, a copy each. Once
-// every piece was uploaded and relaxSteps SeedRelax have passed, the record
-// goes.
+// upload over all agents, and the seeder's link carries new pieces first.
+// The record outlives the blob's download state: the seeder commits a blob
+// as its last piece arrives from the origin, when no agent holds that
+// piece yet, and serving it to every agent that asks would cost the
+// seeder's link, the swarm's narrowest, a copy each. Once every piece was
+// uploaded and relaxSteps SeedRelax have passed, the record goes.
 type ration struct {
 	mu      sync.Mutex
 	uploads []uint8     // copies started per piece
