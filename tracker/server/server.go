@@ -284,7 +284,7 @@ func (s *Server) known(sum [sha256.Size]byte) bool {
 // seeder's, and signed by the key of its peer ID (else 401, see
 // tracker.SignatureHeader), so a token holder speaks only for itself.
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, tracker.MaxRequestBody))
+	body, err := readBody(w, r)
 	if err != nil {
 		s.writeError(w, requestError(err))
 		return
@@ -369,6 +369,20 @@ func (s *Server) writeInfo(w http.ResponseWriter, body []byte) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
+}
+
+// readBody reads an announce's body, in one allocation when its length is
+// declared.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, tracker.MaxRequestBody)
+	if n := r.ContentLength; n > 0 && n <= tracker.MaxRequestBody {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(rd, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	return io.ReadAll(rd)
 }
 
 // requestError classifies a body decoding failure: too large or malformed is

@@ -34,7 +34,8 @@ type swarm struct {
 type announced struct {
 	digests []digest.Digest
 	seen    time.Time
-	sum     [32]byte // sha256 of the announce's body; zero in process
+	sum     [32]byte   // sha256 of the announce's body; zero in process
+	holds   []*holding // what the announce recorded, for touch
 }
 
 type holding struct {
@@ -42,6 +43,7 @@ type holding struct {
 	have     int
 	complete bool
 	seen     time.Time
+	gone     bool // dropped from its blob's holders (touch then takes the full path)
 }
 
 type ident struct {
@@ -64,6 +66,7 @@ func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.D
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	added := -s.withdraw(a, now)
+	holds := make([]*holding, 0, len(a.Blobs))
 	for _, b := range a.Blobs {
 		holders := s.blobs[b.Digest]
 		if holders == nil {
@@ -73,9 +76,12 @@ func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.D
 		if _, ok := holders[who.id]; !ok {
 			added++
 		}
-		holders[who.id] = &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
+		h := &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
+		holders[who.id] = h
+		holds = append(holds, h)
 	}
-	s.peers[a.Peer.ID].sum = sum
+	p := s.peers[a.Peer.ID]
+	p.sum, p.holds = sum, holds
 	s.onPairs(added - s.sweep(now))
 	return s.interval
 }
@@ -91,10 +97,13 @@ func (s *swarm) touch(id string, sum [32]byte, now time.Time) (time.Duration, bo
 	if p == nil || p.sum != sum || now.Sub(p.seen) >= s.ttl {
 		return 0, false
 	}
-	for _, d := range p.digests {
-		if h := s.blobs[d][id]; h != nil {
-			h.seen = now
+	for _, h := range p.holds {
+		if h.gone {
+			return 0, false
 		}
+	}
+	for _, h := range p.holds {
+		h.seen = now
 	}
 	p.seen = now
 	s.onPairs(-s.sweep(now))
@@ -159,6 +168,7 @@ func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
 			continue
 		}
 		if holders := s.blobs[d]; holders[a.Peer.ID] != nil {
+			holders[a.Peer.ID].gone = true
 			delete(holders, a.Peer.ID)
 			n++
 			if len(holders) == 0 {
@@ -175,6 +185,7 @@ func (s *swarm) expire(d digest.Digest, now time.Time) int {
 	n := 0
 	for id, h := range holders {
 		if now.Sub(h.seen) >= s.ttl {
+			h.gone = true
 			delete(holders, id)
 			n++
 		}
