@@ -298,7 +298,10 @@ loop:
 		}
 		until := horizon
 		if ok && e.at.Before(until) {
-			until = e.at
+			// A nanosecond late: the code's own timers due at e.at then
+			// all fire, and settle, first. Woken at e.at, the driver could
+			// run before the bubble had fired the others due then.
+			until = e.at.Add(time.Nanosecond)
 		}
 		t := time.NewTimer(until.Sub(now))
 		select {
