@@ -393,3 +393,30 @@ func TestEndpointsDNS(t *testing.T) {
 		t.Errorf("unresolvable name: %v", err)
 	}
 }
+
+// The shards of a seed job over the replicas take every digest exactly
+// once, the one its owner ranks first; a bad shard is refused.
+func TestSeedShard(t *testing.T) {
+	t.Parallel()
+	ns := names(3)
+	for _, d := range digests(300) {
+		owners := 0
+		for _, self := range ns {
+			if (&tracker.SeedShard{Of: ns, Self: self}).Owns(d) {
+				owners++
+			}
+		}
+		if owners != 1 {
+			t.Fatalf("%s owned by %d shards", d, owners)
+		}
+	}
+	if !(*tracker.SeedShard)(nil).Owns(digests(1)[0]) {
+		t.Error("no shard must own everything")
+	}
+	for _, sh := range []*tracker.SeedShard{{Of: ns, Self: "elsewhere"}, {Self: "x"}, {Of: []string{"a b"}, Self: "a b"}} {
+		req := tracker.SeedRequest{Images: []string{"app:v1"}, Shard: sh}
+		if err := req.Validate(); !errors.Is(err, tracker.ErrInvalid) {
+			t.Errorf("shard %+v: %v, want ErrInvalid", sh, err)
+		}
+	}
+}

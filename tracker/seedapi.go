@@ -56,6 +56,9 @@ type SeedRequest struct {
 	// Replicas asks the tracker to place every blob on this many agents
 	// besides the seeder before the job is done.
 	Replicas int `json:"replicas,omitempty"`
+	// Shard, set when the cluster runs tracker replicas, keeps the job to
+	// the blobs this tracker owns (replica_seed.go).
+	Shard *SeedShard `json:"shard,omitempty"`
 }
 
 // Validate checks a request as the server does.
@@ -67,6 +70,9 @@ func (r SeedRequest) Validate() error {
 		if _, err := ParseImage(img); err != nil {
 			return err
 		}
+	}
+	if err := r.Shard.validate(); err != nil {
+		return err
 	}
 	if len(r.Platforms) > MaxSeedPlatforms {
 		return fmt.Errorf("%w: %d platforms, at most %d", ErrInvalid, len(r.Platforms), MaxSeedPlatforms)

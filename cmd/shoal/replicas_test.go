@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/agent/agenttest"
 	"github.com/shoal-dev/shoal/tracker"
@@ -69,6 +72,8 @@ func startCountingOrigin(t *testing.T, img v1.Image, repo string) *blobCountingO
 	return o
 }
 
+const replicaSeedToken = "replica-seed-token"
+
 // replicaCluster is three trackers with their seeders, sharing nothing,
 // each on its own loopback HTTP server.
 type replicaCluster struct {
@@ -85,6 +90,7 @@ func startReplicaCluster(t *testing.T, n int, origin string) *replicaCluster {
 	for i := range n {
 		tcfg := server.DefaultConfig()
 		tcfg.Tokens = []string{testToken}
+		tcfg.SeedTokens = []string{replicaSeedToken}
 		tcfg.AnnounceInterval, tcfg.PeerTTL = time.Second, 3*time.Second
 		seed := defaultSeederConfig()
 		seed.DataDir = filepath.Join(t.TempDir(), fmt.Sprintf("seeder%d", i))
@@ -269,4 +275,72 @@ func TestTrackerReplicaKilledMidRollout(t *testing.T) {
 	if sent > 2*size {
 		t.Errorf("the origin sent %.2f copies of the image, want about one (at most 2)", float64(sent)/float64(size))
 	}
+}
+
+// TestSeedOverReplicas: shoal seed --wait with the three replicas' URLs,
+// one of them dead: each live replica seeds the blobs it owns among the
+// live ones, so the origin sends the image once, and the merged job
+// lists every blob.
+func TestSeedOverReplicas(t *testing.T) {
+	t.Parallel()
+	const repo = "replicas/seeded"
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 6, LayerSize: 64 << 10, Seed: 1818})
+	origin := startCountingOrigin(t, img, repo+":v1")
+	c := startReplicaCluster(t, 3, origin.url)
+	c.kill(0)
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := m.Config.Size
+	want := map[digest.Digest]bool{digest.Digest(m.Config.Digest.String()): true}
+	for _, l := range m.Layers {
+		size += l.Size
+		want[digest.Digest(l.Digest.String())] = true
+	}
+	tok := filepath.Join(t.TempDir(), "seed-token")
+	if err := os.WriteFile(tok, []byte(replicaSeedToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := seedFlags{Tracker: c.urls, TokenFile: tok, Wait: true, Timeout: 30 * time.Second, Poll: 50 * time.Millisecond}
+	set, err := f.client(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.names) != 2 {
+		t.Fatalf("live replicas %v, want the two that answer", set.names)
+	}
+	var out, errw strings.Builder
+	if err := f.run(t.Context(), []string{repo + ":v1"}, &out, &errw); err != nil {
+		t.Fatalf("seed: %v\n%s", err, errw.String())
+	}
+	job, err := set.SeedJob(t.Context(), lastJobID(t, errw.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range job.Blobs {
+		if !want[b.Digest] {
+			t.Errorf("job blob %s is not the image's", b.Digest)
+		}
+		delete(want, b.Digest)
+	}
+	if len(want) != 0 {
+		t.Errorf("blobs of the image no replica seeded: %v", want)
+	}
+	if sent := origin.sent.Load(); sent != size {
+		t.Errorf("the origin sent %d bytes for an image of %d (%.2f copies), want one copy", sent, size, float64(sent)/float64(size))
+	}
+}
+
+// lastJobID is the ID in shoal seed's "seed job ID: ..." line.
+func lastJobID(t *testing.T, stderr string) string {
+	t.Helper()
+	for _, line := range strings.Split(stderr, "\n") {
+		if rest, ok := strings.CutPrefix(line, "seed job "); ok {
+			id, _, _ := strings.Cut(rest, ":")
+			return id
+		}
+	}
+	t.Fatalf("no job ID in %q", stderr)
+	return ""
 }

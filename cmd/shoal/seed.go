@@ -23,7 +23,7 @@ import (
 )
 
 type seedFlags struct {
-	Tracker   string        `mapstructure:"tracker"`
+	Tracker   []string      `mapstructure:"tracker"`
 	TokenFile string        `mapstructure:"token-file"`
 	TrackerCA string        `mapstructure:"tracker-ca"`
 	Platform  []string      `mapstructure:"platform"`
@@ -48,7 +48,7 @@ job is lost and seed --wait says so and fails.`,
 		Args: cobra.MinimumNArgs(1),
 	}
 	fs := cmd.Flags()
-	fs.String("tracker", "", "tracker URL")
+	fs.StringSlice("tracker", nil, "tracker URL; with replicas, the URLs (or dns+ name) agents are given: each live one seeds the blobs it owns")
 	fs.String("token-file", "", "file holding the seed token (its first line)")
 	fs.String("tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against")
 	fs.StringSlice("platform", nil, "platforms of an index to seed: all, or os/arch[/variant],... (default all)")
@@ -68,8 +68,8 @@ job is lost and seed --wait says so and fails.`,
 	return cmd
 }
 
-func (f seedFlags) client() (*tracker.Client, error) {
-	if f.Tracker == "" {
+func (f seedFlags) client(ctx context.Context) (*seedSet, error) {
+	if len(f.Tracker) == 0 {
 		return nil, errors.New("seed: --tracker is required")
 	}
 	if f.TokenFile == "" {
@@ -89,11 +89,11 @@ func (f seedFlags) client() (*tracker.Client, error) {
 		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
 	}
-	return tracker.NewClient(f.Tracker, toks[0], opts...)
+	return newSeedSet(ctx, tracker.SplitURLs(f.Tracker), toks[0], opts...)
 }
 
 func (f seedFlags) run(ctx context.Context, images []string, out, errw io.Writer) error {
-	c, err := f.client()
+	c, err := f.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (f seedFlags) run(ctx context.Context, images []string, out, errw io.Writer
 	start := time.Now()
 	job, err := c.CreateSeedJob(ctx, req)
 	if err != nil {
-		return seedFailure(f.Tracker, err)
+		return seedFailure(strings.Join(f.Tracker, ","), err)
 	}
 	var show seedProgress = &lineProgress{w: errw, seen: map[digest.Digest]string{}}
 	if file, ok := errw.(*os.File); ok && unpack.IsTerminal(file) {
@@ -142,7 +142,7 @@ func (f seedFlags) run(ctx context.Context, images []string, out, errw io.Writer
 		case errors.Is(err, tracker.ErrUnavailable):
 			// The tracker is restarting or the network hiccups: ask again.
 		default:
-			return seedFailure(f.Tracker, err)
+			return seedFailure(strings.Join(f.Tracker, ","), err)
 		}
 	}
 }

@@ -247,6 +247,8 @@ func (j *jobs) run(nj *job) {
 	} else {
 		imgs, specs, err = j.resolve(ctx, nj)
 	}
+	// With tracker replicas, each seeds only the blobs it owns.
+	specs = slices.DeleteFunc(specs, func(sp blobSpec) bool { return !nj.req.Shard.Owns(sp.src.Digest) })
 	j.mu.Lock()
 	nj.images = imgs
 	if err != nil {
@@ -420,6 +422,9 @@ func jobKey(nj *job) string {
 	ps := slices.Clone(nj.req.Platforms)
 	slices.Sort(ps)
 	fmt.Fprintf(h, "p %s\nr %d\n", strings.Join(ps, ","), nj.req.Replicas)
+	if sh := nj.req.Shard; sh != nil {
+		fmt.Fprintf(h, "s %s\n%s\n", sh.Self, strings.Join(sh.Of, "\n"))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
