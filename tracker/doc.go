@@ -3,8 +3,11 @@
 // agents use. The tracker server is package tracker/server; agents link
 // only this package.
 //
-// One in-memory tracker per cluster hands out peers for a blob and serves
-// the blob's metainfo. It keeps no database: restarting it loses nothing
+// An in-memory tracker hands out peers for a blob and serves the blob's
+// metainfo; a cluster runs one, or several replicas that share nothing:
+// Replicas (replica.go) sends each digest's questions to the replica that
+// ranks first for it by rendezvous hashing, and moves them to the next when
+// that one stops answering. A tracker keeps no database: restarting it loses nothing
 // the agents do not re-announce within one interval. It is seeded by the
 // origin: the first demand for a digest's metainfo starts one seeding by its
 // seeder (an agent in seed mode, in the tracker's process), which reports
@@ -28,14 +31,18 @@
 //
 //	POST /v1/announce
 //	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}]}
-//	    → 200 {"intervalMs": N}: announce again within N ms or be forgotten.
+//	    → 200 {"intervalMs": N}: announce again within N ms or be forgotten
+//	    (N grows with the swarm past MaxAnnounceRate, tracker/server).
 //	    The blobs are everything the peer holds: those it listed last time
 //	    and leaves out now are withdrawn at once. "seeder": true is refused
 //	    (401): the only seeder is the tracker's own, announcing in process.
 //	    The request carries "Shoal-Signature: t=<unix seconds>,sig=<base64url>",
 //	    the announcing peer's libp2p signature over the exact body and t
 //	    (see SignatureHeader); unsigned, stale (more than 5 min off), forged
-//	    or another peer's ID: 401. Malformed bodies are 400 first.
+//	    or another peer's ID: 401. Malformed bodies are 400 first. With
+//	    "Shoal-Session: new" the answer adds "session": {"key", "expires"},
+//	    and later announces may carry "Shoal-Session: id=,e=,t=,mac=" in
+//	    place of the signature (SessionHeader).
 //	GET /v1/peers/{id}
 //	    → 200 {"listed": bool}: whether id announced within the peer TTL (peer
 //	    admission asks it); 503 for an unlisted ID in the first peer TTL after
@@ -60,7 +67,9 @@
 //	    cluster token is the password of HTTP Basic authentication (a
 //	    browser cannot send a bearer token), any user name.
 //	POST /v1/seed (seed token)
-//	    body {"images": [REF...], "platforms": ["os/arch"...], "replicas": K}
+//	    body {"images": [REF...], "platforms": ["os/arch"...], "replicas": K,
+//	          "shard": {"of": [NAME...], "self": NAME}}: with a shard, only
+//	          the blobs self owns among the tracker replicas of (SeedShard)
 //	    → 202 SeedJob: the tracker resolves the images and its seeder fetches
 //	    every blob, verified, pinned for SeedPinTTL; with K, K agents get
 //	    each blob in their announce answers ("preheat"). The same request as
