@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,5 +422,29 @@ func TestSeedShard(t *testing.T) {
 		if err := req.Validate(); !errors.Is(err, tracker.ErrInvalid) {
 			t.Errorf("shard %+v: %v, want ErrInvalid", sh, err)
 		}
+	}
+}
+
+// Each address of a dns+ name is asked over TLS with the name as SNI and
+// as the name its certificate must carry.
+func TestEndpointsDNSServerName(t *testing.T) {
+	t.Parallel()
+	var sni atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sni.Store(r.TLS.ServerName)
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	lookup := func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
+	// httptest's certificate is for example.com (and loopback addresses).
+	eps, err := tracker.Endpoints(context.Background(), []string{"dns+https://example.com:" + port}, "tok", lookup, tracker.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eps[0].Member.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sni.Load().(string); got != "example.com" {
+		t.Errorf("SNI %q, want example.com", got)
 	}
 }
