@@ -230,9 +230,10 @@ func TestSeederRations(t *testing.T) {
 		{0, 0, p2p.ErrRationed},
 		{0, 1, nil}, // another piece has its own ration
 		{500 * time.Millisecond, 0, p2p.ErrRationed},
-		{600 * time.Millisecond, 0, nil}, // SeedRelax after the first upload ended: 2 copies
+		{600 * time.Millisecond, 0, p2p.ErrRationed}, // SeedRelax after the first upload ended: still 1
+		{3 * time.Second, 0, nil},                    // 4 SeedRelax: 2 copies
 		{0, 0, p2p.ErrRationed},
-		{time.Second, 0, nil}, // twice SeedRelax: 4 copies
+		{4 * time.Second, 0, nil}, // 8 SeedRelax: 4 copies
 		{0, 0, nil},
 		{0, 0, p2p.ErrRationed},
 	}
@@ -262,12 +263,12 @@ func TestSeederRations(t *testing.T) {
 	if err := get(2); !errors.Is(err, p2p.ErrRationed) {
 		t.Errorf("the second copy of a new piece of a committed blob at once: %v, want rationed", err)
 	}
-	r.clk.Add(1100 * time.Millisecond)
+	r.clk.Add(4100 * time.Millisecond)
 	if err := get(2); err != nil {
-		t.Errorf("a committed blob's piece SeedRelax after its first upload: %v", err)
+		t.Errorf("a committed blob's piece 4 SeedRelax after its first upload: %v", err)
 	}
-	// Every piece relaxed for long: the record is gone.
-	r.clk.Add(relaxSteps * time.Second)
+	// Every piece unbounded: the record is gone.
+	r.clk.Add(relaxSteps * seedDoubling * time.Second)
 	if r.s.rationFor(d) != nil {
 		t.Error("the ration of a blob whose pieces are all relaxed is kept")
 	}

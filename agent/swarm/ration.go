@@ -9,8 +9,8 @@ import (
 
 // ration is the seeder's record of the copies it uploaded of each piece of
 // a blob. Only SeedCopies peers get a piece straight from the seeder until
-// SeedRelax after the first of those uploads ended, twice as many after
-// each further SeedRelax (allowed), and none gets a second copy of any
+// seedDoubling SeedRelax after the first of those uploads ended, twice as
+// many after each further seedDoubling SeedRelax (allowed), and none gets a second copy of any
 // piece while one it holds has gone to nobody; the others are refused
 // (Rationed) and fetch it from those peers, which spreads the swarm's
 // upload over all agents, and the seeder's link carries new pieces first.
@@ -18,7 +18,7 @@ import (
 // as its last piece arrives from the origin, when no agent holds that
 // piece yet, and serving it to every agent that asks would cost the
 // seeder's link, the swarm's narrowest, a copy each. Once every piece was
-// uploaded and relaxSteps SeedRelax have passed, the record goes.
+// uploaded and every piece's copies are unbounded, the record goes.
 type ration struct {
 	mu      sync.Mutex
 	uploads []uint8     // copies started per piece
@@ -70,11 +70,12 @@ func (r *ration) hold(n int) {
 }
 
 // allowed is how many copies of piece n the seeder gives now: SeedCopies
-// until SeedRelax after the first upload ended, then twice as many every
-// SeedRelax, with no bound after relaxSteps. The swarm copies a piece at
-// least as fast, so the seeder's share of the copies stays small; and an
-// agent that follows none of the piece's holders (a session follows at
-// most MaxPeers of a large swarm) still gets it from the seeder in time.
+// until seedDoubling SeedRelax after the first upload ended, then twice
+// as many every seedDoubling SeedRelax, with no bound after relaxSteps
+// doublings. The swarm copies a piece much faster, so the seeder's share
+// of the copies stays small; and an agent that follows none of the
+// piece's holders (a session follows at most MaxPeers of a large swarm)
+// still gets it from the seeder in time.
 func (r *ration) allowed(n int, cfg Config, now time.Time) int {
 	if r.doneAt[n].IsZero() || cfg.SeedRelax <= 0 {
 		if cfg.SeedRelax <= 0 && !r.doneAt[n].IsZero() {
@@ -82,16 +83,24 @@ func (r *ration) allowed(n int, cfg Config, now time.Time) int {
 		}
 		return cfg.SeedCopies
 	}
-	steps := int(now.Sub(r.doneAt[n]) / cfg.SeedRelax)
+	steps := int(now.Sub(r.doneAt[n]) / (seedDoubling * cfg.SeedRelax))
 	if steps >= relaxSteps {
 		return 255
 	}
 	return min(255, cfg.SeedCopies<<steps)
 }
 
-// relaxSteps is how many SeedRelax after a piece's first upload the seeder
-// stops counting its copies.
-const relaxSteps = 8
+const (
+	// seedDoubling is how many SeedRelax pass between two doublings of
+	// the copies allowed. In simulation (deploy/sim, 200 MiB, 20 MB/s)
+	// doubling every SeedRelax let the seeder send 2.1 copies at N = 100
+	// and the rollout take 2.3 times the bound; every 4, 1.1 copies and
+	// 1.7 times (N = 20: 1.0 copies, 1.7 times either way).
+	seedDoubling = 4
+	// relaxSteps is how many doublings after a piece's first upload the
+	// seeder stops counting its copies.
+	relaxSteps = 8
+)
 
 // ended records that an upload of piece n ended (well or not).
 func (r *ration) ended(n int, now time.Time) {
@@ -108,7 +117,7 @@ func (r *ration) ended(n int, now time.Time) {
 func (r *ration) over(cfg Config, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.left == 0 && now.Sub(r.last) > relaxSteps*cfg.SeedRelax
+	return r.left == 0 && now.Sub(r.last) > relaxSteps*seedDoubling*cfg.SeedRelax
 }
 
 // rationFor returns the seeder's record of dgst, nil if it has none (a

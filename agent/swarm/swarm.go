@@ -67,11 +67,11 @@ type Config struct {
 	PieceTimeout time.Duration
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
 	// it; the others are refused (rationed) and fetch it from those peers,
-	// until SeedRelax after the first of those uploads finished (by then
-	// its recipient has announced it, or failed), and from then on twice
-	// as many every SeedRelax; no second copy while a piece it holds has
-	// gone to nobody; whether or not it holds the whole blob yet (see
-	// ration.go).
+	// (an asker refused skips that piece at the seeder for SeedRelax),
+	// until 4 SeedRelax after the first of those uploads finished, and
+	// from then on twice as many every 4 SeedRelax; no second copy while
+	// a piece it holds has gone to nobody; whether or not it holds the
+	// whole blob yet (see ration.go).
 	SeedCopies int
 	SeedRelax  time.Duration
 }
