@@ -142,6 +142,19 @@ func (d *Disk) Stat(ctx context.Context, dg digest.Digest) (Info, error) {
 // Open returns a Reader on a committed blob or on a running ingest, which ctx
 // bounds while ReadAt waits; ErrNotFound otherwise.
 func (d *Disk) Open(ctx context.Context, dg digest.Digest) (Reader, error) {
+	return d.open(ctx, dg, readWhole)
+}
+
+// OpenWritten is Open for a caller that checked the bytes it reads itself:
+// a read of a running ingest returns once its bytes are written, the
+// blob's last byte too. The swarm serves a piece as soon as it verified
+// the piece against its CID; holding back the last piece until the blob
+// commits would make the agents that hold it wait on each other.
+func (d *Disk) OpenWritten(ctx context.Context, dg digest.Digest) (Reader, error) {
+	return d.open(ctx, dg, readVouched)
+}
+
+func (d *Disk) open(ctx context.Context, dg digest.Digest, kind readKind) (Reader, error) {
 	if err := checkDigest(dg); err != nil {
 		return nil, err
 	}
@@ -154,7 +167,7 @@ func (d *Disk) Open(ctx context.Context, dg digest.Digest) (Reader, error) {
 		return d.openBlobLocked(ctx, dg, e)
 	}
 	if in := d.ingests[dg]; in != nil {
-		return d.joinLocked(ctx, in, false)
+		return d.joinLocked(ctx, in, kind)
 	}
 	return nil, fmt.Errorf("store: %s: %w", dg, ErrNotFound)
 }
@@ -169,13 +182,13 @@ func (d *Disk) openBlobLocked(ctx context.Context, dg digest.Digest, e *entry) (
 	return &reader{d: d, dgst: dg, size: e.size, f: f, ctx: ctx}, nil
 }
 
-func (d *Disk) joinLocked(ctx context.Context, in *ingest, ranged bool) (Reader, error) {
+func (d *Disk) joinLocked(ctx context.Context, in *ingest, kind readKind) (Reader, error) {
 	f, err := os.Open(in.path)
 	if err != nil {
 		return nil, fmt.Errorf("store: open ingest %s: %w", in.dgst, err)
 	}
 	d.pins[in.dgst]++
-	return &reader{d: d, dgst: in.dgst, size: in.size, f: f, ing: in, ranged: ranged, ctx: ctx}, nil
+	return &reader{d: d, dgst: in.dgst, size: in.size, f: f, ing: in, kind: kind, ctx: ctx}, nil
 }
 
 func (d *Disk) unpin(dg digest.Digest) {

@@ -105,7 +105,7 @@ func (d *Disk) tryFetch(ctx context.Context, dg digest.Digest, size int64, fill 
 		if ending != nil {
 			return nil, ending, nil
 		}
-		r, err := d.joinLocked(ctx, in, ranged)
+		r, err := d.joinLocked(ctx, in, kindOf(ranged))
 		return r, nil, err
 	}
 	in, resume, err := d.startLocked(dg, size)
@@ -114,7 +114,7 @@ func (d *Disk) tryFetch(ctx context.Context, dg digest.Digest, size int64, fill 
 	}
 	in.sparse = ranged
 	in.checked = ranged && !resume // an earlier run's bytes were not written by this fill
-	r, err := d.joinLocked(ctx, in, ranged)
+	r, err := d.joinLocked(ctx, in, kindOf(ranged))
 	if err != nil {
 		// Without a reader nobody can use this fill; undo it.
 		in.file.Close()
@@ -334,4 +334,11 @@ func (d *Disk) fail(in *ingest, err error) {
 	d.log.Log(context.Background(), level, "store: ingest failed", "digest", in.dgst, "result", result, "kept", !discard, "error", err)
 	d.notify(Gone, in.dgst)
 	in.complete(fmt.Errorf("store: ingest %s: %w", in.dgst, err))
+}
+
+func kindOf(ranged bool) readKind {
+	if ranged {
+		return readRanged
+	}
+	return readWhole
 }

@@ -437,12 +437,27 @@ func (in *ingest) complete(err error) {
 	in.notifyLocked()
 }
 
+// readKind is what a reader of an ingest may read before the blob commits.
+type readKind uint8
+
+const (
+	// readWhole: written bytes, the last one only once the blob is
+	// verified and committed.
+	readWhole readKind = iota
+	// readRanged: a FetchRange reader, which reads only its range.
+	readRanged
+	// readVouched: written bytes, the last one too, for a caller that
+	// checked what it reads itself (OpenWritten).
+	readVouched
+)
+
 // waitFor blocks until [off, end) is readable: written, and committed when it
 // includes the last byte. For a ranged reader (FetchRange) the last byte is
 // readable once written if every byte came from a FetchRange filler (they
 // are checked against piece hashes), and a fill that ended ErrPartial leaves
-// what it wrote readable.
-func (in *ingest) waitFor(ctx context.Context, off, end int64, ranged bool) error {
+// what it wrote readable. For a vouched reader every written byte is.
+func (in *ingest) waitFor(ctx context.Context, off, end int64, kind readKind) error {
+	ranged := kind == readRanged
 	if in.committed.Load() {
 		return nil
 	}
@@ -457,7 +472,7 @@ func (in *ingest) waitFor(ctx context.Context, off, end int64, ranged bool) erro
 			return in.err
 		case in.done:
 			return nil
-		case covered && (end < in.size || ranged && in.checked):
+		case covered && (end < in.size || ranged && in.checked || kind == readVouched):
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -478,15 +493,14 @@ func (in *ingest) waitFor(ctx context.Context, off, end int64, ranged bool) erro
 // reader reads a committed blob or one being ingested through its own file
 // descriptor; the file stays readable after the ingest is renamed into place.
 type reader struct {
-	d    *Disk
-	dgst digest.Digest
-	size int64
-	f    *os.File
-	ing  *ingest // nil when the blob was committed at open
-	// ranged: a FetchRange reader, which reads only its range (see waitFor).
-	ranged bool
-	ctx    context.Context
-	close  sync.Once
+	d     *Disk
+	dgst  digest.Digest
+	size  int64
+	f     *os.File
+	ing   *ingest  // nil when the blob was committed at open
+	kind  readKind // what it may read of an ingest (see waitFor)
+	ctx   context.Context
+	close sync.Once
 }
 
 // Reader reads a committed blob or one being ingested. ReadAt blocks until the
@@ -516,7 +530,7 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 		// Reporting the end reveals that the content is complete, so it
 		// waits for verification like the last byte does.
 		if r.ing != nil {
-			if err := r.ing.waitFor(r.ctx, r.size, r.size, false); err != nil {
+			if err := r.ing.waitFor(r.ctx, r.size, r.size, readWhole); err != nil {
 				return 0, err
 			}
 		}
@@ -524,7 +538,7 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	end := min(off+int64(len(p)), r.size)
 	if r.ing != nil {
-		if err := r.ing.waitFor(r.ctx, off, end, r.ranged); err != nil {
+		if err := r.ing.waitFor(r.ctx, off, end, r.kind); err != nil {
 			return 0, err
 		}
 	}

@@ -104,7 +104,9 @@ func TestFetchJoinsRangedFill(t *testing.T) {
 }
 
 // The last byte of a blob that a plain (unchecked) fill wrote waits for the
-// digest even for a ranged reader; one that a ranged fill wrote does not.
+// digest even for a ranged reader; one that a ranged fill wrote does not,
+// nor does it for a reader that vouches for what it reads (OpenWritten, the
+// swarm serving a piece it verified).
 func TestLastByteWaitsUnlessChecked(t *testing.T) {
 	t.Parallel()
 	d := newDisk(t, config(t.TempDir()))
@@ -113,9 +115,11 @@ func TestLastByteWaitsUnlessChecked(t *testing.T) {
 		name    string
 		waits   bool
 		partial bool
+		vouched bool
 	}{
-		{"plain fill", true, false},
-		{"ranged fill", false, true},
+		{"plain fill", true, false, false},
+		{"ranged fill", false, true, false},
+		{"plain fill, read written", false, false, true},
 	} {
 		data, dg := storetest.Blob(uint64(len(tc.name)), n)
 		wrote, release := make(chan struct{}), make(chan struct{})
@@ -142,6 +146,13 @@ func TestLastByteWaitsUnlessChecked(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-wrote
+		if tc.vouched {
+			fetched := r
+			if r, err = d.OpenWritten(rctx, dg); err != nil {
+				t.Fatal(err)
+			}
+			defer fetched.Close()
+		}
 		cancel() // a read that has to wait returns the context's error
 		last := make([]byte, 1)
 		_, err = r.ReadAt(last, n-1)

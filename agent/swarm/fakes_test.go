@@ -59,7 +59,7 @@ func (m *memStore) remove(d digest.Digest) {
 	m.mu.Unlock()
 }
 
-func (m *memStore) Open(_ context.Context, d digest.Digest) (store.Reader, error) {
+func (m *memStore) OpenWritten(_ context.Context, d digest.Digest) (store.Reader, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	data, ok := m.blobs[d]

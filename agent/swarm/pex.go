@@ -121,7 +121,7 @@ func (s *Swarm) Meta(ctx context.Context, dgst digest.Digest) (*piece.Info, []pe
 
 // hash computes the metainfo of a committed blob from the store.
 func (s *Swarm) hash(ctx context.Context, dgst digest.Digest) (*piece.Info, error) {
-	r, err := s.store.Open(ctx, dgst)
+	r, err := s.store.OpenWritten(ctx, dgst)
 	if err != nil {
 		return nil, p2p.ErrUnknownBlob // evicted since
 	}

@@ -535,11 +535,11 @@ type countingStore struct {
 	opens int
 }
 
-func (c *countingStore) Open(ctx context.Context, d digest.Digest) (store.Reader, error) {
+func (c *countingStore) OpenWritten(ctx context.Context, d digest.Digest) (store.Reader, error) {
 	c.mu.Lock()
 	c.opens++
 	c.mu.Unlock()
-	return c.memStore.Open(ctx, d)
+	return c.memStore.OpenWritten(ctx, d)
 }
 
 // The swarm answers meta requests: a committed blob with the CIDs the

@@ -40,8 +40,10 @@ type Transport interface {
 
 // Store is what the swarm serves from and what it learns this node holds:
 // a blob the store has committed is complete, whatever path brought it.
+// OpenWritten reads a blob being downloaded as far as it is written, its
+// last piece too: the swarm serves only pieces it verified.
 type Store interface {
-	Open(ctx context.Context, dgst digest.Digest) (store.Reader, error)
+	OpenWritten(ctx context.Context, dgst digest.Digest) (store.Reader, error)
 	Stat(ctx context.Context, dgst digest.Digest) (store.Info, error)
 	Walk(ctx context.Context, fn func(store.Info) error) error
 }
@@ -394,7 +396,7 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 			done = func() { rat.ended(n, s.clock.Now()) }
 		}
 	}
-	r, err := s.store.Open(ctx, dgst)
+	r, err := s.store.OpenWritten(ctx, dgst)
 	if err != nil {
 		if b == nil {
 			return nil, 0, p2p.ErrUnknownBlob // evicted since

@@ -324,7 +324,7 @@ func (m *memStore) put(d digest.Digest, size int64) {
 	m.mu.Unlock()
 }
 
-func (m *memStore) Open(_ context.Context, d digest.Digest) (store.Reader, error) {
+func (m *memStore) OpenWritten(_ context.Context, d digest.Digest) (store.Reader, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	size, ok := m.blobs[d]
