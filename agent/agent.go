@@ -392,7 +392,7 @@ func (a *Agent) upstreamFiller(repo registryshim.Repo, dgst digest.Digest) store
 }
 
 func (a *Agent) fetchRange(ctx context.Context, repo registryshim.Repo, dgst digest.Digest, w store.Writer, m store.Range) error {
-	body, err := a.up.Blob(ctx, repo.Registry, repo.Name, dgst, m.Off)
+	body, err := a.up.BlobRange(ctx, repo.Registry, repo.Name, dgst, m.Off, m.Len)
 	if err != nil {
 		return err
 	}

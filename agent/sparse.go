@@ -54,7 +54,7 @@ func (a *Agent) checkedUpstream(repo registryshim.Repo, dgst digest.Digest) swar
 				return ociError(fmt.Errorf("%w: piece %d of %s has no known hash yet", upstream.ErrUnavailable, n, dgst))
 			}
 			off, length := info.Span(n)
-			body, err := a.up.Blob(ctx, repo.Registry, repo.Name, dgst, off)
+			body, err := a.up.BlobRange(ctx, repo.Registry, repo.Name, dgst, off, length)
 			if err != nil {
 				return ociError(err)
 			}

@@ -162,6 +162,16 @@ func (c *Client) blobSize(ctx context.Context, u *upstream, repo string, dgst di
 // silent for Timeout. Its bytes are not verified here: a stream from an
 // offset cannot be, and the store verifies whole blobs.
 func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
+	return c.BlobRange(ctx, registry, repo, dgst, offset, -1)
+}
+
+// BlobRange is Blob for the length bytes from offset (to the end if length
+// is negative). The Range it sends is bounded, so an upstream that honours
+// it sends no byte past the range: a reader that stops at the range's end
+// and closes an open-ended answer leaves the upstream's bytes in flight
+// behind it on a fast link. An upstream that ignores Range may still send
+// more; the reader then hands over bytes past the range too.
+func (c *Client) BlobRange(ctx context.Context, registry, repo string, dgst digest.Digest, offset, length int64) (io.ReadCloser, error) {
 	u, repo, err := c.resolve(registry, repo)
 	if err != nil {
 		return nil, err
@@ -173,9 +183,13 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 		return nil, fmt.Errorf("upstream %s: negative offset %d: %w", u.key, offset, ErrRangeNotSatisfiable)
 	}
 	var rng string
-	if offset > 0 {
+	switch {
+	case length > 0:
+		rng = "bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10)
+	case offset > 0:
 		rng = "bytes=" + strconv.FormatInt(offset, 10) + "-"
 	}
+	retried := false
 	for {
 		x, err := c.do(ctx, u, repo, kindBlob, http.MethodGet, "blobs/"+string(dgst), nil, rng,
 			http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable)
@@ -194,10 +208,16 @@ func (c *Client) Blob(ctx context.Context, registry, repo string, dgst digest.Di
 			case offset == size:
 				// Reading from the very end is an empty read, not an error.
 				return io.NopCloser(strings.NewReader("")), nil
-			case offset < size && strings.HasSuffix(rng, "-"):
+			case offset < size && !retried:
 				// Some registries (go-containerregistry's among them) refuse
-				// an open-ended range; ask again with the end spelled out.
-				rng += strconv.FormatInt(size-1, 10)
+				// an open-ended range, or one that ends past the blob; ask
+				// again with the end spelled out.
+				end := size
+				if length > 0 {
+					end = min(end, offset+length)
+				}
+				rng = "bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(end-1, 10)
+				retried = true
 				continue
 			}
 			return nil, x.wrap(fmt.Errorf("offset %d of a %d-byte blob: %w", offset, size, ErrRangeNotSatisfiable))

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -89,6 +94,63 @@ func TestBlob(t *testing.T) {
 				t.Errorf("Blob(offset past end) = %v, want ErrRangeInvalid", err)
 			}
 		})
+	}
+}
+
+// BlobRange asks for its range only, with the end spelled out, so the
+// upstream sends no byte past it; a range past the blob's end gets its
+// tail; an upstream that ignores Range still gives the right bytes first.
+func TestBlobRange(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin()
+	img := pushImage(t, origin, "app", 2)
+	size := int64(len(img.layer))
+	var mu sync.Mutex
+	var ranges []string
+	recording := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet {
+				mu.Lock()
+				ranges = append(ranges, r.Header.Get("Range"))
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+	}{
+		{"range", recording(origin)},
+		{"range ignored", stripRange(origin)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(t, testConfig(serve(t, tc.handler).URL))
+			for _, r := range []struct{ off, n int64 }{{0, 10}, {100, 1000}, {size - 5, 5}, {size - 5, 50}} {
+				rc, err := c.BlobRange(t.Context(), "", "app", img.layerDesc.Digest, r.off, r.n)
+				if err != nil {
+					t.Fatalf("BlobRange(%d, %d): %v", r.off, r.n, err)
+				}
+				got, err := io.ReadAll(io.LimitReader(rc, r.n))
+				rc.Close()
+				if want := img.layer[r.off:min(size, r.off+r.n)]; err != nil || !bytes.Equal(got, want) {
+					t.Errorf("BlobRange(%d, %d): %d bytes, %v; want %d bytes of the blob", r.off, r.n, len(got), err, len(want))
+				}
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The last range ends past the blob: an upstream may answer 416 and be
+	// asked again with the blob's end.
+	want := []string{"bytes=0-9", "bytes=100-1099", fmt.Sprintf("bytes=%d-%d", size-5, size-1)}
+	if len(ranges) < len(want) || !slices.Equal(ranges[:len(want)], want) {
+		t.Errorf("Ranges sent %q, want %q first", ranges, want)
+	}
+	for _, r := range ranges {
+		if strings.HasSuffix(r, "-") {
+			t.Errorf("open-ended Range %q sent", r)
+		}
 	}
 }
 
