@@ -40,6 +40,10 @@ type Peer struct {
 	Seeder   bool     `json:"seeder"`
 	Complete bool     `json:"complete"` // holds the whole blob
 	Have     int      `json:"have"`     // pieces held
+	// Zone is the agent's topology label (a rack, an availability zone):
+	// the handout prefers peers of the asker's zone. Optional; see
+	// ValidateZone.
+	Zone string `json:"zone,omitempty"`
 }
 
 // BlobState is what an agent holds of one blob.
@@ -87,6 +91,7 @@ type wireIdent struct {
 	ID     string   `json:"id"`
 	Addrs  []string `json:"addrs"`
 	Seeder bool     `json:"seeder"`
+	Zone   string   `json:"zone,omitempty"`
 }
 
 // AnnounceResponse is the answer to POST /v1/announce.
@@ -111,7 +116,7 @@ type PeersResponse struct {
 
 func (a Announce) wire() wireAnnounce {
 	return wireAnnounce{
-		Peer:  wireIdent{ID: a.Peer.ID, Addrs: a.Peer.Addrs, Seeder: a.Peer.Seeder},
+		Peer:  wireIdent{ID: a.Peer.ID, Addrs: a.Peer.Addrs, Seeder: a.Peer.Seeder, Zone: a.Peer.Zone},
 		Blobs: a.Blobs,
 	}
 }
@@ -123,14 +128,17 @@ func DecodeAnnounce(r io.Reader) (Announce, error) {
 	if err := decodeStrict(r, MaxRequestBody, &w); err != nil {
 		return Announce{}, err
 	}
-	a := Announce{Peer: Peer{ID: w.Peer.ID, Addrs: w.Peer.Addrs, Seeder: w.Peer.Seeder}, Blobs: w.Blobs}
+	a := Announce{Peer: Peer{ID: w.Peer.ID, Addrs: w.Peer.Addrs, Seeder: w.Peer.Seeder, Zone: w.Peer.Zone}, Blobs: w.Blobs}
 	return a, a.Validate()
 }
 
-// Validate checks an announce as the server does: a valid peer, at most
-// 8192 blobs, each with a sha256 digest and a piece count in range.
+// Validate checks an announce as the server does: a valid peer and zone,
+// at most 8192 blobs, each with a sha256 digest and a piece count in range.
 func (a Announce) Validate() error {
 	if err := validIdent(a.Peer.ID, a.Peer.Addrs); err != nil {
+		return err
+	}
+	if err := ValidateZone(a.Peer.Zone); err != nil {
 		return err
 	}
 	if len(a.Blobs) > MaxAnnounceBlobs {
@@ -201,6 +209,24 @@ func (p *Peer) validate() error {
 	}
 	if p.Have < 0 || p.Have > piece.MaxPieces {
 		return fmt.Errorf("%w: peer %s: have %d", ErrInvalid, p.ID, p.Have)
+	}
+	return ValidateZone(p.Zone)
+}
+
+// MaxZoneLen bounds a zone label.
+const MaxZoneLen = 63
+
+// ValidateZone accepts a zone label: empty (no zone), or 1 to 63 of
+// a-z, 0-9, '.', '_' and '-' (a Kubernetes topology value lower-cased
+// fits).
+func ValidateZone(z string) error {
+	if len(z) > MaxZoneLen {
+		return fmt.Errorf("%w: zone %q: longer than %d bytes", ErrInvalid, truncate(z), MaxZoneLen)
+	}
+	for i := range len(z) {
+		if c := z[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: zone %q: only a-z, 0-9, '.', '_' and '-'", ErrInvalid, truncate(z))
+		}
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ type announced struct {
 	seen    time.Time
 	sum     [32]byte   // sha256 of the announce's body; zero in process
 	holds   []*holding // what the announce recorded, for touch
+	zone    string     // the peer's zone, for its handouts (zone.go)
 }
 
 type holding struct {
@@ -50,6 +51,7 @@ type ident struct {
 	id     string
 	addrs  []string
 	seeder bool
+	zone   string
 }
 
 func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) *swarm {
@@ -62,7 +64,7 @@ func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) 
 // interval to tell its peer, paced by the peers listed. sum is the hash of
 // its body, for touch.
 func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.Duration {
-	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder}
+	who := &ident{id: a.Peer.ID, addrs: a.Peer.Addrs, seeder: a.Peer.Seeder, zone: a.Peer.Zone}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	added := -s.withdraw(a, now)
@@ -81,7 +83,7 @@ func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.D
 		holds = append(holds, h)
 	}
 	p := s.peers[a.Peer.ID]
-	p.sum, p.holds = sum, holds
+	p.sum, p.holds, p.zone = sum, holds, a.Peer.Zone
 	s.onPairs(added - s.sweep(now))
 	return s.interval
 }
@@ -198,11 +200,17 @@ func (s *swarm) expire(d digest.Digest, now time.Time) int {
 
 // handout returns at most max live holders of d other than self: complete
 // peers and seeders first, then the others, each group in random order so
-// that askers spread their load instead of all hitting the same peers.
+// that askers spread their load instead of all hitting the same peers. To
+// a peer that announced a zone, the peers of its zone come first, with a
+// few of other zones (zonedHandout).
 func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []tracker.Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onPairs(-s.expire(d, now))
+	zone := ""
+	if p := s.peers[self]; p != nil {
+		zone = p.zone
+	}
 	var first, rest []*holding
 	for id, h := range s.blobs[d] {
 		switch {
@@ -223,14 +231,27 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 			slices.SortFunc(g, func(a, b *holding) int { return strings.Compare(a.peer.id, b.peer.id) })
 		}
 	}
+	if zone != "" {
+		return zonedHandout(zone, first, rest, out, max, draw)
+	}
 	for _, group := range [][]*holding{first, rest} {
 		// A partial Fisher-Yates shuffle: only the picked ones are drawn.
 		for i := 0; i < len(group) && len(out) < max; i++ {
 			j := i + draw(len(group)-i)
 			group[i], group[j] = group[j], group[i]
-			h := group[i]
-			out = append(out, tracker.Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have})
+			out = append(out, group[i].handed(false))
 		}
 	}
 	return out
+}
+
+// handed is h as a handout names it, with its zone or without (to a peer
+// that announced none: an agent of a version before zones rejects the
+// field).
+func (h *holding) handed(zone bool) tracker.Peer {
+	p := tracker.Peer{ID: h.peer.id, Addrs: h.peer.addrs, Seeder: h.peer.seeder, Complete: h.complete, Have: h.have}
+	if zone {
+		p.Zone = h.peer.zone
+	}
+	return p
 }
