@@ -43,6 +43,7 @@ type Sim struct {
 	crossBytes  atomic.Int64 // bytes between hosts of different zones (or none)
 	zoneUp      []int        // resources, by zone
 	zoneDown    []int
+	w           watches
 
 	mu       sync.Mutex
 	churned  map[int]bool
@@ -90,6 +91,7 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		cfg: cfg, q: q, net: newNetwork(q, cfg.Quantum),
 		byID: make(map[peer.ID]*node), layerOf: make(map[digest.Digest]int),
 		stopped: make(chan struct{}), start: time.Now(), churned: make(map[int]bool), allDone: make(chan struct{}),
+		w: watches{dirty: make(map[[2]int]bool), batches: make(map[batchKey]*haveBatch)},
 	}
 	s.originUp = s.net.resource(cfg.OriginUp)
 	for range cfg.Zones {
@@ -144,7 +146,7 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		} else if slow[i] {
 			up, down = up*cfg.SlowScale, down*cfg.SlowScale
 		}
-		n := &node{sim: s, id: i, pid: pid, conns: make(map[int]bool), st: &memStore{blobs: make(map[digest.Digest]int64), ingesting: make(map[digest.Digest]int64)}}
+		n := &node{sim: s, id: i, pid: pid, conns: make(map[int]bool), subs: make([][]*sub, cfg.Layers), st: &memStore{blobs: make(map[digest.Digest]int64), ingesting: make(map[digest.Digest]int64)}}
 		n.lat = cfg.LatMin + time.Duration(rng.Int64N(int64(cfg.LatMax-cfg.LatMin)+1))
 		n.up, n.down = s.net.resource(up), s.net.resource(down)
 		n.zone = -1
@@ -152,6 +154,9 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 			n.zone = (i - 1) % cfg.Zones
 		}
 		n.self = tracker.Peer{ID: pid.String(), Addrs: []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)}}
+		if n.zone >= 0 {
+			n.self.Zone = fmt.Sprintf("z%d", n.zone) // announced, and preferred by its sessions
+		}
 		n.ctx, n.cancel = context.WithCancel(context.Background())
 		opts = append(opts, swarm.WithClock(clock.New()), swarm.WithSeed(cfg.Seed), swarm.WithBuffers(s.buf))
 		var tr swarm.Tracker = trackerLink{n}
@@ -216,7 +221,7 @@ func (s *Sim) pull(n *node) {
 			info, err := n.sw.MetaInfo(n.ctx, l.src)
 			if err == nil {
 				n.st.ingest(l.src.Digest, l.size)
-				w := newWriter(l.size, l.psize)
+				w := newWriter(l.size, l.psize, func() { s.touched(n, s.layerOf[l.src.Digest]) })
 				fallback := func(ctx context.Context, w store.Writer) error { return s.fromOrigin(ctx, n, l, w, func(int) {}) }
 				err = n.sw.Filler(l.src, info, fallback)(n.ctx, w)
 			}
@@ -231,6 +236,7 @@ func (s *Sim) layerDone(n *node, l *layer, err error) {
 	if err == nil {
 		n.st.put(l.src.Digest, l.size)
 		n.sw.Changed(l.src.Digest, store.Committed)
+		s.touched(n, s.layerOf[l.src.Digest])
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -281,6 +287,7 @@ loop:
 			break loop
 		default:
 		}
+		s.drain()
 		s.net.settle()
 		select {
 		case <-s.q.wake:
