@@ -70,12 +70,17 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 		}
 	}
 	ss.pickFrom(seeders, now, bg, ss.pick.PickOnlyThere)
-	// Then anything from agents. A seeder is asked for pieces agents also
-	// hold only by a session that would otherwise have nothing in flight:
-	// its link is the swarm's narrowest, and every byte it sends twice
-	// delays a new piece, but a session must not sit idle while the agents
-	// holding what it lacks are busy.
-	ss.pickFrom(order[:agents], now, bg, ss.pick.Pick)
+	// Then anything from agents: of this node's zone first, then of
+	// others what none of its zone holds (zone.go; without a zone every
+	// agent is of its zone). A seeder is asked for pieces agents also hold
+	// only by a session that would otherwise have nothing in flight: its
+	// link is the swarm's narrowest, and every byte it sends twice delays
+	// a new piece, but a session must not sit idle while the agents
+	// holding what it lacks are busy. Nor, for as long, while those of its
+	// zone are: then it asks agents of other zones for anything first.
+	local := ss.byZone(order[:agents])
+	ss.pickFrom(order[:local], now, bg, ss.pick.Pick)
+	ss.pickAcross(order[local:agents], order[:local], now, bg)
 	switch {
 	case len(ss.flight) > 0:
 		ss.idleSince = time.Time{}
@@ -83,6 +88,7 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 		ss.idleSince = now
 	}
 	if len(ss.flight) == 0 && now.Sub(ss.idleSince) >= seederFallback {
+		ss.pickFrom(order[local:agents], now, bg, ss.pick.Pick)
 		ss.pickFrom(seeders, now, bg, ss.pick.Pick)
 	}
 }

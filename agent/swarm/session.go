@@ -175,6 +175,7 @@ type session struct {
 	// pending are pieces an earlier run wrote whose CID is not known yet:
 	// held for the picker, not announced or served until verified.
 	pending map[int]bool
+	zone    zoneState // same-zone preference (zone.go)
 }
 
 type remote struct {
@@ -351,6 +352,7 @@ func (ss *session) handle(ev event, bg *sync.WaitGroup) error {
 			return err
 		}
 	case ev.peers != nil:
+		ss.zone.learn(ss, ev.peers)
 		ss.meet(ev.peers, bg)
 	case ev.fetch:
 		return ss.fetched(ev)

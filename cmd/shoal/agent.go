@@ -94,6 +94,7 @@ type agentFlags struct {
 	AllowPush    bool          `mapstructure:"allow-push"`
 	PushAskCreds bool          `mapstructure:"push-ask-credentials"`
 	OpsListen    string        `mapstructure:"metrics-listen"`
+	Zone         string        `mapstructure:"zone"`
 }
 
 func newAgentCmd() *cobra.Command {
@@ -113,6 +114,7 @@ func newAgentCmd() *cobra.Command {
 	fs.Duration("auth-ttl", agent.DefaultConfig().AuthTTL, "how long the upstream's confirmation that a repository holds a manifest or blob is trusted before asking again")
 	fs.StringSlice("credentials", nil, "whose credentials authorise pulls: MODE for every registry, or HOST=MODE (repeatable); MODE is node (the agent's, from --docker-config), requester (each client's own: tenant isolation) or auto (node where the agent has credentials, requester elsewhere)")
 	fs.Bool("allow-push", false, "accept pushes and stream them to the origin with the pusher's credentials (or the node's); pushed blobs enter the store and the swarm")
+	fs.String("zone", "", "this node's zone (its rack or availability zone; a-z, 0-9, '.', '_', '-'): peers of the same zone are preferred and each piece crosses into the zone about once (empty: no zone)")
 	fs.Bool("push-ask-credentials", true, "with --allow-push, /v2/ asks clients for credentials so pushers offer theirs (the Docker daemon then needs a login to pull through the agent)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var f agentFlags
@@ -226,6 +228,10 @@ func (f agentFlags) config() (nodeConfig, error) {
 	}
 	cfg.Agent.TagTTL = f.TagTTL
 	cfg.Agent.AuthTTL = f.AuthTTL
+	if tracker.ValidateZone(f.Zone) != nil {
+		return cfg, fmt.Errorf("zone %q: want at most %d of a-z, 0-9, '.', '_' and '-'", f.Zone, tracker.MaxZoneLen)
+	}
+	cfg.Zone = f.Zone
 	if err := applyCredentialModes(&cfg.Upstream, f.Credentials); err != nil {
 		return cfg, err
 	}

@@ -46,6 +46,7 @@ max-in-flight: 6
 max-uploads: 3
 upload-queue: 1s
 registry: [a.example=https://127.0.0.1:1, b.example]
+zone: rack-1.file
 `)
 	for _, tc := range []struct {
 		name string
@@ -61,6 +62,7 @@ registry: [a.example=https://127.0.0.1:1, b.example]
 				c.P2P.MaxUploads, 8,
 				c.Agent.TagTTL, 5*time.Second,
 				c.Agent.AuthTTL, 10*time.Minute,
+				c.Zone, "",
 				c.DataDir, "/d")
 		}},
 		{"file", nil, []string{"--config", file}, func(c nodeConfig) []string {
@@ -71,19 +73,22 @@ registry: [a.example=https://127.0.0.1:1, b.example]
 				c.P2P.MaxUploads, 3,
 				c.P2P.UploadQueue, time.Second,
 				len(c.Upstream.Registries), 2,
+				c.Zone, "rack-1.file",
 				c.Swarm.PeersRefresh, 2*time.Second)
 		}},
-		{"env over file", map[string]string{"SHOAL_STALL_TIMEOUT": "40s", "SHOAL_PER_PEER_IN_FLIGHT": "3"}, []string{"--config", file},
+		{"env over file", map[string]string{"SHOAL_STALL_TIMEOUT": "40s", "SHOAL_PER_PEER_IN_FLIGHT": "3", "SHOAL_ZONE": "eu-west-1a"}, []string{"--config", file},
 			func(c nodeConfig) []string {
 				return mismatches(
 					c.Swarm.StallTimeout, 40*time.Second,
+					c.Zone, "eu-west-1a",
 					c.Swarm.PerPeer, 3,
 					c.Swarm.MaxInFlight, 6)
 			}},
-		{"flag over env", map[string]string{"SHOAL_STALL_TIMEOUT": "40s"}, []string{"--config", file, "--stall-timeout", "50s", "--peers-refresh", "1s"},
+		{"flag over env", map[string]string{"SHOAL_STALL_TIMEOUT": "40s", "SHOAL_ZONE": "eu-west-1a"}, []string{"--config", file, "--stall-timeout", "50s", "--peers-refresh", "1s", "--zone", "rack_7"},
 			func(c nodeConfig) []string {
 				return mismatches(
 					c.Swarm.StallTimeout, 50*time.Second,
+					c.Zone, "rack_7",
 					c.Swarm.PeersRefresh, time.Second,
 					c.Swarm.MaxInFlight, 6)
 			}},
@@ -129,6 +134,9 @@ func TestConfigRejects(t *testing.T) {
 		{"bad duration", "", nil, []string{"--stall-timeout", "soon"}, "stall-timeout"},
 		{"bad registry", "", nil, []string{"--registry", "=http://x"}, "registry"},
 		{"zero auth ttl", "", nil, []string{"--auth-ttl", "0s"}, "auth-ttl"},
+		{"zone with upper case", "", nil, []string{"--zone", "EU-West"}, "zone"},
+		{"zone with a slash", "zone: rack/1\n", nil, nil, "zone"},
+		{"zone too long", "", map[string]string{"SHOAL_ZONE": strings.Repeat("z", 64)}, nil, "zone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := tc.args

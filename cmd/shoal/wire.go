@@ -57,6 +57,7 @@ type nodeConfig struct {
 	// P2P.KeyFile when the host starts.
 	Identity crypto.PrivKey
 	Push     *agent.PushConfig // nil: pushes are refused
+	Zone     string            // the node's zone (--zone), in its Peer as the tracker hands it out
 }
 
 func defaultNodeConfig() nodeConfig {
@@ -225,7 +226,7 @@ func (n *node) joinSwarm(cfg nodeConfig, tr nodeTracker, seeder bool, log *slog.
 		return err
 	}
 	n.host = h
-	self := tracker.Peer{ID: h.ID().String()}
+	self := tracker.Peer{ID: h.ID().String(), Zone: cfg.Zone}
 	for _, ma := range h.Addrs() {
 		self.Addrs = append(self.Addrs, ma.String())
 	}
