@@ -132,6 +132,7 @@ var valueSets = map[string]map[string]any{
 			"store":        map[string]any{"capacity": "100Gi", "hostPath": "/data/shoal"},
 			"uploadRate":   125000000,
 			"downloadRate": 250000000,
+			"zone":         "eu-west-1a",
 			"resources":    map[string]any{"requests": map[string]any{"cpu": "200m", "memory": "256Mi"}, "limits": map[string]any{"memory": "2Gi"}},
 		},
 		"image":            map[string]any{"digest": "sha256:" + strings.Repeat("0", 64)},
