@@ -380,11 +380,29 @@ func (a *Agent) swarmInfo(ctx context.Context, repo registryshim.Repo, dgst dige
 // stopped. Its error reaches the shim through the store's readers, so it
 // carries the OCI error.
 func (a *Agent) upstreamFiller(repo registryshim.Repo, dgst digest.Digest) store.Filler {
+	return a.rangeFiller(repo, dgst, 0, nil)
+}
+
+// rangeFiller is upstreamFiller with requests of at most chunk bytes (0:
+// a missing range each), each asked for once pace returns (if not nil).
+func (a *Agent) rangeFiller(repo registryshim.Repo, dgst digest.Digest, chunk int64, pace func(context.Context, digest.Digest) error) store.Filler {
 	return func(ctx context.Context, w store.Writer) error {
 		for _, m := range w.Missing() {
-			if err := a.fetchRange(ctx, repo, dgst, w, m); err != nil {
-				a.log.Warn("upstream blob fetch failed", "digest", dgst, "offset", m.Off, "err", err)
-				return ociError(err)
+			step := m.Len
+			if chunk > 0 {
+				step = chunk
+			}
+			for off := m.Off; off < m.Off+m.Len; off += step {
+				if pace != nil {
+					if err := pace(ctx, dgst); err != nil {
+						return err
+					}
+				}
+				r := store.Range{Off: off, Len: min(step, m.Off+m.Len-off)}
+				if err := a.fetchRange(ctx, repo, dgst, w, r); err != nil {
+					a.log.Warn("upstream blob fetch failed", "digest", dgst, "offset", r.Off, "err", err)
+					return ociError(err)
+				}
 			}
 		}
 		return nil

@@ -25,7 +25,7 @@ import (
 // is discarded, and the digest is seeded from the origin from then on
 // (distrust), so a lying holder costs one download, not the swarm.
 func (a *Agent) seedFiller(ctx context.Context, repo registryshim.Repo, src tracker.Source, size int64) store.Filler {
-	origin := a.upstreamFiller(repo, src.Digest)
+	origin := a.pacedUpstream(repo, src.Digest)
 	if a.swarm == nil || a.distrust.has(src.Digest) || !src.Digest.Algorithm().Available() {
 		return origin
 	}

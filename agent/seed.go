@@ -7,7 +7,9 @@ import (
 	"io"
 
 	"github.com/ipfs/go-cid"
+	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/agent/store"
 	"github.com/shoal-dev/shoal/agent/upstream"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/registryshim"
@@ -51,6 +53,18 @@ func (a *Agent) Seed(ctx context.Context, src tracker.Source, progress func(*pie
 	}
 	return h.Close()
 }
+
+// pacedUpstream is the seeder's origin filler: the ranges the store is
+// missing, seedChunk bytes to a Range request, each asked for once the
+// swarm lets the seeder fetch further ahead of its uploads (Swarm.Pace).
+// Waiting between requests, not inside one, keeps the upstream's silence
+// timeout out of it.
+func (a *Agent) pacedUpstream(repo registryshim.Repo, dgst digest.Digest) store.Filler {
+	return a.rangeFiller(repo, dgst, seedChunk, a.swarm.Pace)
+}
+
+// seedChunk is how much of a blob the seeder asks the origin for at once.
+const seedChunk = 4 << 20
 
 // seedError sorts a failure into what the tracker tells agents: the origin
 // does not have the blob, or it could not be reached.

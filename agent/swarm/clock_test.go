@@ -370,3 +370,66 @@ func TestFullDiskEndsTheDownload(t *testing.T) {
 		t.Errorf("peers were asked %d times, want once", n)
 	}
 }
+
+// The seeder pauses its origin fetch while seedAhead pieces it holds went
+// to nobody and agents ask for the blob; an upload of one of them, or a
+// second of silence, lets it go on. A blob nobody asks for is not paced.
+func TestSeederPaces(t *testing.T) {
+	t.Parallel()
+	const pieces = seedAhead + 4
+	r := newRig(t, pieces, nil, nil, func(c *Config) { c.SeedCopies, c.SeedRelax = 1, time.Second })
+	r.s.seed = true
+	ctx := t.Context()
+	d := r.st.ingest(r.data)
+	for n := range seedAhead + 2 {
+		r.s.MarkPiece(d, int64(len(r.data)), testPiece, n)
+	}
+	if err := r.s.Pace(ctx, d); err != nil {
+		t.Fatalf("a blob nobody asked for: %v", err)
+	}
+	get := func(n int) {
+		t.Helper()
+		rc, _, err := r.s.Piece(ctx, d, n)
+		if err != nil {
+			t.Fatalf("piece %d: %v", n, err)
+		}
+		rc.Close()
+	}
+	paced := func() <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- r.s.Pace(ctx, d) }()
+		return done
+	}
+	returned := func(done <-chan error) bool {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Pace: %v", err)
+			}
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	}
+	get(0) // seedAhead+1 unsent, asked now
+	done := paced()
+	if returned(done) {
+		t.Fatal("Pace returned with more than seedAhead pieces unsent while agents ask")
+	}
+	get(1) // seedAhead unsent: still paused
+	if returned(done) {
+		t.Fatal("Pace returned with seedAhead pieces unsent")
+	}
+	get(2)
+	if !returned(done) {
+		t.Fatal("Pace still waits after an upload left fewer than seedAhead unsent")
+	}
+	r.s.MarkPiece(d, int64(len(r.data)), testPiece, seedAhead+2)
+	done = paced()
+	if returned(done) {
+		t.Fatal("Pace returned with seedAhead pieces unsent")
+	}
+	if !r.advanceUntil(100*time.Millisecond, 20, func() bool { return returned(done) }) {
+		t.Fatal("Pace still waits a second after the last request")
+	}
+}

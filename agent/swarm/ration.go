@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -27,10 +28,15 @@ type ration struct {
 	held    []bool      // pieces the seeder holds (MarkPiece)
 	unsent  int         // pieces held that no upload started yet
 	last    time.Time   // the latest first end
+	asked   time.Time   // the latest request for any piece
+	// undelivered counts the pieces held whose first upload has not
+	// ended; delivered is closed when it falls, then replaced.
+	undelivered int
+	delivered   chan struct{}
 }
 
 func newRation(pieces int) *ration {
-	return &ration{uploads: make([]uint8, pieces), doneAt: make([]time.Time, pieces), held: make([]bool, pieces), left: pieces}
+	return &ration{uploads: make([]uint8, pieces), doneAt: make([]time.Time, pieces), held: make([]bool, pieces), left: pieces, delivered: make(chan struct{})}
 }
 
 // ok decides whether the seeder uploads piece n once more, and counts it.
@@ -40,6 +46,7 @@ func (r *ration) ok(n int, cfg Config, now time.Time) bool {
 	if cfg.SeedCopies == 0 || n < 0 || n >= len(r.uploads) {
 		return true
 	}
+	r.asked = now
 	// While a piece it holds has gone to nobody, the seeder sends no
 	// second copy of another: its link is the only way in for that one.
 	if r.uploads[n] >= uint8(cfg.SeedCopies) && r.unsent > 0 {
@@ -65,6 +72,9 @@ func (r *ration) hold(n int) {
 		r.held[n] = true
 		if r.uploads[n] == 0 {
 			r.unsent++
+		}
+		if r.doneAt[n].IsZero() {
+			r.undelivered++
 		}
 	}
 }
@@ -110,6 +120,11 @@ func (r *ration) ended(n int, now time.Time) {
 		r.doneAt[n] = now
 		r.left--
 		r.last = now
+		if r.held[n] {
+			r.undelivered--
+			close(r.delivered)
+			r.delivered = make(chan struct{})
+		}
 	}
 }
 
@@ -133,3 +148,51 @@ func (s *Swarm) rationFor(dgst digest.Digest) *ration {
 	}
 	return r
 }
+
+// Pace holds back the seeder's origin fetch of dgst while seedAhead pieces
+// it holds have reached nobody yet (no upload of theirs ended) and agents
+// are asking for the blob (one asked within seedIdle): it returns once an
+// upload of one of them ends, the askers fall silent, or ctx ends. The seeder's link, not the origin's,
+// sets the pace at which new pieces enter the swarm; what it fetches
+// further ahead reaches no agent sooner, and is lost with the seeder if it
+// dies (the agents then fetch those pieces from the origin a second time).
+// A blob nobody asks for (a seed job, a preheat) is fetched at the
+// origin's pace.
+func (s *Swarm) Pace(ctx context.Context, dgst digest.Digest) error {
+	if !s.seed {
+		return nil
+	}
+	for {
+		r := s.rationFor(dgst)
+		if r == nil {
+			return nil
+		}
+		now := s.clock.Now()
+		r.mu.Lock()
+		ahead, asked, delivered := r.undelivered, r.asked, r.delivered
+		r.mu.Unlock()
+		quiet := asked.Add(seedIdle)
+		if ahead < seedAhead || !now.Before(quiet) {
+			return nil
+		}
+		t := s.clock.Timer(quiet.Sub(now))
+		select {
+		case <-delivered:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+const (
+	// seedAhead is how many pieces of a blob the seeder may hold that
+	// reached nobody before it pauses fetching it: enough to keep its
+	// link busy while the next ones arrive from the origin.
+	seedAhead = 8
+	// seedIdle is how long after the last request for a blob the seeder
+	// stops pacing its fetch to its uploads.
+	seedIdle = time.Second
+)

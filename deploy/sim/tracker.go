@@ -123,6 +123,11 @@ func (s *Sim) fromOrigin(ctx context.Context, n *node, l *layer, w store.Writer,
 		if w != nil && !missing(w, off, length) {
 			continue
 		}
+		if w == nil { // the seeder paces its fetch to its uploads, as the agent's seeder does
+			if err := n.sw.Pace(ctx, l.src.Digest); err != nil {
+				return err
+			}
+		}
 		res := []int{s.originUp, n.down}
 		if n.zone >= 0 {
 			res = []int{s.originUp, s.zoneDown[n.zone], n.down}
