@@ -257,7 +257,7 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	bg.Go(func() { ss.followMetaInfo(ctx, info) })
 	bg.Go(func() { ss.followPeers(ctx) })
 
-	stall := s.clock.Ticker(s.cfg.StallTimeout / 4)
+	stall := s.clock.Ticker(s.cfg.StallTimeout / 8)
 	defer stall.Stop()
 	// retry wakes the loop when a peer's backoff or a seeder's ration skip
 	// runs out while request slots are free: in a quiet swarm no event may
@@ -277,8 +277,8 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 			}
 		case <-retry.C:
 		case <-stall.C:
-			if s.clock.Since(ss.last) > s.cfg.StallTimeout+ss.standBy() {
-				return &stallError{msg: fmt.Sprintf("no progress for %s with %d peers", s.cfg.StallTimeout, len(ss.peers)), only: ss.lacking()}
+			if s.clock.Since(ss.last) > ss.stallAfter() {
+				return &stallError{msg: fmt.Sprintf("no progress for %s with %d peers", s.clock.Since(ss.last).Round(time.Second), len(ss.peers)), only: ss.lacking()}
 			}
 		}
 	}

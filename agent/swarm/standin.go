@@ -89,6 +89,30 @@ func (w *standIn) publish() {
 	}
 }
 
+// stallAfter is how long this session goes without progress before it
+// turns to the origin: the stall timeout and its standBy; a quarter of the
+// stall timeout (the standBy unchanged) while it follows no seeder (gone
+// with the tracker, or never handed out) and lacks pieces that no peer it
+// follows holds. Nobody is left to bring those in then, and every second
+// waited is a second of the rollout. The standBy keeps its length: the
+// first node's origin fetch has to land before the next one's starts.
+func (ss *session) stallAfter() time.Duration {
+	base := ss.s.cfg.StallTimeout
+	if !ss.followsSeeder() && len(ss.lacking()) > 0 {
+		base /= 4
+	}
+	return base + ss.standBy()
+}
+
+func (ss *session) followsSeeder() bool {
+	for _, r := range ss.peers {
+		if r.seeder {
+			return true
+		}
+	}
+	return false
+}
+
 // standBy is how much longer than the stall timeout this session waits
 // before it falls back to the origin: nothing for the first of the peers
 // it follows and itself, ranked by a hash of their IDs with the digest, a
