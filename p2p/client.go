@@ -190,33 +190,64 @@ func statusError(st wire.Status) error {
 	return fmt.Errorf("%w: %s", ErrRemote, st)
 }
 
-// Watch subscribes to p's pieces of dgst, a blob of pieces pieces. It returns
-// the pieces p holds now, then delivers each piece p announces later on the
-// channel, and when p says it holds the whole blob the pieces it left
-// unannounced; the channel is closed then, when the stream dies or when ctx
-// ends. Refusals wrap ErrUnknownBlob or ErrRemote.
-func (h *Host) Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error) {
+// Watcher hears one watch of a peer's pieces, in order and one call at a
+// time: Bits with the pieces the peer holds when the watch opens, Have
+// with each piece it announces later (each once), then Ended once when the
+// watch is over. A watcher may block, which holds up only its own watch.
+type Watcher interface {
+	Bits(bits *piece.Bitfield)
+	Have(n int)
+	Ended()
+}
+
+// Follow subscribes w to p's pieces of dgst, a blob of pieces pieces: it
+// calls w.Bits with the pieces p holds now before it returns nil, then,
+// from a goroutine of the stream's own, w.Have with each piece p announces
+// later, and when p says it holds the whole blob the pieces it left
+// unannounced; w.Ended follows when p is done, the stream dies or ctx ends.
+// On an error w hears nothing. Refusals wrap ErrUnknownBlob or ErrRemote.
+func (h *Host) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int, w Watcher) error {
 	frame, err := wire.Append(nil, wire.WatchRequest{Digest: dgst, Pieces: pieces})
 	if err != nil {
-		return nil, nil, fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
+		return fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
 	}
 	if !h.enter() {
-		return nil, nil, ErrClosed
+		return ErrClosed
 	}
-	bf, ch, err := h.watch(ctx, p, frame, pieces)
-	if err != nil {
+	if err := h.watch(ctx, p, frame, pieces, w); err != nil {
 		h.leave()
-		return nil, nil, fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
+		return fmt.Errorf("p2p: watch %s on %s: %w", dgst, p, err)
 	}
-	return bf, ch, nil
+	return nil
 }
+
+// Watch is Follow with the pieces p announces delivered on a channel,
+// closed when the watch ends.
+func (h *Host) Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error) {
+	c := &chanWatcher{ch: make(chan int, max(pieces, 0))}
+	if err := h.Follow(ctx, p, dgst, pieces, c); err != nil {
+		return nil, nil, err
+	}
+	return c.bits, c.ch, nil
+}
+
+// chanWatcher is Watch's Watcher. Its channel has room for every piece: a
+// watch announces each piece once.
+type chanWatcher struct {
+	bits *piece.Bitfield
+	ch   chan int
+}
+
+func (c *chanWatcher) Bits(bits *piece.Bitfield) { c.bits = bits }
+func (c *chanWatcher) Have(n int)                { c.ch <- n }
+func (c *chanWatcher) Ended()                    { close(c.ch) }
 
 // watch opens the subscription; on success the goroutine it starts inherits
 // the caller's enter.
-func (h *Host) watch(ctx context.Context, p peer.ID, frame []byte, pieces int) (_ *piece.Bitfield, _ <-chan int, err error) {
+func (h *Host) watch(ctx context.Context, p peer.ID, frame []byte, pieces int, w Watcher) (err error) {
 	s, err := h.host.NewStream(ctx, p, HaveProtocol)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer func() {
@@ -229,34 +260,34 @@ func (h *Host) watch(ctx context.Context, p peer.ID, frame []byte, pieces int) (
 		}
 	}()
 	if _, err := s.Write(frame); err != nil {
-		return nil, nil, err
+		return err
 	}
 	_ = s.SetReadDeadline(time.Now().Add(h.cfg.StallTimeout))
 	br := bufio.NewReader(s)
 	msg, err := expect[wire.Bitfield](wire.Read(br))
 	if err != nil {
-		return nil, nil, h.readError(s, err)
+		return h.readError(s, err)
 	}
 	if err := statusError(msg.Status); err != nil {
-		return nil, nil, err
+		return err
 	}
 	bf, err := piece.ParseBitfield(msg.Bits, pieces)
 	if err != nil {
-		return nil, nil, h.readError(s, fmt.Errorf("%w: %w", wire.ErrMalformed, err))
+		return h.readError(s, fmt.Errorf("%w: %w", wire.ErrMalformed, err))
 	}
 	seen, _ := piece.ParseBitfield(msg.Bits, pieces)
 	// Announcements may be far apart (the peer may itself be downloading);
 	// a dead peer is caught by yamux keepalives instead.
 	_ = s.SetReadDeadline(time.Time{})
-	ch := make(chan int, 64)
-	go h.follow(ctx, s, br, seen, ch, stop)
-	return bf, ch, nil
+	w.Bits(bf)
+	go h.follow(ctx, s, br, seen, w, stop)
+	return nil
 }
 
-// follow relays Have messages to ch until Done, an error or ctx's end.
-func (h *Host) follow(ctx context.Context, s network.Stream, br *bufio.Reader, seen *piece.Bitfield, ch chan<- int, stop func() bool) {
+// follow relays Have messages to w until Done, an error or ctx's end.
+func (h *Host) follow(ctx context.Context, s network.Stream, br *bufio.Reader, seen *piece.Bitfield, w Watcher, stop func() bool) {
 	defer h.leave()
-	defer close(ch)
+	defer w.Ended()
 	defer stop()
 	for {
 		m, err := wire.Read(br)
@@ -278,24 +309,17 @@ func (h *Host) follow(ctx context.Context, s network.Stream, br *bufio.Reader, s
 				continue
 			}
 			seen.Set(m.Index)
-			select {
-			case ch <- m.Index:
-			case <-ctx.Done():
-				s.Reset()
-				return
-			}
+			w.Have(m.Index) // once ctx ends, the reset stream fails the next read
 		case wire.Done:
 			s.Close()
 			// The peer holds the whole blob, also the pieces it did not
 			// announce because we had announced them to it.
 			for i := range seen.Len() {
-				if seen.Has(i) {
-					continue
-				}
-				select {
-				case ch <- i:
-				case <-ctx.Done():
+				if ctx.Err() != nil {
 					return
+				}
+				if !seen.Has(i) {
+					w.Have(i)
 				}
 			}
 			return

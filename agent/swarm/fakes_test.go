@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/agent/store"
+	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 )
@@ -218,7 +219,7 @@ type ask struct {
 
 func (s *scripted) Connect(context.Context, peer.AddrInfo) error { return nil }
 
-func (s *scripted) Watch(_ context.Context, p peer.ID, _ digest.Digest, count int) (*piece.Bitfield, <-chan int, error) {
+func (s *scripted) Follow(_ context.Context, p peer.ID, _ digest.Digest, count int, w p2p.Watcher) error {
 	if s.watched != nil {
 		s.watched(p)
 	}
@@ -226,9 +227,9 @@ func (s *scripted) Watch(_ context.Context, p peer.ID, _ digest.Digest, count in
 	for n := range count {
 		bits.Set(n)
 	}
-	ch := make(chan int)
-	close(ch) // a complete peer: Done at once
-	return bits, ch, nil
+	w.Bits(bits)
+	w.Ended() // a complete peer: Done at once
+	return nil
 }
 
 func (s *scripted) Fetch(ctx context.Context, p peer.ID, _ digest.Digest, n int, _ cid.Cid, buf []byte) ([]byte, error) {

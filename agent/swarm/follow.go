@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 )
@@ -131,39 +132,54 @@ func addrInfo(p tracker.Peer) (peer.AddrInfo, error) {
 	return ai, nil
 }
 
-// watch connects to a peer and relays what it holds to the loop.
+// watch connects to a peer and subscribes a watcher to what it holds. Its
+// goroutine ends once the watch is open: what the peer announces from then
+// on comes by the watcher's calls, without a goroutine per followed peer.
 func (ss *session) watch(ctx context.Context, r *remote, ai peer.AddrInfo) {
 	err := ss.s.tp.Connect(ctx, ai)
-	var bits *piece.Bitfield
-	var haves <-chan int
 	if err != nil && ctx.Err() == nil {
 		ss.s.pex.book.forget(ai.ID) // gone, or never there
 	}
 	if err == nil {
-		bits, haves, err = ss.s.tp.Watch(ctx, ai.ID, ss.src.Digest, ss.count)
+		err = ss.s.tp.Follow(ctx, ai.ID, ss.src.Digest, ss.count, &watcher{ss: ss, ctx: ctx, r: r, ai: ai})
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			ss.s.log.Debug("cannot follow peer", "peer", ai.ID, "digest", ss.src.Digest, "err", err)
 		}
 		ss.post(event{from: ai.ID, r: r, gone: true})
-		return
 	}
+}
+
+// watcher relays one following of a peer to the session's loop, as events
+// of r: its bitfield, each HAVE, the end of the watch.
+type watcher struct {
+	ss  *session
+	ctx context.Context // the following's: it outlives the watch of a complete peer
+	r   *remote
+	ai  peer.AddrInfo
+}
+
+var _ p2p.Watcher = (*watcher)(nil)
+
+func (w *watcher) Bits(bits *piece.Bitfield) {
+	ss, ai := w.ss, w.ai
 	// Peers that ask this node about the blob hear of ai while it is
-	// followed (until the session drops it or ends: ctx is the following's,
-	// which outlives the watch of a complete peer), and the book remembers
-	// it for later downloads.
+	// followed (until the session drops it or ends), and the book
+	// remembers it for later downloads.
 	ss.b.follow(ai)
-	context.AfterFunc(ctx, func() { ss.b.unfollow(ai.ID) })
+	context.AfterFunc(w.ctx, func() { ss.b.unfollow(ai.ID) })
 	ss.s.remember(ai, ss.src.Digest, true, ss.s.clock.Now())
 	ss.b.heard(ai.ID, bits, -1)
-	ss.post(event{from: ai.ID, r: r, bits: bits})
-	for n := range haves {
-		ss.b.heard(ai.ID, nil, n)
-		ss.post(event{from: ai.ID, r: r, have: n})
-	}
-	ss.post(event{from: ai.ID, r: r, ended: true})
+	ss.post(event{from: ai.ID, r: w.r, bits: bits})
 }
+
+func (w *watcher) Have(n int) {
+	w.ss.b.heard(w.ai.ID, nil, n)
+	w.ss.post(event{from: w.ai.ID, r: w.r, have: n})
+}
+
+func (w *watcher) Ended() { w.ss.post(event{from: w.ai.ID, r: w.r, ended: true}) }
 
 // denseHandout is the handout size from which an unchanged handout makes
 // a session ask the tracker less often.

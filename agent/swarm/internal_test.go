@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/picker"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
@@ -76,8 +77,8 @@ type asked struct {
 
 func (a *asked) Connect(context.Context, peer.AddrInfo) error { return nil }
 
-func (a *asked) Watch(context.Context, peer.ID, digest.Digest, int) (*piece.Bitfield, <-chan int, error) {
-	return nil, nil, errors.New("not watched")
+func (a *asked) Follow(context.Context, peer.ID, digest.Digest, int, p2p.Watcher) error {
+	return errors.New("not watched")
 }
 
 func (a *asked) Fetch(ctx context.Context, p peer.ID, _ digest.Digest, n int, _ cid.Cid, _ []byte) ([]byte, error) {

@@ -165,16 +165,16 @@ func (m *mesh) Connect(_ context.Context, ai peer.AddrInfo) error {
 	return err
 }
 
-func (m *mesh) Watch(ctx context.Context, p peer.ID, d digest.Digest, count int) (*piece.Bitfield, <-chan int, error) {
+func (m *mesh) Follow(ctx context.Context, p peer.ID, d digest.Digest, count int, w p2p.Watcher) error {
 	mp, err := m.peer(p)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	m.mu.Lock()
 	has, ok := mp.holds[d]
 	m.mu.Unlock()
 	if !ok {
-		return nil, nil, p2p.ErrUnknownBlob
+		return p2p.ErrUnknownBlob
 	}
 	bits := piece.NewBitfield(count)
 	for n := range count {
@@ -182,13 +182,13 @@ func (m *mesh) Watch(ctx context.Context, p peer.ID, d digest.Digest, count int)
 			bits.Set(n)
 		}
 	}
-	ch := make(chan int)
+	w.Bits(bits)
 	if bits.Full() {
-		close(ch)
+		w.Ended()
 	} else {
-		context.AfterFunc(ctx, func() { close(ch) }) // holds no more, ever
+		context.AfterFunc(ctx, w.Ended) // holds no more, ever
 	}
-	return bits, ch, nil
+	return nil
 }
 
 func (m *mesh) Fetch(_ context.Context, p peer.ID, d digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error) {

@@ -35,7 +35,10 @@ type Tracker interface {
 type Transport interface {
 	Connect(ctx context.Context, ai peer.AddrInfo) error
 	Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n int, want cid.Cid, buf []byte) ([]byte, error)
-	Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error)
+	// Follow subscribes w to p's pieces of dgst (see p2p.Host.Follow): w
+	// hears the pieces p holds before Follow returns nil, then each piece
+	// p announces and the end, without a goroutine of the caller's.
+	Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int, w p2p.Watcher) error
 }
 
 // Store is what the swarm serves from and what it learns this node holds:

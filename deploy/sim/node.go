@@ -52,6 +52,7 @@ type node struct {
 	cancel context.CancelFunc
 	gone   atomic.Bool
 	sent   atomic.Int64 // bytes uploaded
+	subs   [][]*sub     // by layer: the watches of this node's pieces (watch.go); only the driver
 
 	mu     sync.Mutex
 	conns  map[int]bool
@@ -193,114 +194,6 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 	sim.q.after(lat, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
 }
 
-type watched struct {
-	bits  *piece.Bitfield
-	haves <-chan int
-	err   error
-}
-
-// Watch asks the peer's swarm (the real p2p.Source) for its bitfield and
-// relays the HAVEs it pushes, each a link's latency later.
-func (t transport) Watch(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int) (*piece.Bitfield, <-chan int, error) {
-	o, err := t.peerOf(p)
-	if err != nil {
-		return nil, nil, err
-	}
-	me, sim := t.n, t.n.sim
-	layer := sim.layerOf[dgst]
-	lat := me.link(o)
-	res := make(chan watched, 1)
-	sim.q.after(lat, key{kindArrive, o.id, me.id, layer, itemWatch}, func() {
-		var w watched
-		if o.gone.Load() {
-			w.err = errGone
-		} else {
-			rctx, stop := context.WithCancel(ctx)
-			context.AfterFunc(o.ctx, stop)
-			var ch <-chan int
-			w.bits, ch, w.err = o.sw.Watch(rctx, me.pid, dgst)
-			if w.err == nil && w.bits.Len() != pieces {
-				stop()
-				w.err = fmt.Errorf("sim: watch of %d pieces, peer has %d", pieces, w.bits.Len())
-			}
-			if w.err == nil {
-				out := &haves{ch: make(chan int, pieces+1)}
-				w.haves = out.ch
-				go relay(rctx, ctx, o, me, layer, ch, out)
-			} else {
-				stop()
-			}
-		}
-		sim.q.after(lat, key{kindReply, me.id, o.id, layer, itemWatch}, func() { res <- w })
-	})
-	select {
-	case w := <-res:
-		return w.bits, w.haves, w.err
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	case <-sim.stopped:
-		return nil, nil, errGone
-	}
-}
-
-// relay carries the HAVEs from's swarm pushes for to, and the end of the
-// watch, across the link.
-func relay(ctx, wctx context.Context, from, to *node, layer int, ch <-chan int, out *haves) {
-	sim := from.sim
-	lat := from.link(to)
-	end := func() { sim.q.after(lat, key{kindHave, to.id, from.id, layer, itemDone}, out.close) }
-	for {
-		select {
-		case n, ok := <-ch:
-			if ok {
-				sim.q.after(lat, key{kindHave, to.id, from.id, layer, n}, func() { out.send(n) })
-				continue
-			}
-		case <-ctx.Done():
-		case <-sim.stopped:
-			out.close()
-			return
-		}
-		// The watch ended: its channel closed (the blob is complete there,
-		// or gone) or its context ended (the peer left, or the watcher is
-		// done with it, whichever of the two the select saw first).
-		if wctx.Err() != nil {
-			out.close() // the watcher's own end: at once
-		} else {
-			end() // the peer's end crosses the link
-		}
-		return
-	}
-}
-
-// haves is the watcher's end of a watch: HAVEs still crossing the link
-// when the watcher closed it are dropped.
-type haves struct {
-	mu     sync.Mutex
-	ch     chan int
-	closed bool
-}
-
-func (h *haves) send(n int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.closed {
-		select {
-		case h.ch <- n:
-		default:
-		}
-	}
-}
-
-func (h *haves) close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.closed {
-		h.closed = true
-		close(h.ch)
-	}
-}
-
 // memStore is a node's content store: committed blobs, by size only.
 type memStore struct {
 	mu        sync.Mutex
@@ -398,10 +291,11 @@ type writer struct {
 	size    int64
 	psize   int64
 	written []bool
+	touch   func() // a write may add to the pieces the node announces (watch.go)
 }
 
-func newWriter(size, psize int64) *writer {
-	return &writer{size: size, psize: psize, written: make([]bool, piece.Count(size, psize))}
+func newWriter(size, psize int64, touch func()) *writer {
+	return &writer{size: size, psize: psize, written: make([]bool, piece.Count(size, psize)), touch: touch}
 }
 
 // WriteAt marks the pieces p covers whole (the swarm writes pieces, the
@@ -419,6 +313,7 @@ func (w *writer) WriteAt(p []byte, off int64) (int, error) {
 			w.written[n] = true
 		}
 	}
+	w.touch()
 	return len(p), nil
 }
 

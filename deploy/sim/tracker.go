@@ -69,7 +69,12 @@ func (t trackerLink) MetaInfo(ctx context.Context, src tracker.Source, have int)
 	if cerr := t.call(ctx, t.n.sim.layerOf[src.Digest], itemMeta, func(reply func(func())) {
 		go func() {
 			i0, err0 := t.n.sim.srv.MetaInfo(ctx, src, have)
-			reply(func() { info, err = i0, err0 })
+			reply(func() {
+				info, err = i0, err0
+				// Pieces written before their CIDs were known are
+				// announced once the metainfo that names them arrives.
+				t.n.sim.touched(t.n, t.n.sim.layerOf[src.Digest])
+			})
 		}()
 	}); cerr != nil {
 		return nil, cerr
@@ -98,6 +103,7 @@ func (sd seeder) Seed(ctx context.Context, src tracker.Source, progress func(*pi
 	if err := sim.fromOrigin(ctx, n, l, nil, func(p int) {
 		info.Pieces = append(info.Pieces, l.cids[p])
 		n.sw.MarkPiece(src.Digest, l.size, l.psize, p)
+		sim.touched(n, sim.layerOf[src.Digest])
 		snapshot := *info
 		snapshot.Pieces = append([]cid.Cid(nil), info.Pieces...)
 		progress(&snapshot)
@@ -106,6 +112,7 @@ func (sd seeder) Seed(ctx context.Context, src tracker.Source, progress func(*pi
 	}
 	n.st.put(src.Digest, l.size)
 	n.sw.Changed(src.Digest, store.Committed)
+	sim.touched(n, sim.layerOf[src.Digest])
 	return nil
 }
 

@@ -1,0 +1,229 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/piece"
+)
+
+// A watch, without a goroutine. The watched node's swarm (the real
+// p2p.Source) pushes the pieces it verifies into the watch's channel; the
+// driver empties the channels of the (node, layer) pairs whose pieces may
+// have changed since it last looked (a write, a commit, a watch's end:
+// touched), once the code is blocked, and carries what it found across
+// the links in batches: one event per (watcher, layer, instant) of
+// arrival, whose HAVEs reach the session in the order of their keys
+// (watched node, then piece), as separate events used to.
+
+// sub is one watch of from's pieces of a layer, for to's watcher w.
+type sub struct {
+	from, to *node
+	layer    int
+	ch       <-chan int      // from's swarm's channel of the pieces it verified
+	w        p2p.Watcher     // the watching session's
+	bits     *piece.Bitfield // from's pieces when the watch reached it, until w hears them
+	ctx      context.Context // the watcher's: once it ends, nothing more reaches w but the end
+	live     bool            // w heard the bitfield: it hears what follows
+	ended    bool            // w heard the end
+}
+
+// haveBatch is what reaches one watcher's layer at one instant.
+type haveBatch struct {
+	items []haveItem
+}
+
+type haveItem struct {
+	sub *sub
+	n   int // itemDone: the watch's end
+}
+
+type batchKey struct {
+	to, layer int
+	at        time.Time
+}
+
+// watches is the simulation's watch state: the dirty (node, layer) pairs
+// (any goroutine marks them) and the batches in flight (only the driver).
+type watches struct {
+	mu      sync.Mutex
+	dirty   map[[2]int]bool
+	batches map[batchKey]*haveBatch
+}
+
+// touched marks n's pieces of layer for the driver to look at.
+func (s *Sim) touched(n *node, layer int) {
+	s.w.mu.Lock()
+	s.w.dirty[[2]int{n.id, layer}] = true
+	s.w.mu.Unlock()
+}
+
+// Follow asks the peer's swarm for its bitfield a link's latency later;
+// the bitfield reaches the watcher another latency later, and from then on
+// what the peer's swarm pushes reaches it the same way (drain).
+func (t transport) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pieces int, w p2p.Watcher) error {
+	o, err := t.peerOf(p)
+	if err != nil {
+		return err
+	}
+	me, sim := t.n, t.n.sim
+	layer := sim.layerOf[dgst]
+	lat := me.link(o)
+	res := make(chan error, 1)
+	sim.q.after(lat, key{kindArrive, o.id, me.id, layer, itemWatch}, func() {
+		sb, err := o.subscribe(ctx, me, layer, dgst, pieces, w)
+		sim.q.after(lat, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
+			if err == nil && ctx.Err() == nil {
+				sb.live = true
+				w.Bits(sb.bits)
+				sb.bits = nil
+			}
+			res <- err
+		})
+	})
+	select {
+	case err := <-res:
+		if err == nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-sim.stopped:
+		return errGone
+	}
+}
+
+// subscribe opens a watch of n's pieces of layer for to, as the piece
+// server's watch handler does: the watch ends with the watcher's ctx or
+// when n leaves.
+func (n *node) subscribe(ctx context.Context, to *node, layer int, dgst digest.Digest, pieces int, w p2p.Watcher) (*sub, error) {
+	if n.gone.Load() {
+		return nil, errGone
+	}
+	sim := n.sim
+	rctx, stop := context.WithCancel(ctx)
+	unhook := context.AfterFunc(n.ctx, stop)
+	bits, ch, err := n.sw.Watch(rctx, to.pid, dgst)
+	if err == nil && bits.Len() != pieces {
+		err = fmt.Errorf("sim: watch of %d pieces, peer has %d", pieces, bits.Len())
+	}
+	if err != nil {
+		stop()
+		unhook()
+		return nil, err
+	}
+	sb := &sub{from: n, to: to, layer: layer, ch: ch, w: w, ctx: ctx, bits: bits}
+	n.subs[layer] = append(n.subs[layer], sb)
+	context.AfterFunc(rctx, func() {
+		unhook()
+		sim.touched(n, layer) // its channel is closed by now
+	})
+	sim.touched(n, layer) // a complete blob's channel is closed already
+	return sb, nil
+}
+
+// drain, called by the driver once the code is blocked, empties the
+// channels of the watches of every touched (node, layer), in the order of
+// the pairs, and sends what it found on its way: each HAVE a link's
+// latency later, a watch's end too (the peer's end crosses the link) or at
+// once (the watcher's own end).
+func (s *Sim) drain() {
+	s.w.mu.Lock()
+	if len(s.w.dirty) == 0 {
+		s.w.mu.Unlock()
+		return
+	}
+	pairs := make([][2]int, 0, len(s.w.dirty))
+	for p := range s.w.dirty {
+		pairs = append(pairs, p)
+	}
+	clear(s.w.dirty)
+	s.w.mu.Unlock()
+	slices.SortFunc(pairs, func(a, b [2]int) int {
+		if a[0] != b[0] {
+			return a[0] - b[0]
+		}
+		return a[1] - b[1]
+	})
+	now := time.Now()
+	for _, p := range pairs {
+		n := s.nodes[p[0]]
+		subs := n.subs[p[1]]
+		kept := subs[:0]
+		for _, sb := range subs {
+			lat := n.link(sb.to)
+			if open := s.poll(sb, now.Add(lat)); open {
+				kept = append(kept, sb)
+				continue
+			}
+			if sb.ctx.Err() != nil {
+				lat = 0
+			}
+			s.carry(sb, itemDone, now.Add(lat))
+		}
+		clear(subs[len(kept):])
+		n.subs[p[1]] = kept
+	}
+}
+
+// poll carries the pieces waiting in sb's channel to arrive at at; false
+// once the channel is closed.
+func (s *Sim) poll(sb *sub, at time.Time) bool {
+	for {
+		select {
+		case n, ok := <-sb.ch:
+			if !ok {
+				return false
+			}
+			s.carry(sb, n, at)
+		default:
+			return true
+		}
+	}
+}
+
+// carry adds a HAVE (or the end, itemDone) to the batch reaching sb's
+// watcher at at.
+func (s *Sim) carry(sb *sub, n int, at time.Time) {
+	k := batchKey{sb.to.id, sb.layer, at}
+	b := s.w.batches[k]
+	if b == nil {
+		b = &haveBatch{}
+		s.w.batches[k] = b
+		s.q.push(at, key{kindHave, sb.to.id, -1, sb.layer, 0}, func() { s.deliver(k, b) })
+	}
+	b.items = append(b.items, haveItem{sb, n})
+}
+
+// deliver hands a batch to its watcher, HAVE after HAVE in the order of
+// (watched node, piece), each watch's end after its HAVEs. HAVEs still
+// crossing the link when the watcher closed its end are dropped, as a
+// reset stream drops them.
+func (s *Sim) deliver(k batchKey, b *haveBatch) {
+	delete(s.w.batches, k)
+	slices.SortStableFunc(b.items, func(x, y haveItem) int {
+		if x.sub.from.id != y.sub.from.id {
+			return x.sub.from.id - y.sub.from.id
+		}
+		return x.n - y.n
+	})
+	for _, it := range b.items {
+		sb := it.sub
+		switch {
+		case !sb.live || sb.ended:
+		case it.n == itemDone:
+			sb.ended = true
+			sb.w.Ended()
+		case sb.ctx.Err() == nil:
+			sb.w.Have(it.n)
+		}
+	}
+}
