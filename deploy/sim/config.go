@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -30,6 +31,7 @@ type Config struct {
 	Seed      uint64
 	Quantum   time.Duration // network completion times are rounded up to this
 	Horizon   time.Duration // virtual time after which the run gives up
+	Progress  io.Writer     // if set, a line every million events: virtual time, events, agents done
 }
 
 // DefaultConfig is the homogeneous case at N = 20: 200 MiB in 5

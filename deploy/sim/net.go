@@ -24,6 +24,12 @@ type network struct {
 	dirty   bool
 	gen     uint64 // the completion event that is current
 	lock    chan struct{}
+	// fill's scratch, kept from one call to the next
+	rem     []float64
+	cnt     []int
+	hits    []int
+	heap    shares
+	touched []int
 }
 
 var errCancelled = errors.New("sim: transfer cancelled")
@@ -69,6 +75,9 @@ func (nw *network) add(k key, size int64, res ...int) *flow {
 	f.at = len(nw.flows)
 	nw.flows = append(nw.flows, f)
 	nw.dirty = true
+	// A goroutine its own timer woke (the seeder's paced origin fetch)
+	// adds flows while the driver sleeps: it must wake to set their rates.
+	nw.q.poke()
 	return f
 }
 
@@ -179,46 +188,55 @@ func (nw *network) complete(gen uint64) {
 // their share of the other resources they cross; and so on. The result
 // does not depend on the order of the flows.
 func (nw *network) fill() {
-	rem := make([]float64, len(nw.caps))
-	cnt := make([]int, len(nw.caps))
+	k := len(nw.caps)
+	if cap(nw.rem) < k {
+		nw.rem, nw.cnt, nw.hits = make([]float64, k), make([]int, k), make([]int, k)
+	}
+	rem, cnt, hits := nw.rem[:k], nw.cnt[:k], nw.hits[:k]
 	copy(rem, nw.caps)
+	h := nw.heap[:0]
 	for r, us := range nw.users {
 		cnt[r] = len(us)
+		if cnt[r] > 0 {
+			h = append(h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
+		}
 	}
 	for _, f := range nw.flows {
 		f.fixed, f.rate = false, 0
 	}
-	h := &shares{}
-	for r := range nw.caps {
-		if cnt[r] > 0 {
-			heap.Push(h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
-		}
-	}
-	touched := make(map[int]int)
+	heap.Init(&h)
+	touched := nw.touched[:0]
 	for h.Len() > 0 {
-		s := heap.Pop(h).(share)
+		s := heap.Pop(&h).(share)
 		if cnt[s.r] != s.cnt || cnt[s.r] == 0 {
 			continue // stale
 		}
 		v := max(s.v, 0)
-		clear(touched)
+		touched = touched[:0]
 		for _, f := range nw.users[s.r] {
 			if f.fixed {
 				continue
 			}
 			f.fixed, f.rate = true, v
 			for _, r := range f.res {
-				touched[r]++
+				if hits[r] == 0 {
+					touched = append(touched, r)
+				}
+				hits[r]++
 			}
 		}
-		for r, k := range touched {
-			rem[r] -= v * float64(k)
-			cnt[r] -= k
+		// Each resource's share is taken in one subtraction, whatever
+		// the order of its flows.
+		for _, r := range touched {
+			rem[r] -= v * float64(hits[r])
+			cnt[r] -= hits[r]
+			hits[r] = 0
 			if cnt[r] > 0 {
-				heap.Push(h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
+				heap.Push(&h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
 			}
 		}
 	}
+	nw.heap, nw.touched = h, touched
 }
 
 type share struct {

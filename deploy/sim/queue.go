@@ -93,6 +93,11 @@ func (q *queue) push(at time.Time, k key, fn func()) {
 	q.seq++
 	heap.Push(&q.q, &event{at: at, key: k, seq: q.seq, fn: fn})
 	q.mu.Unlock()
+	q.poke()
+}
+
+// poke wakes the driver if it sleeps.
+func (q *queue) poke() {
 	select {
 	case q.wake <- struct{}{}:
 	default:

@@ -301,6 +301,12 @@ loop:
 		e, ok := s.q.peek()
 		if ok && !e.at.After(now) {
 			s.q.pop().fn()
+			if s.cfg.Progress != nil && s.q.count%1_000_000 == 0 {
+				s.mu.Lock()
+				done := s.finished
+				s.mu.Unlock()
+				fmt.Fprintf(s.cfg.Progress, "sim: %.3fs virtual, %d events, %d agents done\n", now.Sub(s.start).Seconds(), s.q.count, done)
+			}
 			continue
 		}
 		until := horizon

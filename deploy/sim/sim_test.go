@@ -29,6 +29,7 @@ var (
 	simZones  = flag.Int("sim.zones", 0, "zones (0: none); agents round robin, the seeder in none")
 	simZoneUp = flag.Float64("sim.zone-up", 1000, "each zone's uplink, each way, MB/s")
 	simQuant  = flag.Duration("sim.quantum", 100*time.Microsecond, "network completion times rounded up to this")
+	simProg   = flag.Bool("sim.progress", false, "print a progress line to stderr every million events")
 )
 
 func flagConfig() Config {
@@ -38,6 +39,9 @@ func flagConfig() Config {
 	c.SlowFrac, c.LatMin, c.LatMax, c.Churn, c.Spread = *simSlow, *simLatMin, *simLatMax, *simChurn, *simSpread
 	c.Seed, c.Quantum = *simSeed, *simQuant
 	c.Zones, c.ZoneUp, c.ZoneDown = *simZones, *simZoneUp*MB, *simZoneUp*MB
+	if *simProg {
+		c.Progress = os.Stderr
+	}
 	return c
 }
 
