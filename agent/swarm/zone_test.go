@@ -21,7 +21,7 @@ import (
 // at once only the ones it ranks first for among the agents of its zone
 // it follows, the others once they have waited zoneWait (the first in
 // rank may be fetching them already). The seeder is asked for nothing
-// agents hold.
+// agents hold, and no endgame duplicate crosses zones.
 func TestScheduleZones(t *testing.T) {
 	t.Parallel()
 	info := trackertest.InfoFor(make([]byte, 12<<10), 1<<10) // 12 pieces
@@ -113,6 +113,15 @@ func TestScheduleZones(t *testing.T) {
 	}
 	if !slices.Equal(got[lid], []int{0, 1, 2, 3}) || len(got[sid]) != 0 {
 		t.Errorf("after %s, asked the local agent for %v and the seeder for %v; want [0 1 2 3] and none", zoneWait, got[lid], got[sid])
+	}
+	// Everything is in flight now: the endgame's duplicates are not asked
+	// across zones, of a second agent of zone b either.
+	other2 := randomPeer(t, false)
+	other2.Zone = "b"
+	ss.zone.learn(ss, []tracker.Peer{other2})
+	o2id := has(other2, false, all...)
+	if got = schedule(); len(got[o2id]) != 0 || len(got[sid]) != 0 {
+		t.Errorf("with every piece in flight, asked a second agent of zone b for %v and the seeder for %v; want none", got[o2id], got[sid])
 	}
 	cancel()
 }
