@@ -10,7 +10,8 @@ import (
 // network shares the capacities of resources (a host's upload, a host's
 // download; a zone's uplink would be one more) max-min fairly among the
 // flows that cross them, recomputed once per instant at which flows came
-// or went, and tells each flow when it completes. Only the driver and the
+// or went (once its events are all delivered), and tells each flow when it
+// completes. Only the driver and the
 // goroutines it woke touch it, one at a time: the mutex of the queue is not
 // needed, but the goroutines of one instant may call add and cancel
 // concurrently, so it has its own.
@@ -21,6 +22,7 @@ type network struct {
 	users   [][]*flow     // the flows crossing each resource
 	flows   []*flow       // all active flows
 	last    time.Time     // flows' left is as of last
+	start   time.Time     // of the grid completion times are rounded up to
 	dirty   bool
 	gen     uint64 // the completion event that is current
 	lock    chan struct{}
@@ -48,7 +50,7 @@ type flow struct {
 }
 
 func newNetwork(q *queue, quantum time.Duration) *network {
-	return &network{q: q, quantum: quantum, lock: make(chan struct{}, 1), last: time.Now()}
+	return &network{q: q, quantum: quantum, lock: make(chan struct{}, 1), last: time.Now(), start: time.Now()}
 }
 
 func (nw *network) enter() { nw.lock <- struct{}{} }
@@ -132,8 +134,9 @@ func (nw *network) advance() {
 	}
 }
 
-// settle, called by the driver once the code is blocked, recomputes the
-// rates if flows came or went and schedules the next completion.
+// settle, called by the driver once the events of an instant are all
+// delivered and the code is blocked, recomputes the rates if flows came or
+// went and schedules the next completion.
 func (nw *network) settle() {
 	nw.enter()
 	defer nw.leave()
@@ -153,12 +156,15 @@ func (nw *network) settle() {
 	if math.IsInf(next, 1) {
 		return
 	}
-	d := time.Duration(math.Ceil(next * 1e9))
+	at := nw.last.Add(time.Duration(math.Ceil(next * 1e9)))
 	if nw.quantum > 0 {
-		d = (d + nw.quantum - 1) / nw.quantum * nw.quantum
+		// Up to a grid laid from the start: when the rates were last set
+		// does not move the completions.
+		since := at.Sub(nw.start)
+		at = nw.start.Add((since + nw.quantum - 1) / nw.quantum * nw.quantum)
 	}
 	gen := nw.gen
-	nw.q.push(nw.last.Add(d), key{kind: kindNet}, func() { nw.complete(gen) })
+	nw.q.push(at, key{kind: kindNet}, func() { nw.complete(gen) })
 }
 
 // complete ends the flows that are through, if gen is still current.

@@ -288,7 +288,6 @@ loop:
 		default:
 		}
 		s.drain()
-		s.net.settle()
 		select {
 		case <-s.q.wake:
 		default:
@@ -299,6 +298,12 @@ loop:
 			break
 		}
 		e, ok := s.q.peek()
+		if !ok || e.at.After(now) {
+			// The instant is over: the flows its events started and
+			// ended share the links from now on.
+			s.net.settle()
+			e, ok = s.q.peek()
+		}
 		if ok && !e.at.After(now) {
 			s.q.pop().fn()
 			if s.cfg.Progress != nil && s.q.count%1_000_000 == 0 {
