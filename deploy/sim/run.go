@@ -263,6 +263,7 @@ func (s *Sim) layerDone(n *node, l *layer, err error) {
 func (s *Sim) leave(n *node) {
 	n.gone.Store(true)
 	n.cancel()
+	s.hangUp(n)
 	s.net.enter()
 	var ends []*flow
 	for _, r := range []int{n.up, n.down} {

@@ -102,32 +102,39 @@ func (t transport) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pi
 }
 
 // subscribe opens a watch of n's pieces of layer for to, as the piece
-// server's watch handler does: the watch ends with the watcher's ctx or
-// when n leaves.
+// server's watch handler does: the watch ends with the watcher's ctx, or
+// when n leaves (hangUp).
 func (n *node) subscribe(ctx context.Context, to *node, layer int, dgst digest.Digest, pieces int, w p2p.Watcher) (*sub, error) {
 	if n.gone.Load() {
 		return nil, errGone
 	}
-	sim := n.sim
-	rctx, stop := context.WithCancel(ctx)
-	unhook := context.AfterFunc(n.ctx, stop)
-	bits, ch, err := n.sw.Watch(rctx, to.pid, dgst)
-	if err == nil && bits.Len() != pieces {
-		err = fmt.Errorf("sim: watch of %d pieces, peer has %d", pieces, bits.Len())
-	}
+	bits, ch, err := n.sw.Watch(ctx, to.pid, dgst)
 	if err != nil {
-		stop()
-		unhook()
 		return nil, err
 	}
 	sb := &sub{from: n, to: to, layer: layer, ch: ch, w: w, ctx: ctx, bits: bits}
 	n.subs[layer] = append(n.subs[layer], sb)
-	context.AfterFunc(rctx, func() {
-		unhook()
-		sim.touched(n, layer) // its channel is closed by now
-	})
-	sim.touched(n, layer) // a complete blob's channel is closed already
+	sim := n.sim
+	context.AfterFunc(ctx, func() { sim.touched(n, layer) }) // the swarm closes the channel then
+	sim.touched(n, layer)                                    // a complete blob's channel is closed already
+	if bits.Len() != pieces {
+		return nil, fmt.Errorf("sim: watch of %d pieces, peer has %d", pieces, bits.Len())
+	}
 	return sb, nil
+}
+
+// hangUp ends the watches of n's pieces, which left: what its swarm
+// pushed, then the end, cross the links.
+func (s *Sim) hangUp(n *node) {
+	now := time.Now()
+	for layer, subs := range n.subs {
+		for _, sb := range subs {
+			at := now.Add(n.link(sb.to))
+			s.poll(sb, at)
+			s.carry(sb, itemDone, at)
+		}
+		n.subs[layer] = nil
+	}
 }
 
 // drain, called by the driver once the code is blocked, empties the
