@@ -10,16 +10,17 @@ import (
 	"github.com/shoal-dev/shoal/tracker"
 )
 
-// Zones. A node with a zone (the Zone of self, as New is given it and the
-// tracker hands the node out; tracker.ValidateZone) fetches from the agents of its
-// zone first and asks agents of other zones only for pieces that no agent
-// of its zone it follows holds, so that a piece crosses into a zone about
-// once, through one of its agents, and spreads inside it from there. Of
-// the agents of its zone it follows that lack such a piece, only the one
-// that ranks first for it (by a hash of the blob, the piece and the peer
-// ID) asks at once; the others wait up to zoneWait for it to arrive
-// (they cannot see each other's requests). The tracker's handout to such a
-// node names mostly peers of its zone and a few of others
+// Zones. A node with a zone (the Zone of self as New is given it, which
+// is how the tracker hands the node out; tracker.ValidateZone) fetches
+// from the agents of its zone first and asks agents of other zones only
+// for pieces that no agent of its zone it follows holds, so that a piece
+// crosses into a zone about once, through one of its agents, and spreads
+// inside it from there. Of the agents of its zone it follows that lack
+// such a piece, only the one that ranks first for it (by a hash of the
+// blob, the piece and the peer ID) asks at once; the others wait up to
+// zoneWait for it to arrive (they cannot see each other's requests). No
+// endgame duplicate crosses zones. The tracker's handout to such a node
+// names mostly peers of its zone and a few of others
 // (tracker/server/zone.go). A peer whose zone no handout named (met
 // through peer exchange) counts as another zone's. Without a zone, nothing
 // here applies.
