@@ -433,3 +433,42 @@ func TestSeederPaces(t *testing.T) {
 		t.Fatal("Pace still waits a second after the last request")
 	}
 }
+
+// A blob the seeder holds whole before anyone asks (a seed job's) is
+// rationed as one it fetches: each piece to one agent first, the others
+// from that one; the record goes once nobody asks, and a later wave is
+// rationed afresh.
+func TestSeederRationsStoredBlob(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 3, nil, nil, func(c *Config) { c.SeedCopies, c.SeedRelax = 1, time.Second })
+	r.s.seed = true
+	ctx := t.Context()
+	r.st.put(r.data)
+	d := r.info.Digest
+	get := func(n int) error {
+		rc, _, err := r.s.Piece(ctx, d, n)
+		if err == nil {
+			rc.Close()
+		}
+		return err
+	}
+	for i, want := range []error{nil, p2p.ErrRationed} {
+		if err := get(0); !errors.Is(err, want) {
+			t.Errorf("ask %d for piece 0 of a stored blob: %v, want %v", i, err, want)
+		}
+	}
+	if err := get(1); err != nil {
+		t.Errorf("the first copy of another piece: %v", err)
+	}
+	r.clk.Add(4100 * time.Millisecond)
+	if err := get(0); err != nil {
+		t.Errorf("piece 0, 4 SeedRelax after its first upload: %v", err)
+	}
+	r.clk.Add(relaxSteps*seedDoubling*time.Second + time.Second)
+	if err := get(0); err != nil {
+		t.Errorf("a new wave's first ask: %v", err)
+	}
+	if err := get(0); !errors.Is(err, p2p.ErrRationed) {
+		t.Errorf("a new wave's second copy at once: %v, want rationed (a fresh record)", err)
+	}
+}

@@ -33,6 +33,7 @@ type ration struct {
 	// ended; delivered is closed when it falls, then replaced.
 	undelivered int
 	delivered   chan struct{}
+	stored      bool // made for a blob served from the store (storedRation)
 }
 
 func newRation(pieces int) *ration {
@@ -128,11 +129,34 @@ func (r *ration) ended(n int, now time.Time) {
 	}
 }
 
-// over tells whether every piece is relaxed: the record is of no more use.
+// over tells whether every piece is relaxed, or nobody asked for the
+// pieces of a stored blob for as long: the record is of no more use.
 func (r *ration) over(cfg Config, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.left == 0 && now.Sub(r.last) > relaxSteps*seedDoubling*cfg.SeedRelax
+	window := relaxSteps * seedDoubling * cfg.SeedRelax
+	return r.left == 0 && now.Sub(r.last) > window || r.stored && now.Sub(r.asked) > window
+}
+
+// storedRation returns the seeder's record of a blob it serves whole from
+// its store (a seed job's, a preheated or a pushed one, or one whose
+// record ended), made afresh: no piece sent. Its pieces are not counted
+// as held (hold): agents may hold some already and never ask for them, and
+// the rule against second copies while a held piece went to nobody would
+// then hold for good. The record goes once nobody asked for a while. The agents of a
+// rollout that starts then all lack every piece, and without the record
+// each would ask the seeder for the pieces only it holds, all of them:
+// its link, split among them, would carry the image once per agent.
+func (s *Swarm) storedRation(dgst digest.Digest, pieces int) *ration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.rations[dgst]; r != nil {
+		return r
+	}
+	r := newRation(pieces)
+	r.stored = true
+	s.rations[dgst] = r
+	return r
 }
 
 // rationFor returns the seeder's record of dgst, nil if it has none (a

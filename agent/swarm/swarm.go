@@ -371,6 +371,7 @@ func (s *Swarm) stored(ctx context.Context, dgst digest.Digest) (int, error) {
 func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
 	var size, psize int64
 	var done func()
+	count := 0 // of a stored blob
 	b := s.lookup(dgst)
 	if b != nil {
 		b.mu.Lock()
@@ -382,8 +383,8 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		size, psize = b.size, b.psize
 		b.mu.Unlock()
 	} else {
-		count, err := s.stored(ctx, dgst)
-		if err != nil {
+		var err error
+		if count, err = s.stored(ctx, dgst); err != nil {
 			return nil, 0, err
 		}
 		if n < 0 || n >= count {
@@ -392,6 +393,9 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 	}
 	if s.seed {
 		rat := s.rationFor(dgst)
+		if rat == nil && b == nil {
+			rat = s.storedRation(dgst, count)
+		}
 		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now()) {
 			return nil, 0, p2p.ErrRationed
 		}
