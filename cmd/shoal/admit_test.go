@@ -135,7 +135,9 @@ func TestPeerAdmission(t *testing.T) {
 		if err := b.host.Connect(ctx, from.host.AddrInfo()); err != nil {
 			t.Fatalf("listed agent cannot connect: %v", err)
 		}
-		if _, err := b.host.Fetch(ctx, from.host.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		// Rationed is the seeder's answer to an admitted peer whose piece
+		// it gave to another first: the request got through admission.
+		if _, err := b.host.Fetch(ctx, from.host.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil && !(from == c.seeder && errors.Is(err, p2p.ErrRationed)) {
 			t.Fatalf("listed agent cannot fetch a piece: %v", err)
 		}
 	}
