@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/picker"
 	"github.com/shoal-dev/shoal/p2p/piece"
+	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
@@ -101,15 +102,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 		cfg.PerPeer, cfg.MaxInFlight = 4, 8
 		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
 		ctx, cancel := context.WithCancel(context.Background())
-		ss := &session{
-			s: s, count: info.Count(), info: info, ctx: ctx,
-			pick:   picker.New(info.Count(), picker.DefaultOptions()),
-			events: make(chan event, 64),
-			peers:  make(map[peer.ID]*remote),
-			flight: make(map[*request]struct{}),
-			rng:    s.rng(info.Digest),
-		}
-		ss.pick.SetKnown(info.Count())
+		ss := testSession(ctx, s, info)
 		ss.peers["seeder"] = &remote{id: "seeder", seeder: true}
 		for n := range info.Count() {
 			ss.pick.PeerHas("seeder", n)
@@ -192,4 +185,19 @@ func TestHaveSuppressed(t *testing.T) {
 	if want := []int{0, 1, 2, 3}; !slices.Equal(gotB, want) {
 		t.Errorf("B heard of %v, want %v", gotB, want)
 	}
+}
+
+// testSession is a download of info by s outside a download loop, every
+// CID known, for tests that drive its scheduling by hand.
+func testSession(ctx context.Context, s *Swarm, info *piece.Info) *session {
+	ss := &session{
+		s: s, src: tracker.Source{Digest: info.Digest}, count: info.Count(), info: info, ctx: ctx,
+		pick:   picker.New(info.Count(), picker.DefaultOptions()),
+		events: make(chan event, 64),
+		peers:  make(map[peer.ID]*remote),
+		flight: make(map[*request]struct{}),
+		rng:    s.rng(info.Digest),
+	}
+	ss.pick.SetKnown(info.Count())
+	return ss
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/shoal-dev/shoal/p2p/picker"
 	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
@@ -33,16 +32,8 @@ func TestScheduleZones(t *testing.T) {
 	s.self.Zone = "a"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ss := &session{
-		s: s, src: tracker.Source{Digest: info.Digest}, count: info.Count(), info: info, ctx: ctx,
-		b:      &blob{theirs: make(map[peer.ID]*piece.Bitfield)},
-		pick:   picker.New(info.Count(), picker.DefaultOptions()),
-		events: make(chan event, 64),
-		peers:  make(map[peer.ID]*remote),
-		flight: make(map[*request]struct{}),
-		rng:    s.rng(info.Digest),
-	}
-	ss.pick.SetKnown(info.Count())
+	ss := testSession(ctx, s, info)
+	ss.b = &blob{theirs: make(map[peer.ID]*piece.Bitfield)}
 	// A local agent for which this node ranks first for some of pieces
 	// 4..11 and not for others (random peer IDs: almost always at once).
 	all := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
