@@ -74,15 +74,24 @@ type Replicas struct {
 	every   time.Duration
 
 	mu          sync.Mutex
-	reps        []*replica      // sorted by name
+	reps        []*replica      // sorted by name; empty until a refresh finds some
 	sent        map[string]bool // replicas whose last announce listed blobs
 	nextRefresh time.Time
+	refreshErr  error // why the last refresh found none, while reps is empty
 }
 
 type replica struct {
 	Endpoint
 	downUntil time.Time // passed over until then
+	downSince time.Time // the first request of its current silence; zero once it answers
 }
+
+// emptyRefresh is how often a set that knows no replica yet (a DNS name
+// with no address so far) asks its refresh function again, at most.
+const emptyRefresh = 5 * time.Second
+
+// errNoReplica is the failure of a request while no replica is known.
+var errNoReplica = fmt.Errorf("%w: no tracker replica known yet", ErrUnavailable)
 
 // ReplicaOption configures a Replicas.
 type ReplicaOption func(*Replicas)
@@ -107,12 +116,16 @@ func WithReplicaLogger(l *slog.Logger) ReplicaOption {
 
 // WithRefresh makes the set ask fn for its endpoints again at most every
 // interval, before an announce (a DNS name's addresses change). Endpoints
-// whose name stays keep their client and their failover state.
+// whose name stays keep their client and their failover state. With it the
+// set may start with no endpoint (the name resolves to nothing yet): every
+// request fails with ErrUnavailable, and fn is asked again every 5 s (at
+// most every interval) until it finds some.
 func WithRefresh(fn func(context.Context) ([]Endpoint, error), every time.Duration) ReplicaOption {
 	return func(r *Replicas) { r.refresh, r.every = fn, every }
 }
 
-// NewReplicas returns the replica set of eps (at least one, names unique).
+// NewReplicas returns the replica set of eps (names unique; at least one
+// unless WithRefresh is given).
 func NewReplicas(cfg ReplicaConfig, eps []Endpoint, opts ...ReplicaOption) (*Replicas, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -121,13 +134,26 @@ func NewReplicas(cfg ReplicaConfig, eps []Endpoint, opts ...ReplicaOption) (*Rep
 	for _, o := range opts {
 		o(r)
 	}
-	if err := r.set(eps); err != nil {
-		return nil, err
+	if r.refresh != nil && r.every <= 0 {
+		return nil, errors.New("tracker: replicas: the refresh interval must be positive")
+	}
+	if len(eps) > 0 || r.refresh == nil {
+		if err := r.set(eps); err != nil {
+			return nil, err
+		}
 	}
 	if r.refresh != nil {
-		r.nextRefresh = r.now().Add(r.every)
+		r.nextRefresh = r.now().Add(r.refreshEvery(len(eps) == 0))
 	}
 	return r, nil
+}
+
+// refreshEvery is the refresh interval, shorter while no replica is known.
+func (r *Replicas) refreshEvery(empty bool) time.Duration {
+	if empty {
+		return min(r.every, emptyRefresh)
+	}
+	return r.every
 }
 
 // set replaces the endpoints, keeping the state of names that stay.
@@ -182,13 +208,17 @@ func (r *Replicas) Names() []string {
 }
 
 // Owner returns the name of the replica asked about key (a digest or a
-// peer ID) now: the first live one in its rank.
+// peer ID) now: the first live one in its rank; "" while none is known.
 func (r *Replicas) Owner(key string) string {
-	return r.order(key)[0].Name
+	if o := r.order(key); len(o) > 0 {
+		return o[0].Name
+	}
+	return ""
 }
 
 // order returns the live replicas in key's rank; all of them, in rank,
-// when none is live (asking a silent one beats asking none).
+// when none is live (asking a silent one beats asking none); none while
+// none is known.
 func (r *Replicas) order(key string) []*replica {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -225,18 +255,31 @@ func (r *Replicas) down(rep *replica, err error) bool {
 		return false
 	}
 	rep.downUntil = now.Add(r.cfg.RetryAfter)
+	if rep.downSince.IsZero() {
+		rep.downSince = now
+	}
 	r.log.Warn("tracker replica not answering; its digests go to the next replica", "tracker", rep.Name, "retry_in", r.cfg.RetryAfter, "err", err)
 	return true
+}
+
+// answered records that rep gave an answer: its silence, if any, is over.
+func (r *Replicas) answered(rep *replica) {
+	r.mu.Lock()
+	rep.downSince = time.Time{}
+	r.mu.Unlock()
 }
 
 // try asks the replicas in key's order until one answers: an answer,
 // even an error one (404, 503), is final; only no answer fails over.
 func try[T any](ctx context.Context, r *Replicas, key string, timeout time.Duration, fn func(context.Context, Member) (T, error)) (T, error) {
 	var zero T
-	var last error
+	last := errNoReplica
 	for _, rep := range r.order(key) {
 		v, err := call(ctx, timeout, rep.Member, fn)
 		if err == nil || !Unreachable(err) || ctx.Err() != nil {
+			if ctx.Err() == nil {
+				r.answered(rep)
+			}
 			return v, err
 		}
 		r.down(rep, err)
@@ -280,6 +323,9 @@ func (r *Replicas) Listed(ctx context.Context, id string) (bool, error) {
 		ok, err := call(ctx, r.cfg.RequestTimeout, rep.Member, func(ctx context.Context, m Member) (bool, error) {
 			return m.Listed(ctx, id)
 		})
+		if err == nil || (!Unreachable(err) && ctx.Err() == nil) {
+			r.answered(rep)
+		}
 		switch {
 		case err == nil && ok:
 			return true, nil
@@ -302,15 +348,22 @@ func (r *Replicas) Listed(ctx context.Context, id string) (bool, error) {
 	case silent != nil:
 		return false, silent
 	}
-	return false, fmt.Errorf("%w: no tracker replica answered", ErrUnavailable)
+	return false, errNoReplica
 }
 
 // Ping succeeds when any replica answers its health probe; a certificate
-// error of any is returned as such.
+// error of any is returned as such. While no replica is known it fails
+// with ErrUnavailable and why the last refresh found none.
 func (r *Replicas) Ping(ctx context.Context) error {
 	r.mu.Lock()
-	reps := slices.Clone(r.reps)
+	reps, why := slices.Clone(r.reps), r.refreshErr
 	r.mu.Unlock()
+	if len(reps) == 0 {
+		if why != nil {
+			return fmt.Errorf("%w: %w", errNoReplica, why)
+		}
+		return errNoReplica
+	}
 	var errs []error
 	for _, rep := range reps {
 		_, err := call(ctx, r.cfg.RequestTimeout, rep.Member, func(ctx context.Context, m Member) (struct{}, error) {
@@ -320,6 +373,7 @@ func (r *Replicas) Ping(ctx context.Context) error {
 			return err
 		}
 		if err == nil {
+			r.answered(rep)
 			return nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", rep.Name, err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -55,6 +56,7 @@ func (r *Replicas) Announce(ctx context.Context, a Announce) (time.Duration, err
 			switch {
 			case err == nil:
 				done[sh.rep] = len(sh.blobs)
+				r.answered(sh.rep)
 				if interval == 0 || intervals[i] < interval {
 					interval = intervals[i]
 				}
@@ -75,7 +77,7 @@ func (r *Replicas) Announce(ctx context.Context, a Announce) (time.Duration, err
 	}
 	if interval == 0 {
 		if len(errs) == 0 {
-			return 0, fmt.Errorf("%w: no tracker replica to announce to", ErrUnavailable)
+			return 0, errNoReplica
 		}
 		return 0, errors.Join(errs...)
 	}
@@ -91,6 +93,9 @@ func (r *Replicas) Announce(ctx context.Context, a Announce) (time.Duration, err
 func (r *Replicas) shares(a Announce) []share {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.reps) == 0 {
+		return nil
+	}
 	now := r.now()
 	idx := make(map[*replica]int)
 	var out []share
@@ -128,26 +133,50 @@ func (r *Replicas) told(rep *replica, blobs bool) {
 }
 
 // maybeRefresh asks WithRefresh's function for the endpoints when due; a
-// failure keeps the ones known.
+// failure keeps the ones known. While none is known it is due every
+// emptyRefresh, and a failure is logged at debug level only: whoever made
+// the set has said once that the trackers are not there yet.
 func (r *Replicas) maybeRefresh(ctx context.Context) {
 	if r.refresh == nil {
 		return
 	}
 	r.mu.Lock()
-	now := r.now()
-	due := !now.Before(r.nextRefresh)
-	if due {
-		r.nextRefresh = now.Add(r.every)
-	}
+	empty := len(r.reps) == 0
+	due := !r.now().Before(r.nextRefresh)
 	r.mu.Unlock()
 	if !due {
 		return
+	}
+	err := r.Refresh(ctx)
+	switch {
+	case err != nil && empty:
+		r.log.Debug("tracker replicas: none found yet", "err", err)
+	case err != nil:
+		r.log.Warn("tracker replicas: refreshing the list failed; keeping the one known", "err", err)
+	case empty:
+		r.log.Info("tracker replicas found", "tracker", strings.Join(r.Names(), ","))
+	}
+}
+
+// Refresh asks WithRefresh's function for the endpoints now and takes
+// them; on failure the ones known stay (none, at first: then Ping tells
+// why). The next refresh is due an interval later (5 s while none is
+// known). Without WithRefresh it does nothing.
+func (r *Replicas) Refresh(ctx context.Context) error {
+	if r.refresh == nil {
+		return nil
 	}
 	eps, err := r.refresh(ctx)
 	if err == nil {
 		err = r.set(eps)
 	}
-	if err != nil {
-		r.log.Warn("tracker replicas: refreshing the list failed; keeping the one known", "err", err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	empty := len(r.reps) == 0
+	r.nextRefresh = r.now().Add(r.refreshEvery(empty))
+	r.refreshErr = nil
+	if empty {
+		r.refreshErr = err
 	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,11 +22,60 @@ type seedSet struct {
 	clients []*tracker.Client
 }
 
+// seedLookup is how `shoal seed` resolves a dns+ tracker name: a name
+// that resolves to nothing yet (the tracker pods are starting, as when the
+// job runs right after an install) is looked up again every Every until
+// For has been waited, then the seed fails with one line.
+type seedLookup struct {
+	Lookup tracker.Lookup
+	For    time.Duration
+	Every  time.Duration
+	// Sleep waits d or until ctx ends (a test's returns at once).
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+func defaultSeedLookup() seedLookup {
+	return seedLookup{Lookup: net.DefaultResolver.LookupHost, For: 2 * time.Minute, Every: 2 * time.Second, Sleep: sleepCtx}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// endpoints makes the clients of urls, waiting as l says for a dns+ name
+// without addresses; a malformed URL fails at once.
+func (l seedLookup) endpoints(ctx context.Context, urls []string, token string, opts ...tracker.Option) ([]tracker.Endpoint, error) {
+	dns := slices.ContainsFunc(urls, func(u string) bool { return strings.HasPrefix(u, tracker.DNSScheme) })
+	for waited := time.Duration(0); ; waited += l.Every {
+		eps, err := tracker.Endpoints(ctx, urls, token, l.Lookup, opts...)
+		if err == nil || !dns || !errors.Is(err, tracker.ErrUnavailable) {
+			return eps, err
+		}
+		if waited >= l.For {
+			return nil, fmt.Errorf("no tracker replica resolvable after %s of retries: %w", l.For, err)
+		}
+		if err := l.Sleep(ctx, l.Every); err != nil {
+			return nil, fmt.Errorf("waiting for the tracker replicas to resolve: %w", err)
+		}
+	}
+}
+
 // newSeedSet makes the clients of urls; with several replicas only those
 // that answer their health probe now share the blobs (agents pass a silent
-// one over too).
+// one over too). A dns+ name is waited for as defaultSeedLookup says.
 func newSeedSet(ctx context.Context, urls []string, token string, opts ...tracker.Option) (*seedSet, error) {
-	eps, err := tracker.Endpoints(ctx, urls, token, net.DefaultResolver.LookupHost, opts...)
+	return newSeedSetWith(ctx, defaultSeedLookup(), urls, token, opts...)
+}
+
+func newSeedSetWith(ctx context.Context, l seedLookup, urls []string, token string, opts ...tracker.Option) (*seedSet, error) {
+	eps, err := l.endpoints(ctx, urls, token, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
@@ -57,7 +107,7 @@ func newSeedSet(ctx context.Context, urls []string, token string, opts ...tracke
 		s.clients = append(s.clients, ep.Member.(*tracker.Client))
 	}
 	if len(s.clients) == 0 {
-		return nil, fmt.Errorf("seed: no tracker replica answers: %w", errors.Join(errs...))
+		return nil, fmt.Errorf("seed: no tracker replica answers: %s", joinErrs(errs))
 	}
 	return s, nil
 }
@@ -132,4 +182,13 @@ func mergeJobs(jobs []*tracker.SeedJob) *tracker.SeedJob {
 	}
 	m.ID, m.Error = strings.Join(ids, ","), strings.Join(errs, "; ")
 	return &m
+}
+
+// joinErrs writes errs on one line, as a CLI error should be.
+func joinErrs(errs []error) string {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
 }

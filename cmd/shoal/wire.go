@@ -156,22 +156,44 @@ type pingingTracker interface {
 // tracker URL, or the replica set (tracker.Replicas) of several, or of a
 // dns+ URL, whose addresses are looked up again every 30 s.
 func clusterTracker(ctx context.Context, urls []string, token string, log *slog.Logger, opts ...tracker.Option) (pingingTracker, error) {
+	return clusterTrackerWith(ctx, net.DefaultResolver.LookupHost, urls, token, log, opts...)
+}
+
+// trackerRefresh is how often a dns+ name is looked up again.
+const trackerRefresh = 30 * time.Second
+
+// clusterTrackerWith is clusterTracker resolving dns+ names with lookup. A
+// dns+ name that resolves to nothing yet, or whose lookup fails (the
+// tracker pods are not ready, the cluster DNS not yet reachable), is not an
+// error: the set starts with no replica, its requests fail as those of a
+// tracker that does not answer (the agent pulls from the upstream), its
+// Ping says why, and it looks the name up again every 5 s until it
+// resolves, then every 30 s.
+func clusterTrackerWith(ctx context.Context, lookup tracker.Lookup, urls []string, token string, log *slog.Logger, opts ...tracker.Option) (pingingTracker, error) {
 	dns := slices.ContainsFunc(urls, func(u string) bool { return strings.HasPrefix(u, tracker.DNSScheme) })
 	if len(urls) == 1 && !dns {
 		return tracker.NewClient(urls[0], token, opts...)
 	}
-	lookup := net.DefaultResolver.LookupHost
-	eps, err := tracker.Endpoints(ctx, urls, token, lookup, opts...)
+	if !dns {
+		eps, err := tracker.Endpoints(ctx, urls, token, lookup, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return tracker.NewReplicas(tracker.DefaultReplicaConfig(), eps, tracker.WithReplicaLogger(log))
+	}
+	r, err := tracker.NewReplicas(tracker.DefaultReplicaConfig(), nil, tracker.WithReplicaLogger(log),
+		tracker.WithRefresh(func(ctx context.Context) ([]tracker.Endpoint, error) {
+			return tracker.Endpoints(ctx, urls, token, lookup, opts...)
+		}, trackerRefresh))
 	if err != nil {
 		return nil, err
 	}
-	ropts := []tracker.ReplicaOption{tracker.WithReplicaLogger(log)}
-	if dns {
-		ropts = append(ropts, tracker.WithRefresh(func(ctx context.Context) ([]tracker.Endpoint, error) {
-			return tracker.Endpoints(ctx, urls, token, lookup, opts...)
-		}, 30*time.Second))
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a DNS server that does not answer
+	defer cancel()
+	if err := r.Refresh(lctx); err != nil && !errors.Is(err, tracker.ErrUnavailable) {
+		return nil, err // a malformed URL, not a name without addresses yet
 	}
-	return tracker.NewReplicas(tracker.DefaultReplicaConfig(), eps, ropts...)
+	return r, nil
 }
 
 // newNode builds a node. tr is the tracker its swarm talks to and its
