@@ -18,6 +18,7 @@ import (
 // the agent started.
 type Status struct {
 	Peer      string           `json:"peer,omitempty"` // peer ID; empty without a swarm
+	Zone      string           `json:"zone,omitempty"` // the zone it announces (--zone); empty: none
 	Time      time.Time        `json:"time"`
 	Store     StoreStatus      `json:"store"`
 	Downloads []DownloadStatus `json:"downloads"`
@@ -61,8 +62,33 @@ type RatesStatus struct {
 // TrackerStatus says whether the tracker answers its health probe.
 type TrackerStatus struct {
 	URL       string `json:"url"`
-	Reachable bool   `json:"reachable"`
+	Reachable bool   `json:"reachable"` // one replica at least answers
 	Error     string `json:"error,omitempty"`
+	// Replicas are the tracker replicas known now, with several (or a
+	// dns+ name); empty with one tracker, or none known yet.
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+}
+
+// ReplicaStatus is one tracker replica as this agent sees it.
+type ReplicaStatus struct {
+	Name    string `json:"name"` // as agents rank it: the URL, or address:port of a dns+ name
+	Answers bool   `json:"answers"`
+	Error   string `json:"error,omitempty"` // of its health probe
+	// PassedOver: the agent skips it now, after a request got no answer;
+	// its digests go to the next replica meanwhile.
+	PassedOver bool `json:"passedOver,omitempty"`
+	// DownSince is when its current silence began; nil once it answers
+	// the agent's requests.
+	DownSince *time.Time `json:"downSince,omitempty"`
+	// OwnedBlobs counts the node's blobs whose requests go to it now.
+	OwnedBlobs int `json:"ownedBlobs"`
+}
+
+// ReplicaViewer is what a status report asks of a set of tracker replicas
+// (cmd/shoal adapts *tracker.Replicas): each replica, with how many of
+// digests it owns now.
+type ReplicaViewer interface {
+	ReplicaStatus(ctx context.Context, digests []digest.Digest) []ReplicaStatus
 }
 
 // Pinger is what a status report asks of the tracker (*tracker.Client).
@@ -83,6 +109,8 @@ type StatusParts struct {
 	Host       HostStats // nil without a swarm
 	Tracker    Pinger    // nil without a tracker
 	TrackerURL string
+	Replicas   ReplicaViewer    // nil with a single tracker
+	Zone       string           // the node's zone
 	Now        func() time.Time // default time.Now
 }
 
@@ -171,10 +199,17 @@ func (r *Reporter) sample() RatesStatus {
 
 // Status reports the agent now; ctx bounds the tracker's probe.
 func (r *Reporter) Status(ctx context.Context) Status {
-	st := Status{Peer: r.parts.Peer, Time: r.parts.Now().UTC(), Downloads: []DownloadStatus{}}
+	st := Status{Peer: r.parts.Peer, Zone: r.parts.Zone, Time: r.parts.Now().UTC(), Downloads: []DownloadStatus{}}
 	st.Store.UsedBytes = r.a.store.Usage()
 	st.Store.CapacityBytes = r.parts.Capacity
-	r.a.store.Walk(ctx, func(store.Info) error { st.Store.Blobs++; return nil })
+	var held []digest.Digest // for the replicas' shares
+	r.a.store.Walk(ctx, func(info store.Info) error {
+		st.Store.Blobs++
+		if r.parts.Replicas != nil {
+			held = append(held, info.Digest)
+		}
+		return nil
+	})
 	if r.a.swarm != nil {
 		for _, d := range r.a.swarm.Snapshot() {
 			st.Downloads = append(st.Downloads, DownloadStatus{Digest: d.Digest, SizeBytes: d.Size, Pieces: d.Pieces, Have: d.Have, Peers: d.Peers})
@@ -194,6 +229,11 @@ func (r *Reporter) Status(ctx context.Context) Status {
 		st.Tracker = &TrackerStatus{URL: r.parts.TrackerURL, Reachable: err == nil}
 		if err != nil {
 			st.Tracker.Error = err.Error()
+		}
+		if r.parts.Replicas != nil {
+			pctx, cancel := context.WithTimeout(ctx, trackerProbeTimeout)
+			st.Tracker.Replicas = r.parts.Replicas.ReplicaStatus(pctx, held)
+			cancel()
 		}
 	}
 	return st

@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
@@ -24,16 +26,43 @@ import (
 )
 
 // reporter is the agent's status reporter over the node's parts; tc is the
-// tracker's client (nil without one), probed on each report.
+// tracker's client (nil without one), probed on each report; a replica set
+// is shown replica by replica.
 func (n *node) reporter(cfg nodeConfig, tc agent.Pinger, trackerURL string) *agent.Reporter {
-	parts := agent.StatusParts{Peer: n.peerID(), Capacity: cfg.Store.Capacity, TrackerURL: trackerURL}
+	parts := agent.StatusParts{Peer: n.peerID(), Zone: cfg.Zone, Capacity: cfg.Store.Capacity, TrackerURL: trackerURL}
 	if n.host != nil {
 		parts.Host = n.host
 	}
 	if tc != nil {
 		parts.Tracker = tc
 	}
+	if reps, ok := tc.(*tracker.Replicas); ok {
+		parts.Replicas = replicaViewer{reps}
+	}
 	return agent.NewReporter(n.agent, parts)
+}
+
+// replicaViewer shows a tracker.Replicas in an agent's status.
+type replicaViewer struct{ r *tracker.Replicas }
+
+func (v replicaViewer) ReplicaStatus(ctx context.Context, held []digest.Digest) []agent.ReplicaStatus {
+	keys := make([]string, len(held))
+	for i, d := range held {
+		keys[i] = d.String()
+	}
+	views := v.r.View(ctx, keys)
+	out := make([]agent.ReplicaStatus, len(views))
+	for i, rv := range views {
+		out[i] = agent.ReplicaStatus{Name: rv.Name, Answers: rv.Err == nil, PassedOver: rv.PassedOver, OwnedBlobs: rv.Owned}
+		if rv.Err != nil {
+			out[i].Error = rv.Err.Error()
+		}
+		if !rv.DownSince.IsZero() {
+			t := rv.DownSince.UTC()
+			out[i].DownSince = &t
+		}
+	}
+	return out
 }
 
 // withStatus adds GET /v1/status to an agent's handler.
@@ -60,17 +89,19 @@ type statusFlags struct {
 func newStatusCmd() *cobra.Command {
 	var f statusFlags
 	cmd := &cobra.Command{
-		Use:   "status [--agent URL | --tracker URL]",
+		Use:   "status [--agent URL | --tracker URL[,URL...]]",
 		Short: "Show what an agent (default " + defaultAgentURL + ") or the tracker is doing",
 		Long: `Show an agent's store, downloads, bytes by source, peers, rates and whether
-its tracker answers; or, with --tracker, the tracker's swarms, seed jobs and
-live peers. Both come from GET /v1/status; the tracker's needs the cluster
-token (--token-file).`,
+its tracker answers (each replica of several: whether it answers, whether
+the agent passes it over and since when, how many of the node's blobs it
+owns); or, with --tracker, the tracker's swarms, seed jobs and live peers,
+replica by replica for several URLs or a dns+https://NAME:PORT. Both come
+from GET /v1/status; the tracker's needs the cluster token (--token-file).`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.agent, "agent", "", "agent URL (default "+defaultAgentURL+")")
-	fs.StringVar(&f.tracker, "tracker", "", "tracker URL, e.g. https://tracker:7070")
+	fs.StringVar(&f.tracker, "tracker", "", "tracker URL, e.g. https://tracker:7070; several comma-separated, or dns+https://NAME:PORT for every replica NAME resolves to")
 	fs.StringVar(&f.ca, "tracker-ca", "", "PEM file of the CA certificates the tracker's TLS certificate is checked against (default: the system roots)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the cluster token (its first token), for --tracker")
 	fs.BoolVar(&f.json, "json", false, "print the JSON status as it came")
@@ -81,14 +112,30 @@ token (--token-file).`,
 		defer cancel()
 		out := cmd.OutOrStdout()
 		if f.tracker != "" {
-			st, err := f.trackerStatus(ctx)
+			reports, err := f.trackerStatuses(ctx, net.DefaultResolver.LookupHost)
 			if err != nil {
 				return oneLine(err)
 			}
-			if f.json {
-				return printJSON(out, st)
+			if len(reports) == 1 {
+				if f.json {
+					return printJSON(out, reports[0].Status)
+				}
+				printTrackerStatus(out, f.tracker, reports[0].Status)
+				return nil
 			}
-			printTrackerStatus(out, f.tracker, st)
+			if f.json {
+				return printJSON(out, reports)
+			}
+			for i, r := range reports {
+				if i > 0 {
+					fmt.Fprintln(out)
+				}
+				if r.Status == nil {
+					fmt.Fprintf(out, "tracker replica %s NOT ANSWERING: %s\n", r.Replica, r.Error)
+					continue
+				}
+				printTrackerStatus(out, "replica "+r.Replica, r.Status)
+			}
 			return nil
 		}
 		base := f.agent
@@ -108,24 +155,95 @@ token (--token-file).`,
 	return cmd
 }
 
-func (f statusFlags) trackerStatus(ctx context.Context) (*tracker.Status, error) {
-	if f.tokenFile == "" {
-		return nil, errors.New("--tracker needs the cluster token: --token-file")
-	}
-	toks, err := readTokens(f.tokenFile)
-	if err != nil {
-		return nil, err
-	}
-	tp := http.DefaultTransport.(*http.Transport).Clone()
-	defer tp.CloseIdleConnections()
-	if f.ca != "" {
-		pool, err := readCA(f.ca)
+// replicaReport is one tracker replica's status page, or why there is none.
+type replicaReport struct {
+	Replica string          `json:"replica"`
+	Status  *tracker.Status `json:"status,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// trackerStatuses asks --tracker for its status: one tracker's, or each
+// replica's of several URLs (comma-separated) or of a dns+ name (resolved
+// with lookup), each replica with its own status. It fails when no
+// replica answers.
+func (f statusFlags) trackerStatuses(ctx context.Context, lookup tracker.Lookup) ([]replicaReport, error) {
+	urls := tracker.SplitURLs([]string{f.tracker})
+	if len(urls) == 1 && !strings.HasPrefix(urls[0], tracker.DNSScheme) {
+		st, err := f.trackerStatus(ctx)
 		if err != nil {
 			return nil, err
 		}
-		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		return []replicaReport{{Replica: urls[0], Status: st}}, nil
 	}
-	c, err := tracker.NewClient(f.tracker, toks[0], tracker.WithHTTPClient(&http.Client{Transport: tp}))
+	token, opts, err := f.trackerAccess()
+	if err != nil {
+		return nil, err
+	}
+	eps, err := tracker.Endpoints(ctx, urls, token, lookup, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("tracker %s: %w", f.tracker, err)
+	}
+	reports := make([]replicaReport, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Go(func() {
+			reports[i].Replica = ep.Name
+			c, ok := ep.Member.(*tracker.Client)
+			if !ok {
+				reports[i].Error = "not a tracker client"
+				return
+			}
+			st, err := c.Status(ctx)
+			if errors.Is(err, tracker.ErrUnauthorized) {
+				err = fmt.Errorf("refused the token of %s", f.tokenFile)
+			}
+			if err != nil {
+				reports[i].Error = strings.Join(strings.Fields(err.Error()), " ")
+				return
+			}
+			reports[i].Status = st
+		})
+	}
+	wg.Wait()
+	var errs []string
+	for _, r := range reports {
+		if r.Status != nil {
+			return reports, nil
+		}
+		errs = append(errs, r.Replica+": "+r.Error)
+	}
+	return nil, fmt.Errorf("tracker %s: no replica answers: %s", f.tracker, strings.Join(errs, "; "))
+}
+
+// trackerAccess is the token and the client options of --token-file and
+// --tracker-ca.
+func (f statusFlags) trackerAccess() (string, []tracker.Option, error) {
+	if f.tokenFile == "" {
+		return "", nil, errors.New("--tracker needs the cluster token: --token-file")
+	}
+	toks, err := readTokens(f.tokenFile)
+	if err != nil {
+		return "", nil, err
+	}
+	var opts []tracker.Option
+	if f.ca != "" {
+		pool, err := readCA(f.ca)
+		if err != nil {
+			return "", nil, err
+		}
+		tp := http.DefaultTransport.(*http.Transport).Clone()
+		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
+	}
+	return toks[0], opts, nil
+}
+
+func (f statusFlags) trackerStatus(ctx context.Context) (*tracker.Status, error) {
+	token, opts, err := f.trackerAccess()
+	if err != nil {
+		return nil, err
+	}
+	c, err := tracker.NewClient(f.tracker, token, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +311,11 @@ func printAgentStatus(w io.Writer, base string, st *agent.Status) {
 	if st.Peer != "" {
 		fmt.Fprintf(tw, "peer\t%s\n", st.Peer)
 	}
+	if st.Zone != "" {
+		fmt.Fprintf(tw, "zone\t%s\n", st.Zone)
+	} else {
+		fmt.Fprintf(tw, "zone\tnone: peers of every zone are alike\n")
+	}
 	store := fmt.Sprintf("%s used, %d blobs, no capacity limit", size(st.Store.UsedBytes), st.Store.Blobs)
 	if c := st.Store.CapacityBytes; c > 0 {
 		store = fmt.Sprintf("%s of %s (%d%%), %d blobs", size(st.Store.UsedBytes), size(c), st.Store.UsedBytes*100/c, st.Store.Blobs)
@@ -210,12 +333,23 @@ func printAgentStatus(w io.Writer, base string, st *agent.Status) {
 	switch t := st.Tracker; {
 	case t == nil:
 		fmt.Fprintf(tw, "tracker\tnone: every blob comes from the upstream\n")
+	case len(t.Replicas) > 0:
+		answering := 0
+		for _, r := range t.Replicas {
+			if r.Answers {
+				answering++
+			}
+		}
+		fmt.Fprintf(tw, "tracker\t%s: %d of %d replicas answer\n", t.URL, answering, len(t.Replicas))
 	case t.Reachable:
 		fmt.Fprintf(tw, "tracker\t%s answers\n", t.URL)
 	default:
 		fmt.Fprintf(tw, "tracker\t%s NOT ANSWERING: %s\n", t.URL, t.Error)
 	}
 	tw.Flush()
+	if st.Tracker != nil && len(st.Tracker.Replicas) > 0 {
+		printReplicas(w, st.Time, st.Tracker.Replicas)
+	}
 	fmt.Fprintf(w, "\ndownloads in flight: %d\n", len(st.Downloads))
 	if len(st.Downloads) == 0 {
 		return
@@ -223,6 +357,32 @@ func printAgentStatus(w io.Writer, base string, st *agent.Status) {
 	fmt.Fprintln(tw, "DIGEST\tSIZE\tPROGRESS\tPIECES\tPEERS")
 	for _, d := range st.Downloads {
 		fmt.Fprintf(tw, "%s\t%s\t%d%%\t%d/%d\t%d\n", d.Digest, size(d.SizeBytes), pct(d.Have, d.Pieces), d.Have, d.Pieces, d.Peers)
+	}
+}
+
+// printReplicas writes the tracker replicas of an agent's status at now:
+// whether each answers its probe, whether the agent passes it over and
+// since when, and how many of the node's blobs it owns.
+func printReplicas(w io.Writer, now time.Time, reps []agent.ReplicaStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(w, "\ntracker replicas")
+	fmt.Fprintln(tw, "REPLICA\tPROBE\tREQUESTS\tBLOBS OWNED\tERROR")
+	for _, r := range reps {
+		probe := "answers"
+		if !r.Answers {
+			probe = "NOT ANSWERING"
+		}
+		reqs := "sent to it"
+		if r.DownSince != nil {
+			since := fmt.Sprintf("since %s (%s ago)", r.DownSince.Format(time.TimeOnly), now.Sub(*r.DownSince).Round(time.Second))
+			if r.PassedOver {
+				reqs = "PASSED OVER " + since
+			} else {
+				reqs = "tried again, silent " + since
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Name, probe, reqs, r.OwnedBlobs, strings.Join(strings.Fields(r.Error), " "))
 	}
 }
 

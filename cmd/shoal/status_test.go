@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
@@ -10,8 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -19,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/agenttest"
 	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
@@ -194,5 +198,149 @@ func TestPrintAgentStatus(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// An agent of three tracker replicas, one of them killed: shoal status
+// shows the agent's zone and each replica, the dead one not answering and
+// passed over since its silence began, owning none of the node's blobs,
+// the others owning them all; --tracker with the three URLs shows each
+// live replica's page and the dead one in one line.
+func TestStatusAgentReplicas(t *testing.T) {
+	t.Parallel()
+	const repo = "status/replicas"
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 4, LayerSize: 64 << 10, Seed: 3131})
+	origin := startCountingOrigin(t, img, repo+":v1")
+	c := startReplicaCluster(t, 3, origin.url)
+	cfg := defaultNodeConfig()
+	cfg.DataDir = filepath.Join(t.TempDir(), "agent")
+	cfg.Upstream.Default = origin.url
+	cfg.Zone = "rack-7"
+	if err := cfg.loadIdentity(); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := clusterTracker(t.Context(), c.urls, testToken, slog.New(slog.DiscardHandler), tracker.WithKey(cfg.Identity))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := newNode(cfg, tr, false, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	rep := n.reporter(cfg.withDataDir(), tr, strings.Join(c.urls, ","))
+	srv := httptest.NewServer(withStatus(n.agent.Handler(), rep.Handler()))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := pullVerified(ctx, strings.TrimPrefix(srv.URL, "http://"), repo+":v1"); err != nil {
+		t.Fatal(err)
+	}
+	c.kill(1)
+	dead := c.urls[1]
+	var st agent.Status
+	for { // until an announce has found it silent
+		st = rep.Status(ctx)
+		if i := slices.IndexFunc(st.Tracker.Replicas, func(r agent.ReplicaStatus) bool { return r.Name == dead }); i >= 0 && st.Tracker.Replicas[i].PassedOver {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the killed replica is never passed over: %+v", st.Tracker)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	owned := 0
+	for _, r := range st.Tracker.Replicas {
+		owned += r.OwnedBlobs
+		switch {
+		case r.Name == dead && (r.Answers || r.DownSince == nil || r.OwnedBlobs != 0):
+			t.Errorf("killed replica %+v, want not answering, down since, owning none", r)
+		case r.Name != dead && (!r.Answers || r.PassedOver || r.Error != ""):
+			t.Errorf("live replica %+v, want answering", r)
+		}
+	}
+	if owned != st.Store.Blobs || st.Store.Blobs == 0 {
+		t.Errorf("replicas own %d blobs, the node holds %d", owned, st.Store.Blobs)
+	}
+
+	out, err := runStatusCmd(t, "--agent", srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"zone      rack-7", "2 of 3 replicas answer", "tracker replicas", "REPLICA", "BLOBS OWNED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	deadLine := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, dead+" ") {
+			deadLine = line
+		}
+	}
+	if !strings.Contains(deadLine, "NOT ANSWERING") || !strings.Contains(deadLine, "PASSED OVER since") {
+		t.Errorf("killed replica's line %q, want not answering and passed over since\n%s", deadLine, out)
+	}
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600)
+	out, err = runStatusCmd(t, "--tracker", strings.Join(c.urls, ","), "--token-file", tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(out, "peers alive,"); got != 2 {
+		t.Errorf("%d status pages, want the two live replicas'\n%s", got, out)
+	}
+	if !strings.Contains(out, "tracker replica "+dead+" NOT ANSWERING") {
+		t.Errorf("output lacks the killed replica\n%s", out)
+	}
+	// A dns+ name: each address's page (one live replica on loopback).
+	_, port, _ := strings.Cut(strings.TrimPrefix(c.urls[0], "http://"), ":")
+	f := statusFlags{tracker: "dns+http://trackers.shoal.test:" + port, tokenFile: tokenFile}
+	reports, err := f.trackerStatuses(ctx, func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil })
+	if err != nil || len(reports) != 1 || reports[0].Status == nil || reports[0].Replica != "127.0.0.1:"+port {
+		t.Errorf("dns+ status: %+v, %v", reports, err)
+	}
+	c.kill(0)
+	c.kill(2)
+	if _, err := runStatusCmd(t, "--tracker", strings.Join(c.urls, ","), "--token-file", tokenFile); err == nil || !strings.Contains(err.Error(), "no replica answers") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("every replica dead: %v, want one line", err)
+	}
+}
+
+func TestPrintAgentStatusReplicas(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	down := now.Add(-90 * time.Second)
+	st := &agent.Status{
+		Time: now,
+		Zone: "eu-west-1a",
+		Tracker: &agent.TrackerStatus{URL: "dns+https://shoal-tracker-headless.shoal.svc:7070", Reachable: true, Replicas: []agent.ReplicaStatus{
+			{Name: "10.0.0.1:7070", Answers: true, OwnedBlobs: 7},
+			{Name: "10.0.0.2:7070", Error: "tracker: unavailable: ping: connection\nrefused", PassedOver: true, DownSince: &down},
+			{Name: "10.0.0.3:7070", Answers: true, DownSince: &down, OwnedBlobs: 5},
+		}},
+	}
+	var b strings.Builder
+	printAgentStatus(&b, "http://127.0.0.1:5050", st)
+	out := b.String()
+	for _, want := range []string{
+		"zone      eu-west-1a",
+		"tracker   dns+https://shoal-tracker-headless.shoal.svc:7070: 2 of 3 replicas answer",
+		"10.0.0.1:7070  answers        sent to it",
+		"10.0.0.2:7070  NOT ANSWERING  PASSED OVER since 09:58:30 (1m30s ago)",
+		"0            tracker: unavailable: ping: connection refused",
+		"10.0.0.3:7070  answers        tried again, silent since 09:58:30 (1m30s ago)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	st.Zone, st.Tracker = "", nil
+	b.Reset()
+	printAgentStatus(&b, "http://127.0.0.1:5050", st)
+	if out := b.String(); !strings.Contains(out, "zone      none") || strings.Contains(out, "tracker replicas") {
+		t.Errorf("no zone, no tracker:\n%s", out)
 	}
 }
