@@ -28,14 +28,15 @@ const chartDir = "charts/shoal"
 
 // rendered is one value set's render, every object decoded strictly.
 type rendered struct {
-	daemonSets  []*appsv1.DaemonSet
-	deployments []*appsv1.Deployment
-	services    []*corev1.Service
-	pdbs        []*policyv1.PodDisruptionBudget
-	secrets     []*corev1.Secret
-	pvcs        []*corev1.PersistentVolumeClaim
-	policies    []*networkingv1.NetworkPolicy
-	monitors    []*serviceMonitor
+	daemonSets   []*appsv1.DaemonSet
+	deployments  []*appsv1.Deployment
+	statefulSets []*appsv1.StatefulSet
+	services     []*corev1.Service
+	pdbs         []*policyv1.PodDisruptionBudget
+	secrets      []*corev1.Secret
+	pvcs         []*corev1.PersistentVolumeClaim
+	policies     []*networkingv1.NetworkPolicy
+	monitors     []*serviceMonitor
 }
 
 // serviceMonitor is the part of the Prometheus Operator's ServiceMonitor
@@ -74,6 +75,8 @@ func decode(t *testing.T, values map[string]any) *rendered {
 				obj = add(&r.daemonSets)
 			case "apps/v1 Deployment":
 				obj = add(&r.deployments)
+			case "apps/v1 StatefulSet":
+				obj = add(&r.statefulSets)
 			case "v1 Service":
 				obj = add(&r.services)
 			case "policy/v1 PodDisruptionBudget":
@@ -187,6 +190,9 @@ func checkObjects(t *testing.T, r *rendered) {
 	for _, o := range r.deployments {
 		check("Deployment", o.ObjectMeta)
 	}
+	for _, o := range r.statefulSets {
+		check("StatefulSet", o.ObjectMeta)
+	}
 	for _, o := range r.services {
 		check("Service", o.ObjectMeta)
 	}
@@ -275,7 +281,7 @@ func checkAgent(t *testing.T, r *rendered, flags map[string]map[string]bool) {
 
 	// The tracker the agents use is the tracker's Service.
 	checkTrackerURL(t, r, args["tracker"])
-	checkSecretFiles(t, spec, agent, args, "tracker-token-file", "p2p-psk-file", "docker-config")
+	checkSecretFiles(t, spec, agent, args, "tracker-token-file", "p2p-psk-file", "docker-config", "tracker-ca")
 
 	// containerd: configured by an init container into the node's certs.d,
 	// never restarted, undone when the agent stops.
@@ -333,32 +339,27 @@ func checkConfigure(t *testing.T, spec corev1.PodSpec, c corev1.Container, argv 
 
 func checkTracker(t *testing.T, r *rendered, flags map[string]map[string]bool) {
 	t.Helper()
-	if len(r.deployments) != 1 {
-		t.Fatalf("%d Deployments, want the tracker's", len(r.deployments))
-	}
-	d := r.deployments[0]
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Errorf("tracker: replicas %v, strategy %q; want one, recreated", d.Spec.Replicas, d.Spec.Strategy.Type)
-	}
-	pod := d.Spec.Template
-	if !subset(d.Spec.Selector.MatchLabels, pod.Labels) {
-		t.Errorf("tracker selector %v does not select its pods %v", d.Spec.Selector.MatchLabels, pod.Labels)
+	name, selector, pod, claims := trackerWorkload(t, r)
+	if !subset(selector, pod.Labels) {
+		t.Errorf("tracker selector %v does not select its pods %v", selector, pod.Labels)
 	}
 	tr := container(t, pod.Spec.Containers, "tracker")
 	args := argMap(t, tr.Args, "tracker", flags["tracker"])
 	checkGoMemLimit(t, "tracker", tr, tr.Resources.Limits[corev1.ResourceMemory])
-	checkSecretFiles(t, pod.Spec, tr, args, "token-file", "seed-token-file", "p2p-psk-file", "docker-config")
+	checkSecretFiles(t, pod.Spec, tr, args, "token-file", "seed-token-file", "p2p-psk-file", "docker-config", "tls-cert", "tls-key")
 	if len(registries(args)) == 0 {
 		t.Error("tracker: no --registry: the seeder fetches from none")
 	}
-	store := volumeAt(t, pod.Spec, tr, args["data-dir"])
 	switch {
+	case len(claims) > 0:
+		checkClaimedStore(t, pod.Spec, tr, args["data-dir"], claims, r.pvcs)
 	case len(r.pvcs) == 1:
+		store := volumeAt(t, pod.Spec, tr, args["data-dir"])
 		if store.PersistentVolumeClaim == nil || store.PersistentVolumeClaim.ClaimName != r.pvcs[0].Name {
 			t.Errorf("tracker store %+v, want the PVC %s", store, r.pvcs[0].Name)
 		}
 	case len(r.pvcs) == 0:
-		if store.EmptyDir == nil {
+		if store := volumeAt(t, pod.Spec, tr, args["data-dir"]); store.EmptyDir == nil {
 			t.Errorf("tracker store %+v, want an emptyDir", store)
 		}
 	default:
@@ -370,7 +371,7 @@ func checkTracker(t *testing.T, r *rendered, flags map[string]map[string]bool) {
 		}
 	}
 	// Its Service and PDB select it.
-	svc := serviceNamed(r, d.Name)
+	svc := serviceNamed(r, name)
 	if svc == nil || !subset(svc.Spec.Selector, pod.Labels) {
 		t.Fatalf("tracker Service %+v does not select the tracker's pods", svc)
 	}
@@ -385,33 +386,37 @@ func checkTracker(t *testing.T, r *rendered, flags map[string]map[string]bool) {
 			t.Errorf("NetworkPolicy %s does not select the tracker", np.Name)
 		}
 	}
-	for _, m := range r.monitors {
-		for _, ep := range m.Spec.Endpoints {
-			if !slices.ContainsFunc(r.services, func(s *corev1.Service) bool {
-				return subset(m.Spec.Selector.MatchLabels, s.Labels) && slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port })
-			}) {
-				t.Errorf("ServiceMonitor endpoint %q matches no Service port", ep.Port)
-			}
-		}
-	}
+	checkMonitors(t, r)
 }
 
 // checkTrackerURL: the agents' --tracker is the tracker Service's name and
-// port.
+// port, or with replicas dns+ on the headless Service or each pod's name
+// under it.
 func checkTrackerURL(t *testing.T, r *rendered, raw string) {
 	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatalf("agent --tracker %q: %v", raw, err)
-	}
 	want := make([]string, 0, len(r.services))
 	for _, s := range r.services {
 		for _, p := range s.Spec.Ports {
 			want = append(want, fmt.Sprintf("%s.%s.svc:%d", s.Name, s.Namespace, p.Port))
 		}
 	}
-	if !slices.Contains(want, u.Host) {
-		t.Errorf("agent --tracker %q is none of the Services %v", raw, want)
+	for _, one := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimPrefix(one, "dns+"))
+		if err != nil {
+			t.Fatalf("agent --tracker %q: %v", raw, err)
+		}
+		host := u.Host
+		if ss := r.statefulSets; len(ss) == 1 && !strings.HasPrefix(one, "dns+") {
+			// A pod's name: NAME-i.SERVICE.NAMESPACE.svc:PORT.
+			pod, rest, _ := strings.Cut(host, ".")
+			if !strings.HasPrefix(pod, ss[0].Name+"-") {
+				t.Errorf("agent --tracker %q: %s is not a pod of %s", raw, pod, ss[0].Name)
+			}
+			host = rest
+		}
+		if !slices.Contains(want, host) {
+			t.Errorf("agent --tracker %q: %s is none of the Services %v", raw, host, want)
+		}
 	}
 }
 

@@ -32,6 +32,39 @@ type Manifest struct {
 // returns the non-empty manifests sorted by template name. NOTES.txt and
 // partials are left out.
 func Render(chartDir string, rel Release, values map[string]any) ([]Manifest, error) {
+	files, err := renderFiles(chartDir, rel, values)
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for name, body := range files {
+		base := path.Base(name)
+		if strings.HasPrefix(base, "_") || base == "NOTES.txt" || strings.TrimSpace(body) == "" {
+			continue
+		}
+		out = append(out, Manifest{Template: name, Body: body})
+	}
+	slices.SortFunc(out, func(a, b Manifest) int { return strings.Compare(a.Template, b.Template) })
+	return out, nil
+}
+
+// Notes renders the chart's NOTES.txt for rel with values, as Helm prints
+// it after an install.
+func Notes(chartDir string, rel Release, values map[string]any) (string, error) {
+	files, err := renderFiles(chartDir, rel, values)
+	if err != nil {
+		return "", err
+	}
+	for name, body := range files {
+		if path.Base(name) == "NOTES.txt" {
+			return body, nil
+		}
+	}
+	return "", fmt.Errorf("render: no NOTES.txt")
+}
+
+// renderFiles renders every template file of the chart, by name.
+func renderFiles(chartDir string, rel Release, values map[string]any) (map[string]string, error) {
 	ch, err := loader.LoadDir(chartDir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
@@ -44,16 +77,7 @@ func Render(chartDir string, rel Release, values map[string]any) ([]Manifest, er
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
-	var out []Manifest
-	for name, body := range files {
-		base := path.Base(name)
-		if strings.HasPrefix(base, "_") || base == "NOTES.txt" || strings.TrimSpace(body) == "" {
-			continue
-		}
-		out = append(out, Manifest{Template: name, Body: body})
-	}
-	slices.SortFunc(out, func(a, b Manifest) int { return strings.Compare(a.Template, b.Template) })
-	return out, nil
+	return files, nil
 }
 
 // Join writes manifests as one multi-document YAML stream, each headed by

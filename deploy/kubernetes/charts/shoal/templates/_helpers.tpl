@@ -49,10 +49,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{- define "shoal.trackerURL" -}}
-http://{{ include "shoal.fullname" . }}-tracker.{{ .Release.Namespace }}.svc:{{ .Values.tracker.port }}
-{{- end }}
-
 {{/*
 shoal.bytes turns a size (a number of bytes, or a quantity with a Ki, Mi, Gi
 or Ti suffix) into a number of bytes.
