@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"fmt"
+	"net/url"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -41,4 +42,27 @@ func (s *SeedShard) validate() error {
 // Owns reports whether the replica Self owns d; a nil shard owns all.
 func (s *SeedShard) Owns(d digest.Digest) bool {
 	return s == nil || s.Of[Rank(s.Of, d.String())[0]] == s.Self
+}
+
+// ShardHeader carries, on a registry webhook one tracker replica passes on
+// to another, the shard the receiver takes of it: Encode's form. A webhook
+// with it is not passed on again.
+const ShardHeader = "Shoal-Shard"
+
+// Encode writes s as ShardHeader's value: self=NAME&of=NAME&of=NAME...
+func (s SeedShard) Encode() string {
+	return url.Values{"self": {s.Self}, "of": s.Of}.Encode()
+}
+
+// ParseShard reads a ShardHeader value; a malformed one is ErrInvalid.
+func ParseShard(v string) (*SeedShard, error) {
+	q, err := url.ParseQuery(v)
+	if err != nil || len(q["self"]) != 1 || len(q) != 2 {
+		return nil, fmt.Errorf("%w: %s: want self=NAME&of=NAME...", ErrInvalid, ShardHeader)
+	}
+	s := &SeedShard{Of: q["of"], Self: q.Get("self")}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

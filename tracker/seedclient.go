@@ -79,3 +79,31 @@ func (c *Client) seedDo(ctx context.Context, method, path string, body []byte, w
 	}
 	return nil
 }
+
+// ForwardWebhook passes a registry webhook on to this tracker replica
+// (POST route with the same body and content type), which seeds the part
+// of it that shard says (ShardHeader) and passes it on no further.
+func (c *Client) ForwardWebhook(ctx context.Context, route, contentType string, body []byte, shard SeedShard) error {
+	u := *c.base
+	u.Path += route
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("tracker: %w", err)
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set(ShardHeader, shard.Encode())
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("tracker: POST %s: %w", route, ctx.Err())
+		}
+		return fmt.Errorf("%w: POST %s: %w", ErrUnavailable, route, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return c.statusError(resp, http.MethodPost, route)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxSeedJobBody))
+	return nil
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -194,16 +193,11 @@ func (f agentFlags) trackerClient(ctx context.Context, log *slog.Logger, extra .
 	if token == "" {
 		return nil, errors.New("a cluster token is required with --tracker: --tracker-token-file or --tracker-token")
 	}
-	opts := append([]tracker.Option{tracker.WithLogger(log)}, extra...)
-	if f.TrackerCA != "" {
-		pool, err := readCA(f.TrackerCA)
-		if err != nil {
-			return nil, err
-		}
-		tp := http.DefaultTransport.(*http.Transport).Clone()
-		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
+	ca, err := caClient(f.TrackerCA)
+	if err != nil {
+		return nil, err
 	}
+	opts := append(append([]tracker.Option{tracker.WithLogger(log)}, extra...), ca...)
 	urls := tracker.SplitURLs(f.Tracker)
 	c, err := clusterTracker(ctx, urls, token, log, opts...)
 	if err != nil {

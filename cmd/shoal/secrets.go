@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // readTokens reads tokens from a file, one per line; blank lines and lines
@@ -44,6 +48,22 @@ func readCA(path string) (*x509.CertPool, error) {
 		return nil, errors.New(path + ": no PEM certificate in the file")
 	}
 	return pool, nil
+}
+
+// caClient is the tracker client option that checks the tracker's TLS
+// certificate against the CAs of the PEM file path; none for "" (the
+// system roots).
+func caClient(path string) ([]tracker.Option, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pool, err := readCA(path)
+	if err != nil {
+		return nil, err
+	}
+	tp := http.DefaultTransport.(*http.Transport).Clone()
+	tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return []tracker.Option{tracker.WithHTTPClient(&http.Client{Transport: tp})}, nil
 }
 
 // readPSK reads a 32-byte key, raw or as 64 hex digits.

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -79,15 +77,9 @@ func (f seedFlags) client(ctx context.Context) (*seedSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
-	var opts []tracker.Option
-	if f.TrackerCA != "" {
-		pool, err := readCA(f.TrackerCA)
-		if err != nil {
-			return nil, fmt.Errorf("seed: %w", err)
-		}
-		tp := http.DefaultTransport.(*http.Transport).Clone()
-		tp.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		opts = append(opts, tracker.WithHTTPClient(&http.Client{Transport: tp}))
+	opts, err := caClient(f.TrackerCA)
+	if err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
 	}
 	return newSeedSet(ctx, tracker.SplitURLs(f.Tracker), toks[0], opts...)
 }
@@ -332,6 +324,9 @@ type seedTrackerFlags struct {
 	WebhookRepos    []string      `mapstructure:"webhook-repos"`
 	WebhookTags     []string      `mapstructure:"webhook-tags"`
 	WebhookReplicas int           `mapstructure:"webhook-replicas"`
+	Replicas        []string      `mapstructure:"replicas"`
+	ReplicaSelf     string        `mapstructure:"replica-self"`
+	ReplicasCA      string        `mapstructure:"replicas-ca"`
 }
 
 func addSeedTrackerFlags(fs *pflag.FlagSet) {
@@ -341,6 +336,26 @@ func addSeedTrackerFlags(fs *pflag.FlagSet) {
 	fs.StringSlice("webhook-repos", nil, "repositories whose pushes webhooks seed (path.Match patterns, e.g. team/*; default all)")
 	fs.StringSlice("webhook-tags", nil, "tags whose pushes webhooks seed (path.Match patterns; default all)")
 	fs.Int("webhook-replicas", 0, "agents every blob of a webhook's seed job is placed on")
+	fs.StringSlice("replicas", nil, "the tracker replicas this one is one of, as agents are given them (URLs, or a dns+ name): a webhook is passed on to every live one, each seeding the blobs it owns")
+	fs.String("replica-self", "", "this tracker's name among --replicas: its URL; for a dns+ name ADDRESS:PORT, or its IP address")
+	fs.String("replicas-ca", "", "PEM file of the CA certificates the replicas' TLS certificates are checked against")
+}
+
+// replicas is the server option that passes webhooks on to the tracker's
+// replicas (none without --replicas); token is a seed token.
+func (f seedTrackerFlags) replicas(token string) ([]server.Option, error) {
+	if len(f.Replicas) == 0 {
+		return nil, nil
+	}
+	opts, err := caClient(f.ReplicasCA)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := newWebhookReplicas(tracker.SplitURLs(f.Replicas), f.ReplicaSelf, token, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return []server.Option{server.WithReplicas(rs)}, nil
 }
 
 func (f seedTrackerFlags) apply(c *server.Config) error {

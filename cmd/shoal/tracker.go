@@ -61,8 +61,16 @@ func newTrackerCmd() *cobra.Command {
 			}
 			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		}
+		var seedToken string
+		if len(tcfg.SeedTokens) > 0 {
+			seedToken = tcfg.SeedTokens[0]
+		}
+		ropts, err := f.seedTrackerFlags.replicas(seedToken)
+		if err != nil {
+			return err
+		}
 		reg := newRegistry()
-		node, err := newTrackerNode(tcfg, seed, log, reg)
+		node, err := newTrackerNode(tcfg, seed, log, reg, ropts...)
 		if err != nil {
 			return err
 		}

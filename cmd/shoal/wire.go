@@ -330,8 +330,8 @@ type trackerNode struct {
 // newTrackerNode builds the tracker and its seeder: a node whose swarm
 // announces to the server in process (no HTTP, no token, no TLS between
 // them), and which the server asks to seed each blob on first demand.
-func newTrackerNode(tcfg server.Config, seed nodeConfig, log *slog.Logger, reg prometheus.Registerer) (*trackerNode, error) {
-	srv, err := server.New(tcfg, server.WithLogger(log), server.WithRegisterer(reg))
+func newTrackerNode(tcfg server.Config, seed nodeConfig, log *slog.Logger, reg prometheus.Registerer, opts ...server.Option) (*trackerNode, error) {
+	srv, err := server.New(tcfg, append([]server.Option{server.WithLogger(log), server.WithRegisterer(reg)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

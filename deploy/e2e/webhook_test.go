@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
@@ -96,5 +97,85 @@ func TestDistributionWebhookSeeds(t *testing.T) {
 		if !holds(tr, h) {
 			t.Errorf("the seeder lacks blob %s after the Harbor webhook", h)
 		}
+	}
+}
+
+// TestDistributionWebhookOverReplicas: three tracker replicas, each given
+// the others (--replicas) and its own name (--replica-self);
+// docker-registry notifies only the first. It passes the push on, and each
+// replica's seeder fetches only the blobs it owns, as the agents rank
+// them: every blob leaves the origin once, and the rollout after takes
+// none from it.
+func TestDistributionWebhookOverReplicas(t *testing.T) {
+	t.Parallel()
+	var urls []string
+	for range 3 {
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", agenttest.FreePort(t)))
+	}
+	notify := fmt.Sprintf(`notifications:
+  endpoints:
+    - name: shoal
+      url: %s/v1/webhooks/distribution
+      headers:
+        Authorization: [Bearer %s]
+      timeout: 5s
+      threshold: 3
+      backoff: 500ms
+`, urls[0], seedSeedToken)
+	origin := agenttest.StartDistribution(t, agenttest.DistributionOptions{Extra: notify})
+	trackers := make([]*agenttest.Shoal, len(urls))
+	for i, u := range urls {
+		trackers[i] = startSeedTracker(t, origin, "--listen", strings.TrimPrefix(u, "http://"), "--webhook-repos", "hook/*",
+			"--replicas", strings.Join(urls, ","), "--replica-self", u)
+	}
+	list := strings.Join(urls, ",")
+	nodes := []*agenttest.Shoal{
+		startAgent(t, origin, "--tracker", list, "--tracker-token", seedClusterToken),
+		startAgent(t, origin, "--tracker", list, "--tracker-token", seedClusterToken),
+	}
+
+	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 6, LayerSize: 1 << 20, Seed: 1503})
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	origin.ResetCounters()
+	ref := origin.Ref("hook/app:v1")
+	agenttest.Crane(t, "push", "--insecure", dir, ref)
+	origin.ResetCounters() // the push's own requests
+
+	blobs := blobsOf(t, img)
+	owner := func(h v1.Hash) int { return tracker.Rank(urls, h.String())[0] }
+	owned := make([]int, len(urls))
+	for _, h := range blobs {
+		owned[owner(h)]++
+	}
+	for i, tr := range trackers {
+		if owned[i] == 0 {
+			continue // the first replica's job may hold no blob: nothing to wait for elsewhere
+		}
+		job := waitSeedJob(t, tr, func(j tracker.SeedJobStatus) bool {
+			return j.State == tracker.JobDone && j.BlobsDone == owned[i]
+		})
+		t.Logf("replica %d: job %s, %d blobs", i, job.ID, job.BlobsDone)
+	}
+	for _, h := range blobs {
+		for i, tr := range trackers {
+			if got, want := holds(tr, h), i == owner(h); got != want {
+				t.Errorf("replica %d holds blob %s: %v, want %v (owner %d)", i, h, got, want, owner(h))
+			}
+		}
+	}
+	if n := origin.BlobGets(); n != len(blobs) {
+		t.Errorf("the origin served %d blob GETs for the webhook's %d blobs, want each once", n, len(blobs))
+	}
+	origin.ResetCounters()
+	pullAll(t, nodes, ref, img)
+	if n := origin.BlobGets(); n != 0 {
+		t.Errorf("the rollout after the webhook asked the origin for %d blobs, want none", n)
 	}
 }

@@ -295,3 +295,44 @@ func TestBadReplicaValues(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerReplicasWebhooks: with seed jobs, every replica is given the
+// replica set as the agents are (--replicas) and its own name in it
+// (--replica-self, from the downward API: the pod's IP for dns+, its
+// stable name for a list), so a webhook that reaches one through the
+// Service is passed on to the others.
+func TestTrackerReplicasWebhooks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		discovery string
+		self      string
+		env       string
+	}{
+		{"dns", "$(POD_IP)", "status.podIP"},
+		{"list", "http://$(POD_NAME).shoal-tracker-headless.shoal.svc:7070", "metadata.name"},
+	} {
+		t.Run(tc.discovery, func(t *testing.T) {
+			t.Parallel()
+			r := decode(t, map[string]any{"tracker": map[string]any{"replicas": 3, "seedJobs": true, "discovery": tc.discovery}})
+			agent := argMap(t, container(t, r.daemonSets[0].Spec.Template.Spec.Containers, "agent").Args, "agent", nil)
+			tr := container(t, r.statefulSets[0].Spec.Template.Spec.Containers, "tracker")
+			args := argMap(t, tr.Args, "tracker", nil)
+			if args["replicas"] != agent["tracker"] || args["replica-self"] != tc.self {
+				t.Errorf("tracker --replicas %q --replica-self %q, want the agents' %q and %q", args["replicas"], args["replica-self"], agent["tracker"], tc.self)
+			}
+			found := false
+			for _, e := range tr.Env {
+				if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == tc.env {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("tracker env %+v: no variable from %s", tr.Env, tc.env)
+			}
+		})
+	}
+	r := decode(t, map[string]any{"tracker": map[string]any{"replicas": 3}})
+	if args := argMap(t, container(t, r.statefulSets[0].Spec.Template.Spec.Containers, "tracker").Args, "tracker", nil); args["replicas"] != "" {
+		t.Errorf("replicas without seed jobs: --replicas %q, want none (no webhooks to pass on)", args["replicas"])
+	}
+}

@@ -150,6 +150,9 @@ var valueSets = map[string]map[string]any{
 	"seed jobs": {
 		"tracker": map[string]any{"seedJobs": true},
 	},
+	"seed jobs over listed replicas": {
+		"tracker": map[string]any{"seedJobs": true, "replicas": 3, "discovery": "list", "tls": map[string]any{"existingSecret": "tracker-tls"}},
+	},
 }
 
 func TestRenderInvariants(t *testing.T) {
@@ -346,7 +349,7 @@ func checkTracker(t *testing.T, r *rendered, flags map[string]map[string]bool) {
 	tr := container(t, pod.Spec.Containers, "tracker")
 	args := argMap(t, tr.Args, "tracker", flags["tracker"])
 	checkGoMemLimit(t, "tracker", tr, tr.Resources.Limits[corev1.ResourceMemory])
-	checkSecretFiles(t, pod.Spec, tr, args, "token-file", "seed-token-file", "p2p-psk-file", "docker-config", "tls-cert", "tls-key")
+	checkSecretFiles(t, pod.Spec, tr, args, "token-file", "seed-token-file", "p2p-psk-file", "docker-config", "tls-cert", "tls-key", "replicas-ca")
 	if len(registries(args)) == 0 {
 		t.Error("tracker: no --registry: the seeder fetches from none")
 	}
@@ -433,6 +436,9 @@ func checkSecretFiles(t *testing.T, spec corev1.PodSpec, c corev1.Container, arg
 		if vol.Secret == nil || vol.Secret.SecretName == "" {
 			t.Errorf("%s --%s=%s: not in a Secret volume (%+v)", c.Name, name, path, vol)
 			continue
+		}
+		if items := vol.Secret.Items; len(items) > 0 && !slices.ContainsFunc(items, func(k corev1.KeyToPath) bool { return k.Path == filepath.Base(path) }) {
+			t.Errorf("%s --%s=%s: the Secret volume projects only %+v", c.Name, name, path, items)
 		}
 		// A container not running as root reads the files through the
 		// pod's fsGroup, which owns them: the group must be able to read.

@@ -146,6 +146,12 @@ type seedFixture struct {
 
 func newSeedFixture(t *testing.T, edit func(*server.Config)) *seedFixture {
 	t.Helper()
+	return newSeedFixtureWith(t, edit)
+}
+
+// newSeedFixtureWith is newSeedFixture with more options for the server.
+func newSeedFixtureWith(t *testing.T, edit func(*server.Config), opts ...server.Option) *seedFixture {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.SeedTokens = []string{seedToken}
 	if edit != nil {
@@ -153,7 +159,7 @@ func newSeedFixture(t *testing.T, edit func(*server.Config)) *seedFixture {
 	}
 	f := &seedFixture{seeder: newBlobSeeder(), res: newResolver(), pins: &memPinner{},
 		clock: trackertest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry()}
-	f.tr = trackertest.Start(t, cfg, f.seeder, server.WithClock(f.clock), server.WithRegisterer(f.reg))
+	f.tr = trackertest.Start(t, cfg, f.seeder, append([]server.Option{server.WithClock(f.clock), server.WithRegisterer(f.reg)}, opts...)...)
 	if err := f.tr.EnableSeedJobs(f.res, f.pins); err != nil {
 		t.Fatal(err)
 	}

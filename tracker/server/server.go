@@ -57,6 +57,7 @@ type Server struct {
 	started time.Time // by clock: Listed cannot tell before PeerTTL has passed
 	// seedJobs runs seed jobs, webhooks and preheat (job.go).
 	seedJobs *jobs
+	replicas Replicas // WithReplicas: webhooks shard over them
 
 	ctx     context.Context // parent of every seeding; canceled by Close
 	cancel  context.CancelFunc

@@ -240,10 +240,20 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request, source st
 		s.webhookMalformed(w, source, err)
 		return
 	}
+	shard, err := s.webhookShard(r.Context(), r, body)
+	if errors.Is(err, tracker.ErrInvalid) {
+		s.webhookMalformed(w, source, err)
+		return
+	}
+	if err != nil {
+		s.log.Warn("webhook not passed on to every tracker replica", "source", source, "error", err)
+		s.writeError(w, err)
+		return
+	}
 	resp := WebhookResponse{Jobs: []string{}, Ignored: ignored}
 	s.seedJobs.metrics.webhooks.WithLabelValues(source, "ignored").Add(float64(ignored))
 	for _, p := range pushed {
-		id, result, err := s.seedPushed(p)
+		id, result, err := s.seedPushed(p, shard)
 		if err != nil {
 			// The registry retries a failed delivery: 503 and 429 are
 			// worth it, the rest of the envelope waits for it.
@@ -269,7 +279,8 @@ func (s *Server) webhookMalformed(w http.ResponseWriter, source string, err erro
 // seedPushed starts (or finds) the seed job of a pushed manifest, unless
 // the tracker's patterns or registries leave it out. result is the metric
 // label: seeded, duplicate or ignored.
-func (s *Server) seedPushed(p PushedImage) (id, result string, err error) {
+// With shard, the job takes only the blobs it owns (replica_webhook.go).
+func (s *Server) seedPushed(p PushedImage, shard *tracker.SeedShard) (id, result string, err error) {
 	j := s.seedJobs
 	j.mu.Lock()
 	res := j.res
@@ -287,7 +298,7 @@ func (s *Server) seedPushed(p PushedImage) (id, result string, err error) {
 	}
 	ref := tracker.ImageRef{Registry: p.Registry, Repo: p.Repo, Digest: p.Digest}
 	nj := &job{
-		req:     tracker.SeedRequest{Images: []string{ref.String()}, Replicas: s.cfg.WebhookReplicas},
+		req:     tracker.SeedRequest{Images: []string{ref.String()}, Replicas: s.cfg.WebhookReplicas, Shard: shard},
 		refs:    []tracker.ImageRef{ref},
 		patient: true,
 	}

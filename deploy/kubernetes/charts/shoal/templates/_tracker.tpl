@@ -41,6 +41,18 @@ spec:
         - --download-rate={{ $t.downloadRate | int64 }}
         {{- if $t.seedJobs }}
         - --seed-token-file=/etc/shoal/secrets/seed-token
+        {{- if $many }}
+        {{- /* A webhook reaches one replica: it passes it on to the others. */}}
+        - --replicas={{ include "shoal.trackerURL" . }}
+        {{- if eq $t.discovery "list" }}
+        - --replica-self={{ include "shoal.trackerScheme" . }}://$(POD_NAME).{{ include "shoal.trackerHeadless" . }}.{{ .Release.Namespace }}.svc:{{ $t.port }}
+        {{- else }}
+        - --replica-self=$(POD_IP)
+        {{- end }}
+        {{- if $t.tls.existingSecret }}
+        - --replicas-ca=/etc/shoal/tracker-tls/ca.crt
+        {{- end }}
+        {{- end }}
         {{- end }}
         {{- if $t.tls.existingSecret }}
         - --tls-cert=/etc/shoal/tracker-tls/tls.crt
@@ -54,6 +66,16 @@ spec:
       env:
         - name: GOMEMLIMIT
           value: {{ include "shoal.goMemLimit" (dict "limit" $t.resources.limits.memory "ratio" .Values.agent.goMemLimitRatio) | quote }}
+        {{- if and $many $t.seedJobs }}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- end }}
       ports:
         - name: http
           containerPort: {{ $t.port }}
@@ -118,6 +140,10 @@ spec:
             path: tls.crt
           - key: tls.key
             path: tls.key
+          {{- if and $many $t.seedJobs }}
+          - key: ca.crt
+            path: ca.crt
+          {{- end }}
     {{- end }}
   {{- with $t.nodeSelector }}
   nodeSelector:
