@@ -441,15 +441,25 @@ func (s *Swarm) Run(ctx context.Context) {
 	// The first announce goes out at once; after it, the loop waits for
 	// the interval or a kick, only one of which is ready when it looks
 	// (so that a simulated run does not hinge on select's random choice).
+	failing := 0 // announces failed in a row: the first is a warning, the rest are counted
 	for ctx.Err() == nil {
 		next, err := s.tr.Announce(ctx, s.announcement(ctx))
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("announce failed", "err", err)
-				s.m.announceErrors.Inc()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.m.announceErrors.Inc()
+			if failing++; failing == 1 {
+				s.log.Warn("announce failed; retrying, further failures logged at debug level", "err", err)
+			} else {
+				s.log.Debug("announce failed", "err", err, "in_a_row", failing)
 			}
-		} else if next > 0 {
-			interval = next * 2 / 3 // re-announce well within the tracker's TTL
+		case err == nil:
+			if failing > 0 {
+				s.log.Info("announce works again", "failed_in_a_row", failing)
+			}
+			failing = 0
+			if next > 0 {
+				interval = next * 2 / 3 // re-announce well within the tracker's TTL
+			}
 		}
 		t.Reset(interval)
 		select {
