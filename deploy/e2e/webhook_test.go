@@ -3,13 +3,10 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/shoal-dev/shoal/agent/agenttest"
 	"github.com/shoal-dev/shoal/tracker"
@@ -41,14 +38,7 @@ func TestDistributionWebhookSeeds(t *testing.T) {
 	}
 
 	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 3, LayerSize: 2 << 20, Seed: 1501})
-	dir := filepath.Join(t.TempDir(), "layout")
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeLayout(t, img)
 	ref := origin.Ref("hook/app:v1")
 	agenttest.Crane(t, "push", "--insecure", dir, ref)
 
@@ -135,14 +125,7 @@ func TestDistributionWebhookOverReplicas(t *testing.T) {
 	}
 
 	img := agenttest.Image(t, agenttest.ImageOptions{Layers: 6, LayerSize: 1 << 20, Seed: 1503})
-	dir := filepath.Join(t.TempDir(), "layout")
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeLayout(t, img)
 	origin.ResetCounters()
 	ref := origin.Ref("hook/app:v1")
 	agenttest.Crane(t, "push", "--insecure", dir, ref)
