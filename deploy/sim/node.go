@@ -191,6 +191,7 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 	if n.gone.Load() {
 		err = errGone
 	}
+	sim.tr.served(n, to, layer, piece, sent, err)
 	sim.q.after(lat, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
 }
 
