@@ -140,6 +140,7 @@ type Swarm struct {
 	mu      sync.Mutex
 	blobs   map[digest.Digest]*blob
 	rations map[digest.Digest]*ration // seeder: the copies of each piece uploaded (ration.go)
+	firsts  firsts                    // seeder: the first copies each peer got (firsts.go)
 }
 
 var _ p2p.Source = (*Swarm)(nil)
@@ -396,7 +397,12 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		if rat == nil && b == nil {
 			rat = s.storedRation(dgst, count)
 		}
-		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now()) {
+		var first func() bool
+		if p, ok := p2p.Requester(ctx); ok {
+			s.firsts.note(p, s.clock.Now())
+			first = func() bool { return s.firsts.grant(p, s.clock.Now()) }
+		}
+		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now(), first) {
 			return nil, 0, p2p.ErrRationed
 		}
 		if rat != nil {
