@@ -1042,3 +1042,32 @@ func mustAppend(t *testing.T, m wire.Message) []byte {
 	}
 	return b
 }
+
+// requesterSource records the requester the host names to Piece.
+type requesterSource struct {
+	*p2ptest.MemorySource
+	got chan peer.ID
+}
+
+func (s *requesterSource) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCloser, int64, error) {
+	p, _ := p2p.Requester(ctx)
+	s.got <- p
+	return s.MemorySource.Piece(ctx, dgst, n)
+}
+
+// The source hears which peer asks for a piece (a seeder spreads its first
+// copies over them).
+func TestPieceNamesRequester(t *testing.T) {
+	t.Parallel()
+	src := &requesterSource{MemorySource: p2ptest.NewMemorySource(), got: make(chan peer.ID, 1)}
+	info := src.AddBlob(randomBytes(t, 2048), 1024)
+	server := newNodeWith(t, nil, src)
+	client := newNode(t, nil)
+	connect(t, client, server)
+	if _, err := client.Fetch(testContext(t), server.ID(), info.Digest, 0, info.Pieces[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-src.got; p != client.ID() {
+		t.Errorf("the source heard requester %q, want %q", p, client.ID())
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
@@ -68,7 +69,7 @@ const pieceIdleTimeout = 10 * time.Second
 // reset and must not carry another request.
 func (h *Host) answerPiece(s network.Stream, req wire.PieceRequest) bool {
 	p := s.Conn().RemotePeer()
-	sent, err := h.gate().Serve(h.ctx, h.src, req.Digest, req.Index, func(rc io.Reader, size int64) (int64, error) {
+	sent, err := h.gate().Serve(WithRequester(h.ctx, p), h.src, req.Digest, req.Index, func(rc io.Reader, size int64) (int64, error) {
 		h.m.uploadsActive.Inc()
 		defer h.m.uploadsActive.Dec()
 		h.protectServing(p)
@@ -184,6 +185,21 @@ func (g *UploadGate) take() bool {
 	case <-g.done:
 		return false
 	}
+}
+
+type requesterKey struct{}
+
+// WithRequester returns ctx carrying the peer a piece is served to, which
+// the Source's Piece reads with Requester: a seeder spreads the first
+// copies of its pieces over the peers asking for them.
+func WithRequester(ctx context.Context, p peer.ID) context.Context {
+	return context.WithValue(ctx, requesterKey{}, p)
+}
+
+// Requester returns the peer WithRequester put in ctx.
+func Requester(ctx context.Context) (peer.ID, bool) {
+	p, ok := ctx.Value(requesterKey{}).(peer.ID)
+	return p, ok
 }
 
 // errBeforeHeader marks source failures that can still be answered with a status.

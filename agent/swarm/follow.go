@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,6 +56,13 @@ func (ss *session) followMetaInfo(ctx context.Context, info *piece.Info) {
 func (ss *session) followPeers(ctx context.Context) {
 	seen := make(map[string]bool)
 	every := ss.s.cfg.PeersRefresh
+	// Until a handout names the seeder, the session asks again soon,
+	// doubling from busyBackoff up to PeersRefresh: the seeder announces
+	// a blob once its first piece is in from the origin, and a session
+	// whose first handout came before that would otherwise leave the
+	// pieces that enter the swarm through the seeder to others for a
+	// whole PeersRefresh.
+	seeded, soon := false, busyBackoff
 	for {
 		tctx, cancel := ss.s.clock.WithTimeout(ctx, trackerTimeout)
 		peers, err := ss.s.tr.Peers(tctx, ss.src.Digest, ss.s.self.ID)
@@ -79,9 +87,15 @@ func (ss *session) followPeers(ctx context.Context) {
 		if exchanged {
 			ss.s.pex.m.learned.Add(float64(fresh))
 		}
-		if fresh > 0 || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout) {
+		if !exchanged && slices.ContainsFunc(peers, func(p tracker.Peer) bool { return p.Seeder }) {
+			seeded = true
+		}
+		switch {
+		case !seeded && !exchanged:
+			every, soon = soon, min(2*soon, ss.s.cfg.PeersRefresh)
+		case fresh > 0 || len(peers) < min(ss.s.cfg.MaxPeers, denseHandout):
 			every = ss.s.cfg.PeersRefresh
-		} else {
+		default:
 			every = min(2*every, 8*ss.s.cfg.PeersRefresh)
 		}
 		if len(peers) > 0 {

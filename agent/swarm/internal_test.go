@@ -201,3 +201,29 @@ func testSession(ctx context.Context, s *Swarm, info *piece.Info) *session {
 	ss.pick.SetKnown(info.Count())
 	return ss
 }
+
+// A download's window is its share of NodeInFlight among the node's
+// downloads under way, rounded up, at least 1 and at most MaxInFlight.
+func TestWindowShared(t *testing.T) {
+	for _, c := range []struct {
+		node, max int
+		active    int64
+		want      int
+	}{
+		{6, 8, 0, 6},
+		{6, 8, 1, 6},
+		{6, 8, 2, 3},
+		{6, 8, 4, 2},
+		{6, 8, 5, 2},
+		{6, 8, 7, 1},
+		{6, 8, 100, 1},
+		{16, 8, 1, 8},
+		{0, 4, 5, 4}, // no node bound
+	} {
+		s := &Swarm{cfg: Config{NodeInFlight: c.node, MaxInFlight: c.max}}
+		s.active.Store(c.active)
+		if got := (&session{s: s}).window(); got != c.want {
+			t.Errorf("node %d, max %d, %d downloads: window %d, want %d", c.node, c.max, c.active, got, c.want)
+		}
+	}
+}

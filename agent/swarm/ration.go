@@ -41,7 +41,8 @@ func newRation(pieces int) *ration {
 }
 
 // ok decides whether the seeder uploads piece n once more, and counts it.
-func (r *ration) ok(n int, cfg Config, now time.Time) bool {
+// A first copy goes out only if first, when set, agrees (firsts.grant).
+func (r *ration) ok(n int, cfg Config, now time.Time, first func() bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cfg.SeedCopies == 0 || n < 0 || n >= len(r.uploads) {
@@ -54,6 +55,9 @@ func (r *ration) ok(n int, cfg Config, now time.Time) bool {
 		return false
 	}
 	if int(r.uploads[n]) < r.allowed(n, cfg, now) {
+		if r.uploads[n] == 0 && first != nil && !first() {
+			return false
+		}
 		if r.uploads[n] == 0 && r.held[n] {
 			r.unsent--
 		}

@@ -23,7 +23,7 @@ func (ss *session) schedule(bg *sync.WaitGroup) time.Time {
 // or zero if no slot is free or nobody is left alone.
 func (ss *session) retryAt() time.Time {
 	var at time.Time
-	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
+	if len(ss.flight) >= ss.window() {
 		return at
 	}
 	now := ss.s.clock.Now()
@@ -47,7 +47,7 @@ func (ss *session) retryAt() time.Time {
 // fill starts requests in free slots: first the seeder for what only it
 // has, then agents, then the seeder for anything if nothing is in flight.
 func (ss *session) fill(bg *sync.WaitGroup) {
-	if len(ss.flight) >= ss.s.cfg.MaxInFlight {
+	if len(ss.flight) >= ss.window() {
 		return
 	}
 	now := ss.s.clock.Now()
@@ -104,8 +104,9 @@ const seederFallback = maxBackoff
 
 // pickFrom fills the free request slots of rs with pick's choices.
 func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pick func(id string) (int, bool)) {
+	window := ss.window()
 	for _, r := range rs {
-		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < ss.s.cfg.MaxInFlight && !now.Before(r.busyTill) {
+		for r.inflight < ss.s.cfg.PerPeer && len(ss.flight) < window && !now.Before(r.busyTill) {
 			n, ok := pick(string(r.id))
 			if !ok {
 				break
@@ -113,6 +114,18 @@ func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pic
 			ss.start(r, n, bg)
 		}
 	}
+}
+
+// window is how many requests the session may have in flight: its share
+// of NodeInFlight among the node's downloads under way, at most
+// MaxInFlight.
+func (ss *session) window() int {
+	c := ss.s.cfg
+	if c.NodeInFlight == 0 {
+		return c.MaxInFlight
+	}
+	n := max(ss.s.active.Load(), 1)
+	return int(min(max((int64(c.NodeInFlight)+n-1)/n, 1), int64(c.MaxInFlight)))
 }
 
 // seedersLast moves the seeders to the end of rs and returns how many

@@ -254,6 +254,8 @@ func (s *Swarm) download(ctx context.Context, src tracker.Source, info *piece.In
 	if ss.done() {
 		return nil
 	}
+	s.active.Add(1) // the node's downloads share NodeInFlight (window)
+	defer s.active.Add(-1)
 	bg.Go(func() { ss.followMetaInfo(ctx, info) })
 	bg.Go(func() { ss.followPeers(ctx) })
 

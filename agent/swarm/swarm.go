@@ -60,6 +60,14 @@ type Config struct {
 	// layers in flight; more than its link needs only splits it into
 	// smaller transfers, each costing its own packets and wakeups.
 	MaxInFlight int
+	// NodeInFlight bounds the piece requests in flight for all the blobs
+	// the node downloads at once: each download's share is NodeInFlight
+	// over the downloads under way, rounded up, between 1 and MaxInFlight
+	// (0: MaxInFlight each). A piece is relayed only once it is whole, and
+	// the transfers into a node share its download link, so each one in
+	// flight beyond what fills the link only delays the pieces the others
+	// wait for.
+	NodeInFlight int
 	// MaxPeers bounds the peers one download follows.
 	MaxPeers int
 	// PeersRefresh is how often a download asks the tracker for peers.
@@ -85,7 +93,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		PerPeer:      2,
-		MaxInFlight:  4,
+		MaxInFlight:  8,
+		NodeInFlight: 6,
 		MaxPeers:     32,
 		PeersRefresh: 2 * time.Second,
 		StallTimeout: 20 * time.Second,
@@ -97,8 +106,8 @@ func DefaultConfig() Config {
 
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
-	if c.PerPeer < 1 || c.MaxInFlight < 1 || c.MaxPeers < 1 {
-		return fmt.Errorf("swarm: per-peer %d, max-in-flight %d and max-peers %d must be positive", c.PerPeer, c.MaxInFlight, c.MaxPeers)
+	if c.PerPeer < 1 || c.MaxInFlight < 1 || c.MaxPeers < 1 || c.NodeInFlight < 0 {
+		return fmt.Errorf("swarm: per-peer %d, max-in-flight %d and max-peers %d must be positive, node-in-flight %d not negative", c.PerPeer, c.MaxInFlight, c.MaxPeers, c.NodeInFlight)
 	}
 	if c.PeersRefresh <= 0 || c.StallTimeout <= 0 || c.PieceTimeout <= 0 {
 		return errors.New("swarm: peers-refresh, stall-timeout and piece-timeout must be positive")
@@ -121,25 +130,27 @@ type Stats struct{ Peer, Seeder, Origin int64 }
 
 // Swarm is one node's membership in the swarm.
 type Swarm struct {
-	cfg   Config
-	log   *slog.Logger
-	clock clock.Clock // every timer and timestamp of the swarm
-	tr    Tracker
-	tp    Transport
-	store Store
-	self  tracker.Peer
-	seed  bool
-	m     *metrics
-	bufs  buffers
-	bytes [3]atomic.Int64 // by source: peer, seeder, origin
-	kick  chan struct{}   // asks the announce loop to announce now
-	pex   *pex            // what keeps downloads going without the tracker
-	seed0 *uint64         // set: every session's randomness derives from it
-	pool  Buffers         // nil: bufs
+	cfg    Config
+	log    *slog.Logger
+	clock  clock.Clock // every timer and timestamp of the swarm
+	tr     Tracker
+	tp     Transport
+	store  Store
+	self   tracker.Peer
+	seed   bool
+	m      *metrics
+	bufs   buffers
+	bytes  [3]atomic.Int64 // by source: peer, seeder, origin
+	active atomic.Int64    // downloads under way (window)
+	kick   chan struct{}   // asks the announce loop to announce now
+	pex    *pex            // what keeps downloads going without the tracker
+	seed0  *uint64         // set: every session's randomness derives from it
+	pool   Buffers         // nil: bufs
 
 	mu      sync.Mutex
 	blobs   map[digest.Digest]*blob
 	rations map[digest.Digest]*ration // seeder: the copies of each piece uploaded (ration.go)
+	firsts  firsts                    // seeder: the first copies each peer got (firsts.go)
 }
 
 var _ p2p.Source = (*Swarm)(nil)
@@ -396,7 +407,12 @@ func (s *Swarm) Piece(ctx context.Context, dgst digest.Digest, n int) (io.ReadCl
 		if rat == nil && b == nil {
 			rat = s.storedRation(dgst, count)
 		}
-		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now()) {
+		var first func() bool
+		if p, ok := p2p.Requester(ctx); ok {
+			s.firsts.note(p, s.clock.Now())
+			first = func() bool { return s.firsts.grant(p, s.clock.Now()) }
+		}
+		if rat != nil && !rat.ok(n, s.cfg, s.clock.Now(), first) {
 			return nil, 0, p2p.ErrRationed
 		}
 		if rat != nil {

@@ -26,7 +26,7 @@ func TestScheduleZones(t *testing.T) {
 	info := trackertest.InfoFor(make([]byte, 12<<10), 1<<10) // 12 pieces
 	tp := &asked{got: make(map[peer.ID][]int)}
 	cfg := DefaultConfig()
-	cfg.PerPeer, cfg.MaxInFlight = 16, 16
+	cfg.PerPeer, cfg.MaxInFlight, cfg.NodeInFlight = 16, 16, 0
 	clk := clock.NewMock()
 	s := &Swarm{cfg: cfg, tp: tp, clock: clk, self: randomPeer(t, false)}
 	s.self.Zone = "a"

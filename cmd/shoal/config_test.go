@@ -57,7 +57,7 @@ zone: rack-1.file
 		{"defaults", nil, []string{"--data-dir", "/d"}, func(c nodeConfig) []string {
 			return mismatches(
 				c.Swarm.StallTimeout, 20*time.Second,
-				c.Swarm.MaxInFlight, 4,
+				c.Swarm.MaxInFlight, 8,
 				c.Swarm.PerPeer, 2,
 				c.P2P.MaxUploads, 8,
 				c.Agent.TagTTL, 5*time.Second,

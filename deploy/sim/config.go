@@ -32,6 +32,7 @@ type Config struct {
 	Quantum   time.Duration // network completion times are rounded up to this
 	Horizon   time.Duration // virtual time after which the run gives up
 	Progress  io.Writer     // if set, a line every million events: virtual time, events, agents done
+	Trace     time.Duration // if set, the bin of the trace (trace.go) Result.WriteTrace prints
 }
 
 // DefaultConfig is the homogeneous case at N = 20: 200 MiB in 5

@@ -26,6 +26,7 @@ type network struct {
 	dirty   bool
 	gen     uint64 // the completion event that is current
 	lock    chan struct{}
+	tr      *tracer // nil unless tracing
 	// fill's scratch, kept from one call to the next
 	rem     []float64
 	cnt     []int
@@ -124,6 +125,7 @@ func (nw *network) end(f *flow, err error) {
 // advance moves every flow's bytes on to now at its rate.
 func (nw *network) advance() {
 	now := time.Now()
+	nw.tr.advance(nw.flows, nw.last, now)
 	dt := now.Sub(nw.last).Seconds()
 	nw.last = now
 	if dt <= 0 {

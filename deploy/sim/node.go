@@ -164,7 +164,7 @@ func (t transport) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n i
 func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, piece int, res chan<- fetched) {
 	sim := n.sim
 	lat := n.link(to)
-	sent, err := n.gate.Serve(n.ctx, n.sw, dgst, piece, func(_ io.Reader, size int64) (int64, error) {
+	sent, err := n.gate.Serve(p2p.WithRequester(n.ctx, to.pid), n.sw, dgst, piece, func(_ io.Reader, size int64) (int64, error) {
 		if n.gone.Load() {
 			return 0, errGone
 		}
@@ -191,6 +191,7 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 	if n.gone.Load() {
 		err = errGone
 	}
+	sim.tr.served(n, to, layer, piece, sent, err)
 	sim.q.after(lat, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
 }
 

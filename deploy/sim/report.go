@@ -28,6 +28,7 @@ type Result struct {
 	PeerBytes       int64 // bytes agents received from agents
 	SeederBytes     int64 // from the seeder
 	FallbackBytes   int64 // from the origin, by agents
+	tracer          *tracer
 }
 
 // Quantile returns the q-quantile of the completion times (nearest rank).

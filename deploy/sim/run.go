@@ -44,6 +44,7 @@ type Sim struct {
 	zoneUp      []int        // resources, by zone
 	zoneDown    []int
 	w           watches
+	tr          *tracer // nil unless cfg.Trace
 
 	mu       sync.Mutex
 	churned  map[int]bool
@@ -92,6 +93,10 @@ func build(cfg Config, newTracker NewTracker) (*Sim, error) {
 		byID: make(map[peer.ID]*node), layerOf: make(map[digest.Digest]int),
 		stopped: make(chan struct{}), start: time.Now(), churned: make(map[int]bool), allDone: make(chan struct{}),
 		w: watches{dirty: make(map[[2]int]bool), batches: make(map[batchKey]*haveBatch)},
+	}
+	if cfg.Trace > 0 {
+		s.tr = newTracer(s, cfg.Trace)
+		s.net.tr = s.tr
 	}
 	s.originUp = s.net.resource(cfg.OriginUp)
 	for range cfg.Zones {
@@ -360,7 +365,7 @@ func (s *Sim) bound() Bound {
 }
 
 func (s *Sim) result(virtual time.Duration, timedOut bool) *Result {
-	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Trace: s.q.trace}
+	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Trace: s.q.trace, tracer: s.tr}
 	s.mu.Lock()
 	for _, n := range s.nodes[1:] {
 		switch {

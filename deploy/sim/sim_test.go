@@ -30,6 +30,7 @@ var (
 	simZoneUp = flag.Float64("sim.zone-up", 1000, "each zone's uplink, each way, MB/s")
 	simQuant  = flag.Duration("sim.quantum", 100*time.Microsecond, "network completion times rounded up to this")
 	simProg   = flag.Bool("sim.progress", false, "print a progress line to stderr every million events")
+	simTrace  = flag.Duration("sim.trace", 0, "if set, print a trace (utilisation, answers, piece spread) in bins of this")
 )
 
 func flagConfig() Config {
@@ -39,6 +40,7 @@ func flagConfig() Config {
 	c.SlowFrac, c.LatMin, c.LatMax, c.Churn, c.Spread = *simSlow, *simLatMin, *simLatMax, *simChurn, *simSpread
 	c.Seed, c.Quantum = *simSeed, *simQuant
 	c.Zones, c.ZoneUp, c.ZoneDown = *simZones, *simZoneUp*MB, *simZoneUp*MB
+	c.Trace = *simTrace
 	if *simProg {
 		c.Progress = os.Stderr
 	}
@@ -87,6 +89,7 @@ func TestSim(t *testing.T) {
 	r.WriteRow(os.Stdout)
 	r.WriteCDF(os.Stdout)
 	r.WriteZones(os.Stdout)
+	r.WriteTrace(os.Stdout)
 }
 
 // A small rollout on the default configuration completes, within a loose

@@ -102,6 +102,7 @@ func (sd seeder) Seed(ctx context.Context, src tracker.Source, progress func(*pi
 	n.st.ingest(src.Digest, l.size)
 	if err := sim.fromOrigin(ctx, n, l, nil, func(p int) {
 		info.Pieces = append(info.Pieces, l.cids[p])
+		sim.tr.origin(sim.layerOf[src.Digest], p)
 		n.sw.MarkPiece(src.Digest, l.size, l.psize, p)
 		sim.touched(n, sim.layerOf[src.Digest])
 		snapshot := *info

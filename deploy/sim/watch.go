@@ -33,6 +33,11 @@ type sub struct {
 	ctx      context.Context // the watcher's: once it ends, nothing more reaches w but the end
 	live     bool            // w heard the bitfield: it hears what follows
 	ended    bool            // w heard the end
+	// seen is what w heard (the bitfield, then each HAVE): when from
+	// says it is done, w hears the rest, as p2p.Host.Follow tells its
+	// watcher the pieces the peer left unannounced. reset: from left.
+	seen  *piece.Bitfield
+	reset bool
 }
 
 // haveBatch is what reaches one watcher's layer at one instant.
@@ -82,6 +87,12 @@ func (t transport) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pi
 		sim.q.after(lat, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
 			if err == nil && ctx.Err() == nil {
 				sb.live = true
+				sb.seen = piece.NewBitfield(sb.bits.Len())
+				for i := range sb.bits.Len() {
+					if sb.bits.Has(i) {
+						sb.seen.Set(i)
+					}
+				}
 				w.Bits(sb.bits)
 				sb.bits = nil
 			}
@@ -131,6 +142,7 @@ func (s *Sim) hangUp(n *node) {
 		for _, sb := range subs {
 			at := now.Add(n.link(sb.to))
 			s.poll(sb, at)
+			sb.reset = true
 			s.carry(sb, itemDone, at)
 		}
 		n.subs[layer] = nil
@@ -228,8 +240,14 @@ func (s *Sim) deliver(k batchKey, b *haveBatch) {
 		case !sb.live || sb.ended:
 		case it.n == itemDone:
 			sb.ended = true
+			for i := range sb.seen.Len() {
+				if !sb.reset && sb.ctx.Err() == nil && !sb.seen.Has(i) {
+					sb.w.Have(i)
+				}
+			}
 			sb.w.Ended()
 		case sb.ctx.Err() == nil:
+			sb.seen.Set(it.n)
 			sb.w.Have(it.n)
 		}
 	}
