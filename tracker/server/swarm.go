@@ -27,6 +27,12 @@ type swarm struct {
 	blobs     map[digest.Digest]map[string]*holding
 	peers     map[string]*announced // each peer's last announce
 	lastSweep time.Time
+	// oldest is, by blob, a time no holder was seen before (seen only
+	// grows): expire skips the scan while none can be stale.
+	oldest map[digest.Digest]time.Time
+	// byID is, by blob, its holders in order of peer ID, when rng is set:
+	// a seeded handout draws from them in that order without sorting.
+	byID map[digest.Digest][]*holding
 }
 
 // announced is what a peer listed last: an announce is its whole list, so
@@ -55,7 +61,8 @@ type ident struct {
 }
 
 func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) *swarm {
-	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced)}
+	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced),
+		oldest: make(map[digest.Digest]time.Time), byID: make(map[digest.Digest][]*holding)}
 	s.interval, s.ttl = pace(0)
 	return s
 }
@@ -74,12 +81,16 @@ func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.D
 		if holders == nil {
 			holders = make(map[string]*holding)
 			s.blobs[b.Digest] = holders
+			s.oldest[b.Digest] = now
+		} else if now.Before(s.oldest[b.Digest]) {
+			s.oldest[b.Digest] = now // a clock that went back
 		}
 		if _, ok := holders[who.id]; !ok {
 			added++
 		}
 		h := &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
 		holders[who.id] = h
+		s.place(b.Digest, h)
 		holds = append(holds, h)
 	}
 	p := s.peers[a.Peer.ID]
@@ -172,9 +183,10 @@ func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
 		if holders := s.blobs[d]; holders[a.Peer.ID] != nil {
 			holders[a.Peer.ID].gone = true
 			delete(holders, a.Peer.ID)
+			s.unplace(d, a.Peer.ID)
 			n++
 			if len(holders) == 0 {
-				delete(s.blobs, d)
+				s.drop(d)
 			}
 		}
 	}
@@ -184,18 +196,59 @@ func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
 // expire drops the stale holders of d and returns how many. Caller holds mu.
 func (s *swarm) expire(d digest.Digest, now time.Time) int {
 	holders := s.blobs[d]
+	if now.Sub(s.oldest[d]) < s.ttl {
+		return 0 // none can be stale
+	}
 	n := 0
+	oldest := now
 	for id, h := range holders {
 		if now.Sub(h.seen) >= s.ttl {
 			h.gone = true
 			delete(holders, id)
+			s.unplace(d, id)
 			n++
+		} else if h.seen.Before(oldest) {
+			oldest = h.seen
 		}
 	}
+	s.oldest[d] = oldest
 	if len(holders) == 0 {
-		delete(s.blobs, d)
+		s.drop(d)
 	}
 	return n
+}
+
+// drop forgets blob d, which no one holds. Caller holds mu.
+func (s *swarm) drop(d digest.Digest) {
+	delete(s.blobs, d)
+	delete(s.oldest, d)
+	delete(s.byID, d)
+}
+
+// place records h in its blob's holders by ID (a seeded swarm's), in
+// place of the peer's earlier holding. Caller holds mu.
+func (s *swarm) place(d digest.Digest, h *holding) {
+	if s.rng == nil {
+		return
+	}
+	hs := s.byID[d]
+	i, found := slices.BinarySearchFunc(hs, h.peer.id, func(x *holding, id string) int { return strings.Compare(x.peer.id, id) })
+	if found {
+		hs[i] = h
+		return
+	}
+	s.byID[d] = slices.Insert(hs, i, h)
+}
+
+// unplace removes peer id from d's holders by ID. Caller holds mu.
+func (s *swarm) unplace(d digest.Digest, id string) {
+	if s.rng == nil {
+		return
+	}
+	hs := s.byID[d]
+	if i, found := slices.BinarySearchFunc(hs, id, func(x *holding, id string) int { return strings.Compare(x.peer.id, id) }); found {
+		s.byID[d] = slices.Delete(hs, i, i+1)
+	}
 }
 
 // handout returns at most max live holders of d other than self: complete
@@ -212,25 +265,30 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 		zone = p.zone
 	}
 	var first, rest []*holding
-	for id, h := range s.blobs[d] {
+	add := func(h *holding) {
 		switch {
-		case id == self:
+		case h.peer.id == self:
 		case h.complete || h.peer.seeder:
 			first = append(first, h)
 		default:
 			rest = append(rest, h)
 		}
 	}
-	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
 	draw := rand.IntN
 	if s.rng != nil {
 		// A seeded tracker (the simulator's) hands out the same peers
-		// every run: map order is random by itself.
+		// every run: it draws from them in order of ID (byID), as map
+		// order is random by itself.
 		draw = s.rng.IntN
-		for _, g := range [][]*holding{first, rest} {
-			slices.SortFunc(g, func(a, b *holding) int { return strings.Compare(a.peer.id, b.peer.id) })
+		for _, h := range s.byID[d] {
+			add(h)
+		}
+	} else {
+		for _, h := range s.blobs[d] {
+			add(h)
 		}
 	}
+	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
 	if zone != "" {
 		return zonedHandout(zone, first, rest, out, max, draw)
 	}
