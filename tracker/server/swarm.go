@@ -31,9 +31,14 @@ type swarm struct {
 	// grows): expire skips the scan while none can be stale.
 	oldest map[digest.Digest]time.Time
 	// byID is, by blob, its holders in order of peer ID, when rng is set:
-	// a seeded handout draws from them in that order without sorting.
-	byID map[digest.Digest][]*holding
+	// a seeded handout draws from them in that order without sorting or
+	// copying them.
+	byID map[digest.Digest]*ordered
 }
+
+// ordered are a blob's holders in order of peer ID, in handout's groups:
+// complete peers and seeders first, the others rest.
+type ordered struct{ first, rest []*holding }
 
 // announced is what a peer listed last: an announce is its whole list, so
 // a blob it leaves out is withdrawn.
@@ -62,7 +67,7 @@ type ident struct {
 
 func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) *swarm {
 	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced),
-		oldest: make(map[digest.Digest]time.Time), byID: make(map[digest.Digest][]*holding)}
+		oldest: make(map[digest.Digest]time.Time), byID: make(map[digest.Digest]*ordered)}
 	s.interval, s.ttl = pace(0)
 	return s
 }
@@ -231,24 +236,75 @@ func (s *swarm) place(d digest.Digest, h *holding) {
 	if s.rng == nil {
 		return
 	}
-	hs := s.byID[d]
-	i, found := slices.BinarySearchFunc(hs, h.peer.id, func(x *holding, id string) int { return strings.Compare(x.peer.id, id) })
-	if found {
-		hs[i] = h
-		return
+	s.unplace(d, h.peer.id)
+	o := s.byID[d]
+	if o == nil {
+		o = &ordered{}
+		s.byID[d] = o
 	}
-	s.byID[d] = slices.Insert(hs, i, h)
+	g := &o.rest
+	if h.complete || h.peer.seeder {
+		g = &o.first
+	}
+	i, _ := slices.BinarySearchFunc(*g, h.peer.id, byPeerID)
+	*g = slices.Insert(*g, i, h)
 }
 
 // unplace removes peer id from d's holders by ID. Caller holds mu.
 func (s *swarm) unplace(d digest.Digest, id string) {
-	if s.rng == nil {
-		return
+	if o := s.byID[d]; o != nil {
+		for _, g := range []*[]*holding{&o.first, &o.rest} {
+			if i, found := slices.BinarySearchFunc(*g, id, byPeerID); found {
+				*g = slices.Delete(*g, i, i+1)
+			}
+		}
 	}
-	hs := s.byID[d]
-	if i, found := slices.BinarySearchFunc(hs, id, func(x *holding, id string) int { return strings.Compare(x.peer.id, id) }); found {
-		s.byID[d] = slices.Delete(hs, i, i+1)
+}
+
+func byPeerID(h *holding, id string) int { return strings.Compare(h.peer.id, id) }
+
+// drawn is a partial Fisher-Yates shuffle of g without self, as handout
+// draws from a group, without moving g's elements: the few positions the
+// draws moved are kept aside. It appends to out what the shuffle of a
+// copy would, up to max.
+func drawn(g []*holding, self string, out []tracker.Peer, max int, draw func(int) int) []tracker.Peer {
+	skip, n := -1, len(g)
+	if i, found := slices.BinarySearchFunc(g, self, byPeerID); found {
+		skip, n = i, n-1
 	}
+	type moved struct {
+		at int
+		h  *holding
+	}
+	var aside []moved
+	get := func(k int) *holding {
+		for _, m := range aside {
+			if m.at == k {
+				return m.h
+			}
+		}
+		if skip >= 0 && k >= skip {
+			k++
+		}
+		return g[k]
+	}
+	set := func(k int, h *holding) {
+		for i := range aside {
+			if aside[i].at == k {
+				aside[i].h = h
+				return
+			}
+		}
+		aside = append(aside, moved{k, h})
+	}
+	for i := 0; i < n && len(out) < max; i++ {
+		j := i + draw(n-i)
+		hi, hj := get(i), get(j)
+		set(i, hj)
+		set(j, hi)
+		out = append(out, hj.handed(false))
+	}
+	return out
 }
 
 // handout returns at most max live holders of d other than self: complete
@@ -278,10 +334,26 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 	if s.rng != nil {
 		// A seeded tracker (the simulator's) hands out the same peers
 		// every run: it draws from them in order of ID (byID), as map
-		// order is random by itself.
+		// order is random by itself; without a zone, from the ordered
+		// groups themselves (drawn), as it would from copies.
 		draw = s.rng.IntN
-		for _, h := range s.byID[d] {
-			add(h)
+		o := s.byID[d]
+		if o == nil {
+			o = &ordered{}
+		}
+		if zone == "" {
+			holders := len(s.blobs[d])
+			if s.blobs[d][self] != nil {
+				holders--
+			}
+			out := make([]tracker.Peer, 0, min(max, holders))
+			out = drawn(o.first, self, out, max, draw)
+			return drawn(o.rest, self, out, max, draw)
+		}
+		for _, g := range [][]*holding{o.first, o.rest} {
+			for _, h := range g {
+				add(h)
+			}
 		}
 	} else {
 		for _, h := range s.blobs[d] {
