@@ -51,13 +51,10 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 		return
 	}
 	now := ss.s.clock.Now()
-	order := make([]*remote, 0, len(ss.peers))
-	for _, r := range ss.peers {
-		order = append(order, r)
-	}
 	// Sorted first, so that a seeded session (WithSeed) asks in the same
 	// order every run: map order is random by itself.
-	slices.SortFunc(order, func(a, b *remote) int { return strings.Compare(string(a.id), string(b.id)) })
+	order := append(ss.order[:0], ss.byID()...)
+	ss.order = order
 	ss.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	agents := seedersLast(order)
 	// First what only a seeder has: every new piece enters the swarm
@@ -91,6 +88,21 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 		ss.pickFrom(order[local:agents], now, bg, ss.pick.Pick)
 		ss.pickFrom(seeders, now, bg, ss.pick.Pick)
 	}
+}
+
+// byID returns the followed peers sorted by ID, sorting them again only
+// when they changed.
+func (ss *session) byID() []*remote {
+	if !ss.stale && len(ss.sorted) == len(ss.peers) {
+		return ss.sorted
+	}
+	ss.sorted = ss.sorted[:0]
+	for _, r := range ss.peers {
+		ss.sorted = append(ss.sorted, r)
+	}
+	slices.SortFunc(ss.sorted, func(a, b *remote) int { return strings.Compare(string(a.id), string(b.id)) })
+	ss.stale = false
+	return ss.sorted
 }
 
 // seederFallback is how long a session sits with nothing in flight before

@@ -176,6 +176,12 @@ type session struct {
 	// held for the picker, not announced or served until verified.
 	pending map[int]bool
 	zone    zoneState // same-zone preference (zone.go)
+	// sorted are the followed peers by ID, rebuilt by fill when stale
+	// (meet and drop set it) or when peers was changed directly (tests);
+	// order is fill's scratch.
+	sorted []*remote
+	stale  bool
+	order  []*remote
 }
 
 type remote struct {
@@ -416,4 +422,5 @@ func (ss *session) drop(id peer.ID) {
 	r.stop()
 	ss.pick.PeerGone(string(id))
 	delete(ss.peers, id)
+	ss.stale = true
 }

@@ -27,7 +27,18 @@ type swarm struct {
 	blobs     map[digest.Digest]map[string]*holding
 	peers     map[string]*announced // each peer's last announce
 	lastSweep time.Time
+	// oldest is, by blob, a time no holder was seen before (seen only
+	// grows): expire skips the scan while none can be stale.
+	oldest map[digest.Digest]time.Time
+	// byID is, by blob, its holders in order of peer ID, when rng is set:
+	// a seeded handout draws from them in that order without sorting or
+	// copying them.
+	byID map[digest.Digest]*ordered
 }
+
+// ordered are a blob's holders in order of peer ID, in handout's groups:
+// complete peers and seeders first, the others rest.
+type ordered struct{ first, rest []*holding }
 
 // announced is what a peer listed last: an announce is its whole list, so
 // a blob it leaves out is withdrawn.
@@ -55,7 +66,8 @@ type ident struct {
 }
 
 func newSwarm(pace func(int) (time.Duration, time.Duration), onPairs func(int)) *swarm {
-	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced)}
+	s := &swarm{pace: pace, onPairs: onPairs, blobs: make(map[digest.Digest]map[string]*holding), peers: make(map[string]*announced),
+		oldest: make(map[digest.Digest]time.Time), byID: make(map[digest.Digest]*ordered)}
 	s.interval, s.ttl = pace(0)
 	return s
 }
@@ -74,12 +86,16 @@ func (s *swarm) announce(a tracker.Announce, now time.Time, sum [32]byte) time.D
 		if holders == nil {
 			holders = make(map[string]*holding)
 			s.blobs[b.Digest] = holders
+			s.oldest[b.Digest] = now
+		} else if now.Before(s.oldest[b.Digest]) {
+			s.oldest[b.Digest] = now // a clock that went back
 		}
 		if _, ok := holders[who.id]; !ok {
 			added++
 		}
 		h := &holding{peer: who, have: b.Have, complete: b.Complete, seen: now}
 		holders[who.id] = h
+		s.place(b.Digest, h)
 		holds = append(holds, h)
 	}
 	p := s.peers[a.Peer.ID]
@@ -172,9 +188,10 @@ func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
 		if holders := s.blobs[d]; holders[a.Peer.ID] != nil {
 			holders[a.Peer.ID].gone = true
 			delete(holders, a.Peer.ID)
+			s.unplace(d, a.Peer.ID)
 			n++
 			if len(holders) == 0 {
-				delete(s.blobs, d)
+				s.drop(d)
 			}
 		}
 	}
@@ -184,18 +201,110 @@ func (s *swarm) withdraw(a tracker.Announce, now time.Time) int {
 // expire drops the stale holders of d and returns how many. Caller holds mu.
 func (s *swarm) expire(d digest.Digest, now time.Time) int {
 	holders := s.blobs[d]
+	if now.Sub(s.oldest[d]) < s.ttl {
+		return 0 // none can be stale
+	}
 	n := 0
+	oldest := now
 	for id, h := range holders {
 		if now.Sub(h.seen) >= s.ttl {
 			h.gone = true
 			delete(holders, id)
+			s.unplace(d, id)
 			n++
+		} else if h.seen.Before(oldest) {
+			oldest = h.seen
 		}
 	}
+	s.oldest[d] = oldest
 	if len(holders) == 0 {
-		delete(s.blobs, d)
+		s.drop(d)
 	}
 	return n
+}
+
+// drop forgets blob d, which no one holds. Caller holds mu.
+func (s *swarm) drop(d digest.Digest) {
+	delete(s.blobs, d)
+	delete(s.oldest, d)
+	delete(s.byID, d)
+}
+
+// place records h in its blob's holders by ID (a seeded swarm's), in
+// place of the peer's earlier holding. Caller holds mu.
+func (s *swarm) place(d digest.Digest, h *holding) {
+	if s.rng == nil {
+		return
+	}
+	s.unplace(d, h.peer.id)
+	o := s.byID[d]
+	if o == nil {
+		o = &ordered{}
+		s.byID[d] = o
+	}
+	g := &o.rest
+	if h.complete || h.peer.seeder {
+		g = &o.first
+	}
+	i, _ := slices.BinarySearchFunc(*g, h.peer.id, byPeerID)
+	*g = slices.Insert(*g, i, h)
+}
+
+// unplace removes peer id from d's holders by ID. Caller holds mu.
+func (s *swarm) unplace(d digest.Digest, id string) {
+	if o := s.byID[d]; o != nil {
+		for _, g := range []*[]*holding{&o.first, &o.rest} {
+			if i, found := slices.BinarySearchFunc(*g, id, byPeerID); found {
+				*g = slices.Delete(*g, i, i+1)
+			}
+		}
+	}
+}
+
+func byPeerID(h *holding, id string) int { return strings.Compare(h.peer.id, id) }
+
+// drawn is a partial Fisher-Yates shuffle of g without self, as handout
+// draws from a group, without moving g's elements: the few positions the
+// draws moved are kept aside. It appends to out what the shuffle of a
+// copy would, up to max.
+func drawn(g []*holding, self string, out []tracker.Peer, max int, draw func(int) int) []tracker.Peer {
+	skip, n := -1, len(g)
+	if i, found := slices.BinarySearchFunc(g, self, byPeerID); found {
+		skip, n = i, n-1
+	}
+	type moved struct {
+		at int
+		h  *holding
+	}
+	var aside []moved
+	get := func(k int) *holding {
+		for _, m := range aside {
+			if m.at == k {
+				return m.h
+			}
+		}
+		if skip >= 0 && k >= skip {
+			k++
+		}
+		return g[k]
+	}
+	set := func(k int, h *holding) {
+		for i := range aside {
+			if aside[i].at == k {
+				aside[i].h = h
+				return
+			}
+		}
+		aside = append(aside, moved{k, h})
+	}
+	for i := 0; i < n && len(out) < max; i++ {
+		j := i + draw(n-i)
+		hi, hj := get(i), get(j)
+		set(i, hj)
+		set(j, hi)
+		out = append(out, hj.handed(false))
+	}
+	return out
 }
 
 // handout returns at most max live holders of d other than self: complete
@@ -212,25 +321,46 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 		zone = p.zone
 	}
 	var first, rest []*holding
-	for id, h := range s.blobs[d] {
+	add := func(h *holding) {
 		switch {
-		case id == self:
+		case h.peer.id == self:
 		case h.complete || h.peer.seeder:
 			first = append(first, h)
 		default:
 			rest = append(rest, h)
 		}
 	}
-	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
 	draw := rand.IntN
 	if s.rng != nil {
 		// A seeded tracker (the simulator's) hands out the same peers
-		// every run: map order is random by itself.
+		// every run: it draws from them in order of ID (byID), as map
+		// order is random by itself; without a zone, from the ordered
+		// groups themselves (drawn), as it would from copies.
 		draw = s.rng.IntN
-		for _, g := range [][]*holding{first, rest} {
-			slices.SortFunc(g, func(a, b *holding) int { return strings.Compare(a.peer.id, b.peer.id) })
+		o := s.byID[d]
+		if o == nil {
+			o = &ordered{}
+		}
+		if zone == "" {
+			holders := len(s.blobs[d])
+			if s.blobs[d][self] != nil {
+				holders--
+			}
+			out := make([]tracker.Peer, 0, min(max, holders))
+			out = drawn(o.first, self, out, max, draw)
+			return drawn(o.rest, self, out, max, draw)
+		}
+		for _, g := range [][]*holding{o.first, o.rest} {
+			for _, h := range g {
+				add(h)
+			}
+		}
+	} else {
+		for _, h := range s.blobs[d] {
+			add(h)
 		}
 	}
+	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
 	if zone != "" {
 		return zonedHandout(zone, first, rest, out, max, draw)
 	}
