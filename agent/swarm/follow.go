@@ -125,8 +125,7 @@ func (ss *session) meet(handout []tracker.Peer, bg *sync.WaitGroup) {
 		}
 		ctx, stop := context.WithCancel(ss.ctx)
 		r := &remote{id: ai.ID, seeder: tp.Seeder, stop: stop}
-		ss.peers[ai.ID] = r
-		ss.stale = true
+		ss.add(r)
 		bg.Go(func() { ss.watch(ctx, r, ai) })
 	}
 }

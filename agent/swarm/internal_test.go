@@ -103,7 +103,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
 		ctx, cancel := context.WithCancel(context.Background())
 		ss := testSession(ctx, s, info)
-		ss.peers["seeder"] = &remote{id: "seeder", seeder: true}
+		ss.add(&remote{id: "seeder", seeder: true})
 		for n := range info.Count() {
 			ss.pick.PeerHas("seeder", n)
 		}
@@ -115,7 +115,7 @@ func TestScheduleSparesSeeder(t *testing.T) {
 				// seeder for what agents hold
 				ss.idleSince = time.Now().Add(-seederFallback)
 			}
-			ss.peers["agent"] = r
+			ss.add(r)
 			for _, n := range agentHas {
 				ss.pick.PeerHas("agent", n)
 			}

@@ -91,9 +91,9 @@ func (ss *session) fill(bg *sync.WaitGroup) {
 }
 
 // byID returns the followed peers sorted by ID, sorting them again only
-// when they changed.
+// when they changed (add, drop).
 func (ss *session) byID() []*remote {
-	if !ss.stale && len(ss.sorted) == len(ss.peers) {
+	if !ss.stale {
 		return ss.sorted
 	}
 	ss.sorted = ss.sorted[:0]

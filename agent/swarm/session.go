@@ -177,8 +177,7 @@ type session struct {
 	pending map[int]bool
 	zone    zoneState // same-zone preference (zone.go)
 	// sorted are the followed peers by ID, rebuilt by fill when stale
-	// (meet and drop set it) or when peers was changed directly (tests);
-	// order is fill's scratch.
+	// (add and drop set it); order is fill's scratch.
 	sorted []*remote
 	stale  bool
 	order  []*remote
@@ -406,6 +405,12 @@ func (ss *session) grow(info *piece.Info) error {
 	ss.pick.SetKnown(len(info.Pieces))
 	ss.last = ss.s.clock.Now()
 	return ss.verifyPending()
+}
+
+// add follows r.
+func (ss *session) add(r *remote) {
+	ss.peers[r.id] = r
+	ss.stale = true
 }
 
 // drop forgets a peer; a later handout may bring it back unless banned.

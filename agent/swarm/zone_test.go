@@ -58,7 +58,7 @@ func TestScheduleZones(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ss.peers[id] = &remote{id: id, seeder: seeder}
+		ss.add(&remote{id: id, seeder: seeder})
 		bits := piece.NewBitfield(info.Count())
 		for _, n := range pieces {
 			ss.pick.PeerHas(string(id), n)
