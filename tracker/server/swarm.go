@@ -30,9 +30,9 @@ type swarm struct {
 	// oldest is, by blob, a time no holder was seen before (seen only
 	// grows): expire skips the scan while none can be stale.
 	oldest map[digest.Digest]time.Time
-	// byID is, by blob, its holders in order of peer ID, when rng is set:
-	// a seeded handout draws from them in that order without sorting or
-	// copying them.
+	// byID is, by blob, its holders in order of peer ID: a handout draws
+	// from them without copying them (drawn), and a seeded one (rng) in
+	// the same order every run, as map order is random by itself.
 	byID map[digest.Digest]*ordered
 }
 
@@ -230,23 +230,27 @@ func (s *swarm) drop(d digest.Digest) {
 	delete(s.byID, d)
 }
 
-// place records h in its blob's holders by ID (a seeded swarm's), in
-// place of the peer's earlier holding. Caller holds mu.
+// place records h in its blob's holders by ID, in place of the peer's
+// earlier holding: where it was when its group stays (a peer announcing
+// progress), else moved. Caller holds mu.
 func (s *swarm) place(d digest.Digest, h *holding) {
-	if s.rng == nil {
-		return
-	}
-	s.unplace(d, h.peer.id)
 	o := s.byID[d]
 	if o == nil {
 		o = &ordered{}
 		s.byID[d] = o
 	}
-	g := &o.rest
+	g, other := &o.rest, &o.first
 	if h.complete || h.peer.seeder {
-		g = &o.first
+		g, other = other, g
 	}
-	i, _ := slices.BinarySearchFunc(*g, h.peer.id, byPeerID)
+	i, found := slices.BinarySearchFunc(*g, h.peer.id, byPeerID)
+	if found {
+		(*g)[i] = h
+		return
+	}
+	if j, found := slices.BinarySearchFunc(*other, h.peer.id, byPeerID); found {
+		*other = slices.Delete(*other, j, j+1)
+	}
 	*g = slices.Insert(*g, i, h)
 }
 
@@ -320,59 +324,30 @@ func (s *swarm) handout(d digest.Digest, self string, max int, now time.Time) []
 	if p := s.peers[self]; p != nil {
 		zone = p.zone
 	}
-	var first, rest []*holding
-	add := func(h *holding) {
-		switch {
-		case h.peer.id == self:
-		case h.complete || h.peer.seeder:
-			first = append(first, h)
-		default:
-			rest = append(rest, h)
-		}
-	}
 	draw := rand.IntN
 	if s.rng != nil {
-		// A seeded tracker (the simulator's) hands out the same peers
-		// every run: it draws from them in order of ID (byID), as map
-		// order is random by itself; without a zone, from the ordered
-		// groups themselves (drawn), as it would from copies.
-		draw = s.rng.IntN
-		o := s.byID[d]
-		if o == nil {
-			o = &ordered{}
-		}
-		if zone == "" {
-			holders := len(s.blobs[d])
-			if s.blobs[d][self] != nil {
-				holders--
-			}
-			out := make([]tracker.Peer, 0, min(max, holders))
-			out = drawn(o.first, self, out, max, draw)
-			return drawn(o.rest, self, out, max, draw)
-		}
-		for _, g := range [][]*holding{o.first, o.rest} {
-			for _, h := range g {
-				add(h)
+		draw = s.rng.IntN // a seeded tracker (the simulator's) hands out the same peers every run
+	}
+	o := s.byID[d]
+	if o == nil {
+		o = &ordered{} // nobody holds d: an empty handout, not null
+	}
+	if zone == "" {
+		out := make([]tracker.Peer, 0, min(max, len(o.first)+len(o.rest)))
+		out = drawn(o.first, self, out, max, draw)
+		return drawn(o.rest, self, out, max, draw)
+	}
+	without := func(g []*holding) []*holding {
+		out := make([]*holding, 0, len(g))
+		for _, h := range g {
+			if h.peer.id != self {
+				out = append(out, h)
 			}
 		}
-	} else {
-		for _, h := range s.blobs[d] {
-			add(h)
-		}
+		return out
 	}
-	out := make([]tracker.Peer, 0, min(max, len(first)+len(rest)))
-	if zone != "" {
-		return zonedHandout(zone, first, rest, out, max, draw)
-	}
-	for _, group := range [][]*holding{first, rest} {
-		// A partial Fisher-Yates shuffle: only the picked ones are drawn.
-		for i := 0; i < len(group) && len(out) < max; i++ {
-			j := i + draw(len(group)-i)
-			group[i], group[j] = group[j], group[i]
-			out = append(out, group[i].handed(false))
-		}
-	}
-	return out
+	first, rest := without(o.first), without(o.rest)
+	return zonedHandout(zone, first, rest, make([]tracker.Peer, 0, min(max, len(first)+len(rest))), max, draw)
 }
 
 // handed is h as a handout names it, with its zone or without (to a peer
