@@ -50,6 +50,7 @@ type nodeFlags struct {
 	PieceTimeout    time.Duration `mapstructure:"piece-timeout"`
 	MaxInFlight     int           `mapstructure:"max-in-flight"`
 	PerPeer         int           `mapstructure:"per-peer-in-flight"`
+	NodeInFlight    int           `mapstructure:"node-in-flight"`
 	PeersRefresh    time.Duration `mapstructure:"peers-refresh"`
 }
 
@@ -78,6 +79,7 @@ func addNodeFlags(fs *pflag.FlagSet, listen string, def nodeConfig) {
 	fs.Duration("piece-timeout", def.Swarm.PieceTimeout, "bound on one piece request to a peer")
 	fs.Int("max-in-flight", def.Swarm.MaxInFlight, "piece requests in flight per blob")
 	fs.Int("per-peer-in-flight", def.Swarm.PerPeer, "piece requests in flight to one peer")
+	fs.Int("node-in-flight", def.Swarm.NodeInFlight, "piece requests in flight for all the node's downloads, shared among them (0: --max-in-flight each)")
 	fs.Duration("peers-refresh", def.Swarm.PeersRefresh, "how often a download asks the tracker for peers")
 }
 
@@ -271,6 +273,7 @@ func (f nodeFlags) config(def nodeConfig) (nodeConfig, error) {
 	cfg.Swarm.PieceTimeout = f.PieceTimeout
 	cfg.Swarm.MaxInFlight = f.MaxInFlight
 	cfg.Swarm.PerPeer = f.PerPeer
+	cfg.Swarm.NodeInFlight = f.NodeInFlight
 	cfg.Swarm.PeersRefresh = f.PeersRefresh
 	if f.P2PPSKFile != "" {
 		psk, err := readPSK(f.P2PPSKFile)

@@ -59,6 +59,7 @@ zone: rack-1.file
 				c.Swarm.StallTimeout, 20*time.Second,
 				c.Swarm.MaxInFlight, 8,
 				c.Swarm.PerPeer, 2,
+				c.Swarm.NodeInFlight, 6,
 				c.P2P.MaxUploads, 8,
 				c.Agent.TagTTL, 5*time.Second,
 				c.Agent.AuthTTL, 10*time.Minute,
@@ -84,10 +85,11 @@ zone: rack-1.file
 					c.Swarm.PerPeer, 3,
 					c.Swarm.MaxInFlight, 6)
 			}},
-		{"flag over env", map[string]string{"SHOAL_STALL_TIMEOUT": "40s", "SHOAL_ZONE": "eu-west-1a"}, []string{"--config", file, "--stall-timeout", "50s", "--peers-refresh", "1s", "--zone", "rack_7"},
+		{"flag over env", map[string]string{"SHOAL_STALL_TIMEOUT": "40s", "SHOAL_ZONE": "eu-west-1a"}, []string{"--config", file, "--stall-timeout", "50s", "--peers-refresh", "1s", "--zone", "rack_7", "--node-in-flight", "0"},
 			func(c nodeConfig) []string {
 				return mismatches(
 					c.Swarm.StallTimeout, 50*time.Second,
+					c.Swarm.NodeInFlight, 0,
 					c.Zone, "rack_7",
 					c.Swarm.PeersRefresh, time.Second,
 					c.Swarm.MaxInFlight, 6)
@@ -129,6 +131,7 @@ func TestConfigRejects(t *testing.T) {
 		{"wrong type in the file", "max-in-flight: many\n", nil, nil, "max-in-flight"},
 		{"no data dir", "", nil, []string{"--data-dir", ""}, "data-dir"},
 		{"zero in-flight", "", nil, []string{"--max-in-flight", "0"}, "max-in-flight"},
+		{"negative node in-flight", "", nil, []string{"--node-in-flight", "-1"}, "node-in-flight"},
 		{"zero stall timeout", "", map[string]string{"SHOAL_STALL_TIMEOUT": "0s"}, nil, "stall-timeout"},
 		{"zero upload slots", "", nil, []string{"--tracker", "http://127.0.0.1:1", "--max-uploads", "0"}, "upload"},
 		{"bad duration", "", nil, []string{"--stall-timeout", "soon"}, "stall-timeout"},
