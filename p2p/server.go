@@ -82,6 +82,7 @@ func (h *Host) answerPiece(s network.Stream, req wire.PieceRequest) bool {
 		return sent, err
 	})
 	h.m.uploads.WithLabelValues(resultOf(err)).Inc()
+	h.log.Debug("piece served", "peer", p, "digest", req.Digest, "piece", req.Index, "result", resultOf(err))
 	var ue *uploadError
 	switch {
 	case err == nil:

@@ -144,6 +144,47 @@ func TestScheduleSparesSeeder(t *testing.T) {
 	}
 }
 
+// TestSeederAskOutsideWindow: a session whose window agents could fill
+// still asks the seeder for one piece only it holds (its answer, mostly
+// Rationed, waits behind the seeder's uploads), and asks it for more only
+// in what agents leave of the window.
+func TestSeederAskOutsideWindow(t *testing.T) {
+	t.Parallel()
+	info := trackertest.InfoFor(make([]byte, 8<<10), 1<<10)
+	run := func(agentHas []int) map[peer.ID][]int {
+		tp := &asked{got: make(map[peer.ID][]int)}
+		cfg := DefaultConfig()
+		cfg.PerPeer, cfg.MaxInFlight, cfg.NodeInFlight = 2, 2, 0
+		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
+		ctx, cancel := context.WithCancel(context.Background())
+		ss := testSession(ctx, s, info)
+		ss.add(&remote{id: "seeder", seeder: true})
+		for n := range info.Count() {
+			ss.pick.PeerHas("seeder", n)
+		}
+		ss.add(&remote{id: "agent"})
+		for _, n := range agentHas {
+			ss.pick.PeerHas("agent", n)
+		}
+		var bg sync.WaitGroup
+		ss.schedule(&bg)
+		if ss.toAgents() > cfg.MaxInFlight {
+			t.Errorf("%d requests count against a window of %d", ss.toAgents(), cfg.MaxInFlight)
+		}
+		cancel()
+		bg.Wait()
+		return tp.got
+	}
+	got := run([]int{0, 1, 2, 3})
+	if len(got["seeder"]) != 1 || got["seeder"][0] < 4 || len(got["agent"]) != 2 {
+		t.Errorf("with an agent holding half: asked %v, want the seeder for one of 4-7, the agent for two pieces", got)
+	}
+	got = run([]int{0})
+	if len(got["seeder"]) != 2 || len(got["agent"]) != 1 {
+		t.Errorf("with an agent holding one piece: asked %v, want the seeder for two (one in the window), the agent for one", got)
+	}
+}
+
 // TestHaveSuppressed: a watcher hears of each piece verified here, except
 // those it announced to us itself.
 func TestHaveSuppressed(t *testing.T) {

@@ -167,6 +167,7 @@ type session struct {
 	peers  map[peer.ID]*remote
 	banned map[peer.ID]bool
 	flight map[*request]struct{} // piece requests in flight
+	asks   int                   // of them, to seeders (request.ask)
 	rng    *rand.Rand            // the order peers are asked in (fill)
 	// idleSince is when the session last found nothing to ask agents for
 	// with nothing in flight; zero while something is (see fill).
@@ -201,6 +202,8 @@ type remote struct {
 type request struct {
 	n      int
 	r      *remote
+	at     time.Time // sent
+	ask    bool      // one of the first seederAsks to a seeder: outside the window
 	cancel context.CancelFunc
 }
 
