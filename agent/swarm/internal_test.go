@@ -90,6 +90,20 @@ func (a *asked) Fetch(ctx context.Context, p peer.ID, _ digest.Digest, n int, _ 
 	return nil, ctx.Err()
 }
 
+// seederSession is a session of cfg over an asked transport, following a
+// seeder that holds every piece of info.
+func seederSession(cfg Config, info *piece.Info) (*session, *asked, context.CancelFunc) {
+	tp := &asked{got: make(map[peer.ID][]int)}
+	s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := testSession(ctx, s, info)
+	ss.add(&remote{id: "seeder", seeder: true})
+	for n := range info.Count() {
+		ss.pick.PeerHas("seeder", n)
+	}
+	return ss, tp, cancel
+}
+
 // TestScheduleSparesSeeder: the seeder is asked only for what no agent
 // peer holds, unless the session would otherwise have nothing in flight
 // (its agents are all busy) or follows no agent at all.
@@ -97,16 +111,9 @@ func TestScheduleSparesSeeder(t *testing.T) {
 	t.Parallel()
 	info := trackertest.InfoFor(make([]byte, 4<<10), 1<<10)
 	run := func(agentHas []int, agentBusy bool) (map[peer.ID][]int, time.Time) {
-		tp := &asked{got: make(map[peer.ID][]int)}
 		cfg := DefaultConfig()
 		cfg.PerPeer, cfg.MaxInFlight = 4, 8
-		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
-		ctx, cancel := context.WithCancel(context.Background())
-		ss := testSession(ctx, s, info)
-		ss.add(&remote{id: "seeder", seeder: true})
-		for n := range info.Count() {
-			ss.pick.PeerHas("seeder", n)
-		}
+		ss, tp, cancel := seederSession(cfg, info)
 		if agentHas != nil {
 			r := &remote{id: "agent"}
 			if agentBusy {
@@ -152,16 +159,9 @@ func TestSeederAskOutsideWindow(t *testing.T) {
 	t.Parallel()
 	info := trackertest.InfoFor(make([]byte, 8<<10), 1<<10)
 	run := func(agentHas []int) map[peer.ID][]int {
-		tp := &asked{got: make(map[peer.ID][]int)}
 		cfg := DefaultConfig()
 		cfg.PerPeer, cfg.MaxInFlight, cfg.NodeInFlight = 2, 2, 0
-		s := &Swarm{cfg: cfg, tp: tp, clock: clock.New()}
-		ctx, cancel := context.WithCancel(context.Background())
-		ss := testSession(ctx, s, info)
-		ss.add(&remote{id: "seeder", seeder: true})
-		for n := range info.Count() {
-			ss.pick.PeerHas("seeder", n)
-		}
+		ss, tp, cancel := seederSession(cfg, info)
 		ss.add(&remote{id: "agent"})
 		for _, n := range agentHas {
 			ss.pick.PeerHas("agent", n)
