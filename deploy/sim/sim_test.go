@@ -133,6 +133,7 @@ func TestSim(t *testing.T) {
 	os.Stdout.WriteString(Header)
 	r.WriteRow(os.Stdout)
 	r.WriteCDF(os.Stdout)
+	fmt.Fprintf(os.Stdout, "head-of-line window %d KiB\n", r.Config.Window>>10)
 	r.WriteZones(os.Stdout)
 	r.WriteTrace(os.Stdout)
 	fmt.Fprintf(os.Stdout, "trace %016x of %d events\n", r.Trace, r.Events)
