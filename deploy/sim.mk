@@ -4,7 +4,8 @@
 # as a test binary (testing/synctest needs one). Bandwidths in MB/s, size
 # in MiB, latencies one-way per link (uniform in [min, max]); SIM_ZONES
 # puts the agents in zones round robin, each with an uplink of SIM_ZONE_UP
-# each way.
+# each way; SIM_WINDOW is a piece stream's send window in KiB, the most of
+# each piece in flight a message on the same link waits behind (0: none).
 SIM_N       ?= 20
 SIM_SIZE    ?= 200
 SIM_LAYERS  ?= 5
@@ -19,6 +20,7 @@ SIM_CHURN   ?= 0
 SIM_SPREAD  ?= 0s
 SIM_SEED    ?= 1
 SIM_QUANTUM ?= 100us
+SIM_WINDOW  ?= 512
 SIM_ZONES   ?= 0
 SIM_ZONE_UP ?= 1000
 
@@ -29,4 +31,5 @@ sim:
 	  -sim.seeder=$(SIM_SEEDER) -sim.up=$(SIM_UP) -sim.down=$(SIM_DOWN) -sim.origin=$(SIM_ORIGIN) \
 	  -sim.slow=$(SIM_SLOW) -sim.lat-min=$(SIM_LAT_MIN) -sim.lat-max=$(SIM_LAT_MAX) \
 	  -sim.churn=$(SIM_CHURN) -sim.spread=$(SIM_SPREAD) -sim.seed=$(SIM_SEED) \
-	  -sim.quantum=$(SIM_QUANTUM) -sim.zones=$(SIM_ZONES) -sim.zone-up=$(SIM_ZONE_UP)
+	  -sim.quantum=$(SIM_QUANTUM) -sim.zones=$(SIM_ZONES) -sim.zone-up=$(SIM_ZONE_UP) \
+	  -sim.window=$(SIM_WINDOW)

@@ -33,10 +33,18 @@ type Config struct {
 	Horizon   time.Duration // virtual time after which the run gives up
 	Progress  io.Writer     // if set, a line every million events: virtual time, events, agents done
 	Trace     time.Duration // if set, the bin of the trace (trace.go) Result.WriteTrace prints
+
+	// Window is the send window of a piece stream, bytes: a message from a
+	// host to another waits behind up to Window bytes of each piece the
+	// first is sending the second on their one connection (head-of-line
+	// delay, hol.go). 0: messages cross in the link's latency alone.
+	Window int64
 }
 
 // DefaultConfig is the homogeneous case at N = 20: 200 MiB in 5
-// layers, 20 MB/s everywhere, 1 ms links.
+// layers, 20 MB/s everywhere, 1 ms links, messages behind up to 512 KiB
+// of each piece on their link (the window that fits the testbed's
+// Rationed answers best, docs/bench/2026-12-03-sim-hol.md).
 func DefaultConfig() Config {
 	return Config{
 		N: 20, Size: 200 << 20, Layers: 5,
@@ -46,6 +54,7 @@ func DefaultConfig() Config {
 		Seed:    1,
 		Quantum: 100 * time.Microsecond,
 		Horizon: time.Hour,
+		Window:  512 << 10,
 	}
 }
 
@@ -58,8 +67,8 @@ func (c Config) Validate() error {
 		return errors.New("sim: bandwidths must be positive")
 	case c.SlowFrac < 0 || c.SlowFrac > 1 || c.Churn < 0 || c.Churn >= 1 || c.SlowScale <= 0:
 		return errors.New("sim: slow fraction in [0, 1], churn in [0, 1), slow scale positive")
-	case c.LatMin < 0 || c.LatMax < c.LatMin || c.Spread < 0 || c.Quantum < 0:
-		return errors.New("sim: latencies, spread and quantum must not be negative, lat-max at least lat-min")
+	case c.LatMin < 0 || c.LatMax < c.LatMin || c.Spread < 0 || c.Quantum < 0 || c.Window < 0:
+		return errors.New("sim: latencies, spread, quantum and window must not be negative, lat-max at least lat-min")
 	case c.Zones < 0 || (c.Zones > 0 && (c.ZoneUp <= 0 || c.ZoneDown <= 0)):
 		return errors.New("sim: zones must not be negative, and zones need positive uplinks")
 	case c.Horizon <= 0:

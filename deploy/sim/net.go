@@ -24,7 +24,9 @@ type network struct {
 	last    time.Time     // flows' left is as of last
 	start   time.Time     // of the grid completion times are rounded up to
 	dirty   bool
-	gen     uint64 // the completion event that is current
+	filled  bool               // the rates are set for the flows of now (hol.go measured them)
+	gen     uint64             // the completion event that is current
+	pairs   map[[2]int][]*flow // piece flows by (uploader, receiver), in key order (hol.go)
 	lock    chan struct{}
 	tr      *tracer // nil unless tracing
 	// fill's scratch, kept from one call to the next
@@ -51,7 +53,7 @@ type flow struct {
 }
 
 func newNetwork(q *queue, quantum time.Duration) *network {
-	return &network{q: q, quantum: quantum, lock: make(chan struct{}, 1), last: time.Now(), start: time.Now()}
+	return &network{q: q, quantum: quantum, lock: make(chan struct{}, 1), last: time.Now(), start: time.Now(), pairs: make(map[[2]int][]*flow)}
 }
 
 func (nw *network) enter() { nw.lock <- struct{}{} }
@@ -77,7 +79,8 @@ func (nw *network) add(k key, size int64, res ...int) *flow {
 	}
 	f.at = len(nw.flows)
 	nw.flows = append(nw.flows, f)
-	nw.dirty = true
+	nw.pair(f, true)
+	nw.dirty, nw.filled = true, false
 	// A goroutine its own timer woke (the seeder's paced origin fetch)
 	// adds flows while the driver sleeps: it must wake to set their rates.
 	nw.q.poke()
@@ -114,9 +117,10 @@ func (nw *network) end(f *flow, err error) {
 	nw.flows[f.at] = last
 	last.at = f.at
 	nw.flows = nw.flows[:len(nw.flows)-1]
+	nw.pair(f, false)
 	f.at = -1
 	f.err = err
-	nw.dirty = true
+	nw.dirty, nw.filled = true, false
 	// Flows of one instant end in the order of their keys, one event
 	// each: the goroutines they wake must not race each other.
 	nw.q.push(time.Now(), f.key, func() { close(f.done) })
@@ -147,7 +151,10 @@ func (nw *network) settle() {
 	}
 	nw.dirty = false
 	nw.advance()
-	nw.fill()
+	if !nw.filled { // else the same flows' rates, set at this instant
+		nw.fill()
+	}
+	nw.filled = false
 	next := math.Inf(1)
 	for _, f := range nw.flows {
 		if f.rate > 0 {
@@ -188,7 +195,7 @@ func (nw *network) complete(gen uint64) {
 		f.left = 0
 		nw.end(f, nil)
 	}
-	nw.dirty = true // the next completion, even if none was through
+	nw.dirty, nw.filled = true, false // the next completion, even if none was through
 }
 
 // fill sets max-min fair rates by progressive filling: the resource whose

@@ -132,6 +132,7 @@ func (t transport) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n i
 	layer := sim.layerOf[dgst]
 	lat := me.link(o)
 	res := make(chan fetched, 1)
+	asked := time.Now()
 	sim.q.after(lat, key{kindArrive, o.id, me.id, layer, n}, func() {
 		if o.gone.Load() {
 			sim.q.after(lat, key{kindReply, me.id, o.id, layer, n}, func() { res <- fetched{0, errGone} })
@@ -141,6 +142,7 @@ func (t transport) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n i
 	})
 	select {
 	case r := <-res:
+		sim.tr.fetched(o, time.Since(asked), r.err)
 		if r.err != nil {
 			return buf, r.err
 		}
@@ -164,10 +166,12 @@ func (t transport) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, n i
 func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, piece int, res chan<- fetched) {
 	sim := n.sim
 	lat := n.link(to)
+	flowed := false
 	sent, err := n.gate.Serve(p2p.WithRequester(n.ctx, to.pid), n.sw, dgst, piece, func(_ io.Reader, size int64) (int64, error) {
 		if n.gone.Load() {
 			return 0, errGone
 		}
+		flowed = true
 		f := sim.net.add(key{kindFlow, n.id, to.id, layer, piece}, size, sim.path(n, to)...)
 		select {
 		case <-f.done:
@@ -192,7 +196,11 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 		err = errGone
 	}
 	sim.tr.served(n, to, layer, piece, sent, err)
-	sim.q.after(lat, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
+	at := time.Now().Add(lat) // a piece's end, or a reset
+	if err != nil && !flowed && !n.gone.Load() {
+		at = sim.arrival(n, to) // a refusal: behind the pieces n sends to
+	}
+	sim.q.push(at, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
 }
 
 // memStore is a node's content store: committed blobs, by size only.

@@ -33,6 +33,7 @@ var (
 	simZones  = flag.Int("sim.zones", 0, "zones (0: none); agents round robin, the seeder in none")
 	simZoneUp = flag.Float64("sim.zone-up", 1000, "each zone's uplink, each way, MB/s")
 	simQuant  = flag.Duration("sim.quantum", 100*time.Microsecond, "network completion times rounded up to this")
+	simWindow = flag.Int64("sim.window", DefaultConfig().Window>>10, "a piece stream's send window, KiB: messages wait behind that much of each piece on their link (0: no head-of-line delay)")
 	simProg   = flag.Bool("sim.progress", false, "print a progress line to stderr every million events")
 	simTrace  = flag.Duration("sim.trace", 0, "if set, print a trace (utilisation, answers, piece spread) in bins of this")
 	simHeap   = flag.String("sim.heap", "", "write a heap profile to this file after sim.prof-for of wall time")
@@ -46,7 +47,7 @@ func flagConfig() Config {
 	c.N, c.Size, c.Layers = *simN, *simSize<<20, *simLayers
 	c.SeederUp, c.HostUp, c.HostDown, c.OriginUp = *simSeeder*MB, *simUp*MB, *simDown*MB, *simOrigin*MB
 	c.SlowFrac, c.LatMin, c.LatMax, c.Churn, c.Spread = *simSlow, *simLatMin, *simLatMax, *simChurn, *simSpread
-	c.Seed, c.Quantum = *simSeed, *simQuant
+	c.Seed, c.Quantum, c.Window = *simSeed, *simQuant, *simWindow<<10
 	c.Zones, c.ZoneUp, c.ZoneDown = *simZones, *simZoneUp*MB, *simZoneUp*MB
 	c.Trace = *simTrace
 	if *simProg {
@@ -132,6 +133,7 @@ func TestSim(t *testing.T) {
 	os.Stdout.WriteString(Header)
 	r.WriteRow(os.Stdout)
 	r.WriteCDF(os.Stdout)
+	fmt.Fprintf(os.Stdout, "head-of-line window %d KiB\n", r.Config.Window>>10)
 	r.WriteZones(os.Stdout)
 	r.WriteTrace(os.Stdout)
 	fmt.Fprintf(os.Stdout, "trace %016x of %d events\n", r.Trace, r.Events)

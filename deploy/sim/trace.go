@@ -33,6 +33,9 @@ type tracer struct {
 	atSeeder, first, last                  map[[2]int]time.Duration // (layer, piece)
 	got                                    map[[2]int]int           // agents that received it
 	fromSeeder                             map[int]int              // pieces each agent got from the seeder
+	// from request to answer at the client, seconds: the seeder's
+	// Rationed answers, pieces fetched from the seeder, from agents
+	rationedLat, seederLat, agentLat []float64
 }
 
 func newTracer(s *Sim, bin time.Duration) *tracer {
@@ -125,6 +128,24 @@ func (t *tracer) served(from, to *node, layer, p int, sent int64, err error) {
 	}
 }
 
+// fetched records how long a request of from took, from its sending to
+// its answer at the client.
+func (t *tracer) fetched(from *node, d time.Duration, err error) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case err == nil && from.id == 0:
+		t.seederLat = append(t.seederLat, d.Seconds())
+	case err == nil:
+		t.agentLat = append(t.agentLat, d.Seconds())
+	case from.id == 0 && errors.Is(err, p2p.ErrRationed):
+		t.rationedLat = append(t.rationedLat, d.Seconds())
+	}
+}
+
 func at[T int | float64](s []T, i int) T {
 	if i < len(s) {
 		return s[i]
@@ -193,6 +214,13 @@ func (t *tracer) write(w io.Writer, r *Result) {
 		fmt.Fprintf(w, " %d", t.fromSeeder[n.id])
 	}
 	fmt.Fprintln(w)
+	for _, l := range [...]struct {
+		name string
+		v    []float64
+	}{{"seeder's Rationed answers", t.rationedLat}, {"pieces from the seeder", t.seederLat}, {"pieces from agents", t.agentLat}} {
+		fmt.Fprintf(w, "request to answer at the client, %s: p10 %.2fs p50 %.2fs p90 %.2fs max %.2fs (%d)\n",
+			l.name, q(l.v, 0.1), q(l.v, 0.5), q(l.v, 0.9), q(l.v, 1), len(l.v))
+	}
 	for l := range s.layers {
 		fmt.Fprintf(w, "layer %d: last piece at the seeder %.2fs, every piece at every agent %.2fs\n", l, lastOrigin[l].Seconds(), lastAll[l].Seconds())
 	}

@@ -38,6 +38,7 @@ type sub struct {
 	// watcher the pieces the peer left unannounced. reset: from left.
 	seen  *piece.Bitfield
 	reset bool
+	last  time.Time // when what from sent last reaches w: what follows is not earlier (hol.go)
 }
 
 // haveBatch is what reaches one watcher's layer at one instant.
@@ -84,7 +85,11 @@ func (t transport) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pi
 	res := make(chan error, 1)
 	sim.q.after(lat, key{kindArrive, o.id, me.id, layer, itemWatch}, func() {
 		sb, err := o.subscribe(ctx, me, layer, dgst, pieces, w)
-		sim.q.after(lat, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
+		at := time.Now().Add(lat)
+		if err == nil {
+			at = sim.haveAt(sb, true) // the bitfield, behind the pieces o sends us
+		}
+		sim.q.push(at, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
 			if err == nil && ctx.Err() == nil {
 				sb.live = true
 				sb.seen = piece.NewBitfield(sb.bits.Len())
@@ -137,11 +142,10 @@ func (n *node) subscribe(ctx context.Context, to *node, layer int, dgst digest.D
 // hangUp ends the watches of n's pieces, which left: what its swarm
 // pushed, then the end, cross the links.
 func (s *Sim) hangUp(n *node) {
-	now := time.Now()
 	for layer, subs := range n.subs {
 		for _, sb := range subs {
-			at := now.Add(n.link(sb.to))
-			s.poll(sb, at)
+			at := s.haveAt(sb, false) // a reset: what was queued is lost, not waited for
+			s.poll(sb, &at, false)
 			sb.reset = true
 			s.carry(sb, itemDone, at)
 		}
@@ -152,8 +156,9 @@ func (s *Sim) hangUp(n *node) {
 // drain, called by the driver once the code is blocked, empties the
 // channels of the watches of every touched (node, layer), in the order of
 // the pairs, and sends what it found on its way: each HAVE a link's
-// latency later, a watch's end too (the peer's end crosses the link) or at
-// once (the watcher's own end).
+// latency later, plus its wait behind the pieces on the link (hol.go), a
+// watch's end too (the peer's end crosses the link) or at once (the
+// watcher's own end).
 func (s *Sim) drain() {
 	s.w.mu.Lock()
 	if len(s.w.dirty) == 0 {
@@ -172,37 +177,43 @@ func (s *Sim) drain() {
 		}
 		return a[1] - b[1]
 	})
-	now := time.Now()
 	for _, p := range pairs {
 		n := s.nodes[p[0]]
 		subs := n.subs[p[1]]
 		kept := subs[:0]
 		for _, sb := range subs {
-			lat := n.link(sb.to)
-			if open := s.poll(sb, now.Add(lat)); open {
+			var at time.Time // set by the first thing carried
+			if open := s.poll(sb, &at, true); open {
 				kept = append(kept, sb)
 				continue
 			}
-			if sb.ctx.Err() != nil {
-				lat = 0
+			switch {
+			case sb.ctx.Err() != nil:
+				at = time.Now()
+			case at.IsZero():
+				at = s.haveAt(sb, true)
 			}
-			s.carry(sb, itemDone, now.Add(lat))
+			s.carry(sb, itemDone, at)
 		}
 		clear(subs[len(kept):])
 		n.subs[p[1]] = kept
 	}
 }
 
-// poll carries the pieces waiting in sb's channel to arrive at at; false
-// once the channel is closed.
-func (s *Sim) poll(sb *sub, at time.Time) bool {
+// poll carries the pieces waiting in sb's channel to arrive at *at, set
+// (haveAt, wait) when zero and there is one; false once the channel is
+// closed.
+func (s *Sim) poll(sb *sub, at *time.Time, wait bool) bool {
 	for {
 		select {
 		case n, ok := <-sb.ch:
 			if !ok {
 				return false
 			}
-			s.carry(sb, n, at)
+			if at.IsZero() {
+				*at = s.haveAt(sb, wait)
+			}
+			s.carry(sb, n, *at)
 		default:
 			return true
 		}
