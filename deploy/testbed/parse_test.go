@@ -88,14 +88,17 @@ func TestParseProc(t *testing.T) {
     lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
   eth0: 5000000    4000    0    0    0     0          0         0 209715200  150000    0    0    0     0       0          0
 `
-	if got, err := parseTxBytes(netdev, "eth0"); err != nil || got != 209715200 {
-		t.Fatalf("tx %d, %v", got, err)
+	if got, err := parseNetDev(netdev, "eth0"); err != nil || got != (LinkBytes{Rx: 5000000, Tx: 209715200}) {
+		t.Fatalf("eth0 %+v, %v", got, err)
 	}
-	if _, err := parseTxBytes(netdev, "eth1"); !errors.Is(err, ErrParse) {
+	if _, err := parseNetDev(netdev, "eth1"); !errors.Is(err, ErrParse) {
 		t.Fatalf("missing device: err %v", err)
 	}
-	if _, err := parseTxBytes("eth0: 1 2 3\n", "eth0"); !errors.Is(err, ErrParse) {
+	if _, err := parseNetDev("eth0: 1 2 3\n", "eth0"); !errors.Is(err, ErrParse) {
 		t.Fatalf("short line: err %v", err)
+	}
+	if _, err := parseNetDev("eth0: x 2 3 4 5 6 7 8 9\n", "eth0"); !errors.Is(err, ErrParse) {
+		t.Fatalf("bad rx: err %v", err)
 	}
 }
 
@@ -110,8 +113,8 @@ func FuzzParseProc(f *testing.F) {
 		if v, err := parseVmHWM(text); err == nil && v < 0 {
 			t.Fatalf("negative rss %v", v)
 		}
-		if v, err := parseTxBytes(text, "eth0"); err == nil && v < 0 {
-			t.Fatalf("negative tx %v", v)
+		if v, err := parseNetDev(text, "eth0"); err == nil && (v.Rx < 0 || v.Tx < 0) {
+			t.Fatalf("negative link bytes %+v", v)
 		}
 	})
 }

@@ -89,16 +89,24 @@ func parseCPU(stat string) (float64, error) {
 // network namespace of process pid: /proc/PID/net/dev shows that
 // namespace's interfaces, so no process has to be started to read it.
 func readTxBytes(pid int, dev string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseTxBytes(string(b), dev)
+	l, err := readLinkBytes(pid, dev)
+	return l.Tx, err
 }
 
-// parseTxBytes reads the transmitted bytes of dev from /proc/net/dev text:
-// "  eth0: rx_bytes rx_packets ... (8 receive fields) tx_bytes ...".
-func parseTxBytes(netdev, dev string) (int64, error) {
+// readLinkBytes reads what dev, in the network namespace of process pid,
+// has received and sent so far.
+func readLinkBytes(pid int, dev string) (LinkBytes, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		return LinkBytes{}, err
+	}
+	return parseNetDev(string(b), dev)
+}
+
+// parseNetDev reads the received and transmitted bytes of dev from
+// /proc/net/dev text: "  eth0: rx_bytes rx_packets ... (8 receive
+// fields) tx_bytes ...".
+func parseNetDev(netdev, dev string) (LinkBytes, error) {
 	for _, line := range strings.Split(netdev, "\n") {
 		name, rest, ok := strings.Cut(line, ":")
 		if !ok || strings.TrimSpace(name) != dev {
@@ -106,15 +114,19 @@ func parseTxBytes(netdev, dev string) (int64, error) {
 		}
 		f := strings.Fields(rest)
 		if len(f) < 9 {
-			return 0, fmt.Errorf("%w: /proc net/dev line for %s has %d fields", ErrParse, dev, len(f))
+			return LinkBytes{}, fmt.Errorf("%w: /proc net/dev line for %s has %d fields", ErrParse, dev, len(f))
 		}
-		n, err := strconv.ParseInt(f[8], 10, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("%w: tx bytes %q", ErrParse, f[8])
+		rx, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || rx < 0 {
+			return LinkBytes{}, fmt.Errorf("%w: rx bytes %q", ErrParse, f[0])
 		}
-		return n, nil
+		tx, err := strconv.ParseInt(f[8], 10, 64)
+		if err != nil || tx < 0 {
+			return LinkBytes{}, fmt.Errorf("%w: tx bytes %q", ErrParse, f[8])
+		}
+		return LinkBytes{Rx: rx, Tx: tx}, nil
 	}
-	return 0, fmt.Errorf("%w: no %s in /proc net/dev", ErrParse, dev)
+	return LinkBytes{}, fmt.Errorf("%w: no %s in /proc net/dev", ErrParse, dev)
 }
 
 // cpuTimes is the machine's CPU time in USER_HZ ticks, from the "cpu" line

@@ -78,9 +78,13 @@ type RunReport struct {
 	Received *Received     `json:"received,omitempty"`
 	Agents   []AgentResult `json:"agents,omitempty"`
 	// AgentPeakRSS and AgentCPU summarize Agents.
-	AgentPeakRSS *Spread    `json:"agent_peak_rss_bytes,omitempty"`
-	AgentCPU     *Spread    `json:"agent_cpu_seconds,omitempty"`
-	Tracker      *ProcStats `json:"tracker,omitempty"`
+	AgentPeakRSS *Spread `json:"agent_peak_rss_bytes,omitempty"`
+	AgentCPU     *Spread `json:"agent_cpu_seconds,omitempty"`
+	// DownloadUse is, over the hosts whose pull succeeded, what each
+	// host's link received (headers included) until its pull ended, over
+	// what its cap allows in that time (Series' Links).
+	DownloadUse *Spread    `json:"download_use,omitempty"`
+	Tracker     *ProcStats `json:"tracker,omitempty"`
 	// MachineCPUBusy is the fraction of the whole machine's CPU time in use
 	// during the rollout (every process and the kernel's networking, the
 	// shaping included); near 1 the cores, not the links, set the pace.
@@ -116,6 +120,16 @@ type Point struct {
 	Seconds  float64  `json:"t"`
 	Received Received `json:"received"`
 	OriginTx int64    `json:"origin_tx"`
+	// Links is what each host's link (index as hosts) carried since the
+	// rollout started, headers included: a host whose link idles while
+	// others run shows here. Zero for a host whose agent is gone.
+	Links []LinkBytes `json:"links,omitempty"`
+}
+
+// LinkBytes is what a link received and sent.
+type LinkBytes struct {
+	Rx int64 `json:"rx"`
+	Tx int64 `json:"tx"`
 }
 
 // Times are completion-time statistics, each also as a ratio to S ÷ B.
@@ -232,6 +246,30 @@ func (rr *RunReport) swarmCPU() string {
 	return s
 }
 
+// downloadUse is, for each host whose pull succeeded, the bytes its link
+// received by the last sample before its pull ended over rate times that
+// sample's time; nil without samples of the links.
+func downloadUse(series []Point, hosts []HostResult, rate float64) *Spread {
+	var use []float64
+	for i, h := range hosts {
+		if h.Err != "" || rate <= 0 {
+			continue
+		}
+		var last *Point
+		for j := range series {
+			p := &series[j]
+			if p.Seconds > h.Seconds || len(p.Links) <= i {
+				break
+			}
+			last = p
+		}
+		if last != nil && last.Seconds > 0 {
+			use = append(use, float64(last.Links[i].Rx)/(rate*last.Seconds))
+		}
+	}
+	return spread(use)
+}
+
 func spread(v []float64) *Spread {
 	if len(v) == 0 {
 		return nil
@@ -295,6 +333,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if tr := rr.Tracker; tr != nil {
 			fmt.Fprintf(&sb, "tracker+seeder peak RSS %.0f MB, CPU %.2f s\n", float64(tr.PeakRSSBytes)/1e6, tr.CPUSeconds)
+		}
+		if u := rr.DownloadUse; u != nil {
+			fmt.Fprintf(&sb, "host links received, until each pull ended, min/p50/max: %.0f / %.0f / %.0f%% of their cap\n", 100*u.Min, 100*u.P50, 100*u.Max)
 		}
 	}
 	if rr := r.Seeded; rr != nil && rr.Received != nil {

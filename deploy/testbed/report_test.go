@@ -139,3 +139,23 @@ func TestNiceStep(t *testing.T) {
 		}
 	}
 }
+
+// TestDownloadUse: each host's received bytes by the last sample before
+// its pull ended, over what its cap allowed in that time; failed hosts and
+// samples without links count for nothing.
+func TestDownloadUse(t *testing.T) {
+	t.Parallel()
+	series := []Point{
+		{Seconds: 1, Links: []LinkBytes{{Rx: 50}, {Rx: 100}, {Rx: 10}}},
+		{Seconds: 2, Links: []LinkBytes{{Rx: 100}, {Rx: 200}, {Rx: 20}}},
+		{Seconds: 3, Links: []LinkBytes{{Rx: 200}, {Rx: 200}, {Rx: 30}}},
+	}
+	hosts := []HostResult{{Seconds: 2.5}, {Seconds: 2}, {Seconds: 3, Err: "pull failed"}}
+	got := downloadUse(series, hosts, 100)
+	if got == nil || got.Min != 0.5 || got.Max != 1 {
+		t.Fatalf("use %+v, want min 0.5 (host 0: 100 B by 2 s at 100 B/s), max 1 (host 1: 200 B by 2 s)", got)
+	}
+	if downloadUse([]Point{{Seconds: 1}}, hosts, 100) != nil {
+		t.Error("samples without links give a use")
+	}
+}

@@ -87,6 +87,8 @@ type Sample struct {
 	Done []bool
 	// OriginTx is what the origin has sent since the rollout started.
 	OriginTx int64
+	// Links is what each host's link carried since the rollout started.
+	Links []LinkBytes
 }
 
 // Run plays s on b: it starts the origin, pushes the image, starts the
@@ -247,8 +249,12 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 		up0   Upstream
 		upErr error
 	)
+	links0 := make([]LinkBytes, len(b.Hosts))
 	if swarm {
 		up0, upErr = b.UpstreamTaken(ctx)
+		for i := range b.Hosts {
+			links0[i], _ = b.HostLinkBytes(i) // a host it cannot read counts from zero
+		}
 	}
 	cpu0, cpuErr := readCPUTimes()
 	n := len(b.Hosts)
@@ -286,6 +292,12 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 			smp.OriginTx = tx - tx0
 		}
 		if swarm {
+			smp.Links = make([]LinkBytes, len(b.Hosts))
+			for i := range b.Hosts {
+				if l, err := b.HostLinkBytes(i); err == nil {
+					smp.Links[i] = LinkBytes{Rx: l.Rx - links0[i].Rx, Tx: l.Tx - links0[i].Tx}
+				}
+			}
 			for i, r := range scrapeAll(ctx, b, s.SampleInterval) {
 				if r != nil {
 					last[i] = *r
@@ -303,7 +315,7 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 		for _, r := range smp.Received {
 			total = total.add(r)
 		}
-		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx})
+		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx, Links: smp.Links})
 		if name == "p2p" && s.OnSample != nil {
 			s.OnSample(smp)
 		}
@@ -364,6 +376,7 @@ loop:
 		if st, err := b.TrackerStats(); err == nil {
 			rr.Tracker = &st
 		}
+		rr.DownloadUse = downloadUse(rr.Series, rr.Hosts, float64(b.cfg.HostDownload))
 	}
 	// Verification after the clock stopped: its hashing must not slow
 	// the pulls it checks.

@@ -236,6 +236,15 @@ func (b *Bed) OriginTxBytes() (int64, error) {
 	return readTxBytes(b.registry.pid(), ifname)
 }
 
+// HostLinkBytes is what host i's link has carried so far, read in its
+// agent's namespace; it fails once the agent has exited.
+func (b *Bed) HostLinkBytes(i int) (LinkBytes, error) {
+	if b.agents[i] == nil || b.agents[i].exited() {
+		return LinkBytes{}, fmt.Errorf("testbed: agent of %s not running", b.Hosts[i].Name)
+	}
+	return readLinkBytes(b.agents[i].pid(), ifname)
+}
+
 // StopSwarm stops the agents and the tracker (not the origin).
 func (b *Bed) StopSwarm() error {
 	var errs []error
