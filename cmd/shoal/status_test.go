@@ -65,11 +65,7 @@ func TestStatusAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"agent     " + url, "0 B of 1.0 GiB (0%), 0 blobs", "received  peers 0 B, seeder 0 B, origin 0 B", "tracker   none", "downloads in flight: 0"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
+	wantLines(t, out, "agent     "+url, "0 B of 1.0 GiB (0%), 0 blobs", "received  peers 0 B, seeder 0 B, origin 0 B", "tracker   none", "downloads in flight: 0")
 	out, err = runStatusCmd(t, "--agent", url+"/", "--json")
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +96,7 @@ func TestStatusTracker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"1 peers alive, 1 swarms", d.String(), p.ID, "100%"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
+	wantLines(t, out, "1 peers alive, 1 swarms", d.String(), p.ID, "100%")
 }
 
 // Every failure is one line that says what failed.
@@ -187,18 +179,14 @@ func TestPrintAgentStatus(t *testing.T) {
 	var b strings.Builder
 	printAgentStatus(&b, "http://127.0.0.1:5050", st)
 	out := b.String()
-	for _, want := range []string{
+	wantLines(t, out,
 		"store     3.0 GiB used, 12 blobs, no capacity limit",
 		"received  peers 52.0 MiB, seeder 28.0 MiB, origin 0 B",
 		"rates     up 12.0 MiB/s, down 40.0 MiB/s (last 10s)",
 		"tracker   http://tracker:7070 NOT ANSWERING: tracker: unavailable",
 		"downloads in flight: 1",
 		"80.0 MiB  45%       9/20    5",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
+	)
 }
 
 // An agent of three tracker replicas, one of them killed: shoal status
@@ -271,11 +259,7 @@ func TestStatusAgentReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"zone      rack-7", "2 of 3 replicas answer", "tracker replicas", "REPLICA", "BLOBS OWNED"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
+	wantLines(t, out, "zone      rack-7", "2 of 3 replicas answer", "tracker replicas", "REPLICA", "BLOBS OWNED")
 	deadLine := ""
 	for _, line := range strings.Split(out, "\n") {
 		if strings.HasPrefix(line, dead+" ") {
@@ -329,22 +313,28 @@ func TestPrintAgentStatusReplicas(t *testing.T) {
 	var b strings.Builder
 	printAgentStatus(&b, "http://127.0.0.1:5050", st)
 	out := b.String()
-	for _, want := range []string{
+	wantLines(t, out,
 		"zone      eu-west-1a",
 		"tracker   dns+https://shoal-tracker-headless.shoal.svc:7070: 2 of 3 replicas answer",
 		"10.0.0.1:7070  answers        sent to it",
 		"10.0.0.2:7070  NOT ANSWERING  PASSED OVER since 09:58:30 (1m30s ago)",
 		"0            tracker: unavailable: ping: connection refused",
 		"10.0.0.3:7070  answers        tried again, silent since 09:58:30 (1m30s ago)",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	st.Zone, st.Tracker = "", nil
 	b.Reset()
 	printAgentStatus(&b, "http://127.0.0.1:5050", st)
 	if out := b.String(); !strings.Contains(out, "zone      none") || strings.Contains(out, "tracker replicas") {
 		t.Errorf("no zone, no tracker:\n%s", out)
+	}
+}
+
+// wantLines reports each of wants that out lacks.
+func wantLines(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
