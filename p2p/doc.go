@@ -3,9 +3,9 @@
 // follows which pieces they hold. It decides nothing: which piece to ask of
 // whom is the download scheduler's job.
 //
-//	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/1.1.0──▶ remote Host ──▶ Source.Piece
-//	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/1.0.0──── remote Host ◀── Source.Watch
-//	swarm ◀──metainfo, peers──Meta(peer, digest, known)── Host ◀──/shoal/meta/1.0.0── remote Host ◀── MetaSource.Meta
+//	scheduler ──Fetch(peer, digest, n, cid)──▶ Host ──/shoal/piece/2.0.0──▶ remote Host ──▶ Source.Piece
+//	scheduler ◀──bitfield, HAVE n…, close─── Host ◀──/shoal/have/2.0.0──── remote Host ◀── Source.Watch
+//	swarm ◀──metainfo, peers──Meta(peer, digest, known)── Host ◀──/shoal/meta/2.0.0── remote Host ◀── MetaSource.Meta
 //
 // A Host starts in two steps: New listens and can fetch at once; Serve hands
 // it the Source it answers from. The swarm, which fetches through the host,
@@ -26,7 +26,7 @@
 //
 // # Wire protocol (framing in package wire)
 //
-// /shoal/piece/1.1.0: one request at a time per stream, so yamux
+// /shoal/piece/2.0.0: one request at a time per stream, so yamux
 // multiplexes many in flight, and a stream carries one request after another.
 //
 //	client → PieceRequest{digest, index}
@@ -51,7 +51,7 @@
 // piece CID it already knows from the metainfo, so a lying peer is caught
 // (ErrBadPiece) and never trusted for the content.
 //
-// /shoal/have/1.0.0: a subscription per stream.
+// /shoal/have/2.0.0: a subscription per stream.
 //
 //	client → WatchRequest{digest, pieces}, then keeps its write side open
 //	server → Bitfield{status, bits}                   pieces held now
@@ -61,7 +61,7 @@
 // The client ends a subscription early by closing or resetting the stream;
 // anything it sends after the request is a protocol error.
 //
-// /shoal/meta/1.0.0: what a peer knows of a blob, so that a swarm goes on
+// /shoal/meta/2.0.0: what a peer knows of a blob, so that a swarm goes on
 // when its tracker stops answering. Requests follow one another on a stream,
 // as on the piece protocol.
 //

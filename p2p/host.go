@@ -106,9 +106,9 @@ func WithIdentity(k crypto.PrivKey) Option { return func(o *options) { o.key = k
 
 // Protocol IDs.
 const (
-	PieceProtocol protocol.ID = "/shoal/piece/1.1.0"
-	HaveProtocol  protocol.ID = "/shoal/have/1.0.0"
-	MetaProtocol  protocol.ID = "/shoal/meta/1.0.0"
+	PieceProtocol protocol.ID = "/shoal/piece/2.0.0"
+	HaveProtocol  protocol.ID = "/shoal/have/2.0.0"
+	MetaProtocol  protocol.ID = "/shoal/meta/2.0.0"
 )
 
 // servingTag protects the connection of a peer we are uploading to.

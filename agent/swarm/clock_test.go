@@ -35,7 +35,7 @@ type rig struct {
 
 // testPiece is the piece size the default policy gives these small blobs,
 // as a store's blob is served with.
-const testPiece = 1 << 20
+const testPiece = piece.MinSize
 
 func newRig(t *testing.T, pieces int, peers []tracker.Peer, answer func(peer.ID, int) error, edit func(*Config)) *rig {
 	t.Helper()

@@ -17,11 +17,11 @@ import (
 // Piece size policy: about size ÷ TargetCount, a power of two, clamped to
 // [MinSize, MaxSize].
 const (
-	MinSize     = 1 << 20
+	MinSize     = 256 << 10
 	MaxSize     = 16 << 20
 	TargetCount = 500
-	// MaxPieces bounds the piece list a decoder accepts (a 1 TiB blob at the
-	// smallest piece size).
+	// MaxPieces bounds the piece list a decoder accepts (a 256 GiB blob at
+	// the smallest piece size).
 	MaxPieces = 1 << 20
 )
 
