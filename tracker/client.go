@@ -112,7 +112,7 @@ func (c *Client) Peers(ctx context.Context, dgst digest.Digest, self string) ([]
 	if err := ValidateDigest(dgst); err != nil {
 		return nil, err
 	}
-	q := url.Values{}
+	q := url.Values{PiecesParam: {strconv.Itoa(piece.Policy)}}
 	if self != "" {
 		if err := ValidatePeerID(self); err != nil {
 			return nil, err
@@ -135,12 +135,13 @@ func (c *Client) Peers(ctx context.Context, dgst digest.Digest, self string) ([]
 // holds the request until more than have pieces are known or the Info is
 // complete, or until its MetaInfoWait passes (then answers what is known).
 // While the tracker's seeder has reported nothing yet, it returns an error
-// wrapping ErrPending: ask again.
+// wrapping ErrPending: ask again. A tracker of another piece policy than
+// piece.Policy answers ErrPolicy (as Peers does).
 func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Info, error) {
 	if err := src.Validate(); err != nil {
 		return nil, err
 	}
-	q := url.Values{"repo": {src.Repo}}
+	q := url.Values{"repo": {src.Repo}, PiecesParam: {strconv.Itoa(piece.Policy)}}
 	if src.Registry != "" {
 		q.Set("registry", src.Registry)
 	}
@@ -263,6 +264,10 @@ func (c *Client) doWith(ctx context.Context, method, path string, q url.Values, 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return c.statusError(resp, method, path)
+	}
+	if want := q.Get(PiecesParam); want != "" && resp.Header.Get(PiecesHeader) != want {
+		// A tracker older than piece policy 2 ignores the parameter.
+		return fmt.Errorf("%w: %s %s: the tracker does not cut blobs by piece policy %s", ErrPolicy, method, path, want)
 	}
 	if err := decodeStrict(resp.Body, limit, out); err != nil {
 		if !errors.Is(err, ErrInvalid) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,7 +32,7 @@ type canned struct {
 func (c canned) RoundTrip(*http.Request) (*http.Response, error) {
 	return &http.Response{
 		StatusCode: c.status,
-		Header:     http.Header{"Content-Type": {"application/json"}},
+		Header:     http.Header{"Content-Type": {"application/json"}, tracker.PiecesHeader: {strconv.Itoa(piece.Policy)}},
 		Body:       io.NopCloser(strings.NewReader(c.body)),
 	}, nil
 }
@@ -317,4 +318,61 @@ func randomBlob(n int) []byte {
 
 func peer(id string, seeder bool) tracker.Peer {
 	return tracker.Peer{ID: id, Addrs: []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + id}, Seeder: seeder}
+}
+
+// olderTracker answers every request 200 with body and no Shoal-Pieces
+// header, as a tracker older than piece policy 2 does; it records the
+// piece policy each request named.
+type olderTracker struct {
+	body  string
+	named []string
+}
+
+func (o *olderTracker) RoundTrip(r *http.Request) (*http.Response, error) {
+	o.named = append(o.named, r.URL.Query().Get(tracker.PiecesParam))
+	return &http.Response{
+		StatusCode: http.StatusOK,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(strings.NewReader(o.body)),
+	}, nil
+}
+
+// Peers and metainfo requests name the agent's piece policy, and their
+// answers are taken only from a tracker of the same: an older tracker
+// (no Shoal-Pieces header) or one that refuses (409 PIECE_POLICY) is
+// ErrPolicy, so the agent does not mix pieces cut two ways.
+func TestClientPiecePolicy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	info := trackertest.InfoFor(randomBlob(3*1024), 1024)
+	good, err := info.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := tracker.Source{Repo: "app", Digest: info.Digest}
+	for name, body := range map[string]string{"metainfo": string(good), "peers": `{"peers":[]}`} {
+		older := &olderTracker{body: body}
+		c, err := tracker.NewClient("http://tracker.invalid", "token", tracker.WithHTTPClient(&http.Client{Transport: older}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "metainfo" {
+			_, err = c.MetaInfo(ctx, src, -1)
+		} else {
+			_, err = c.Peers(ctx, info.Digest, "")
+		}
+		if !errors.Is(err, tracker.ErrPolicy) {
+			t.Errorf("%s from an older tracker: %v, want ErrPolicy", name, err)
+		}
+		if want := strconv.Itoa(piece.Policy); len(older.named) != 1 || older.named[0] != want {
+			t.Errorf("%s request named piece policy %q, want %q", name, older.named, want)
+		}
+	}
+	refusing := cannedClient(t, http.StatusConflict, `{"code":"PIECE_POLICY","message":"policy 3"}`)
+	if _, err := refusing.MetaInfo(ctx, src, -1); !errors.Is(err, tracker.ErrPolicy) {
+		t.Errorf("metainfo refused with 409: %v, want ErrPolicy", err)
+	}
+	if i, err := cannedClient(t, http.StatusOK, string(good)).MetaInfo(ctx, src, -1); err != nil || !i.Complete() {
+		t.Errorf("metainfo from a tracker of this policy: %+v, %v", i, err)
+	}
 }

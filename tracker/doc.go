@@ -30,7 +30,7 @@
 // trailing data and out-of-range values are rejected.
 //
 //	POST /v1/announce
-//	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}]}
+//	    body {"peer": {"id", "addrs", "seeder"}, "blobs": [{"digest", "have", "complete"}], "pieces": 2}
 //	    → 200 {"intervalMs": N}: announce again within N ms or be forgotten
 //	    (N grows with the swarm past MaxAnnounceRate, tracker/server).
 //	    The blobs are everything the peer holds: those it listed last time
@@ -47,11 +47,11 @@
 //	    → 200 {"listed": bool}: whether id announced within the peer TTL (peer
 //	    admission asks it); 503 for an unlisted ID in the first peer TTL after
 //	    the tracker started, when it cannot tell yet.
-//	GET /v1/blobs/{digest}/peers?self=ID
+//	GET /v1/blobs/{digest}/peers?self=ID&pieces=2
 //	    → 200 {"peers": [{"id", "addrs", "seeder", "complete", "have"}]}
 //	    Complete peers and seeders first (shuffled), then incomplete ones
-//	    (shuffled); never self.
-//	GET /v1/blobs/{digest}/metainfo?registry=HOST[:PORT]&repo=NAME&have=N
+//	    (shuffled); never self, never an agent of another piece policy.
+//	GET /v1/blobs/{digest}/metainfo?registry=HOST[:PORT]&repo=NAME&have=N&pieces=2
 //	    → 200 piece.Info as JSON once more than N pieces are known or the
 //	    Info is complete; waits at most MetaInfoWait, then answers what is
 //	    known, or 202 {"code": "PENDING"} if nothing is known yet. Without
@@ -60,6 +60,16 @@
 //	    default upstream); a failed seeding answers 404 (the origin does not
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
+//
+// Piece policy: the peers and metainfo requests name the asker's piece
+// policy (pieces=N, piece.Policy; absent means 1) and are answered only
+// for this tracker's own, with the header "Shoal-Pieces: N"; another
+// policy is 409 {"code": "PIECE_POLICY"}, a metainfo request before any
+// seeding. An announce names it as "pieces": N; one of another policy is
+// taken (the peer stays listed) with its blobs left out, so no agent is
+// handed a peer whose piece n is not its own. The client takes no answer
+// to those two requests without the header (a tracker older than policy
+// 2 sends none): ErrPolicy.
 //	GET /v1/status
 //	    → 200 Status: the swarms (holders, complete, seeding), the live
 //	    peers and the seed jobs, for operators (shoal status --tracker).

@@ -22,6 +22,10 @@ var (
 	// ErrCertificate: the tracker's TLS certificate does not verify against
 	// the client's CAs (wrong CA, wrong name, expired). Retrying cannot help.
 	ErrCertificate = errors.New("tracker: certificate not trusted")
+	// ErrPolicy: the tracker and the agent cut blobs by different piece
+	// policies (piece.Policy): one of them is older than the other. The
+	// agent gets its blobs from the origin until both are upgraded.
+	ErrPolicy = errors.New("tracker: another piece policy")
 )
 
 // ErrorBody is the JSON body of every non-200 answer.
@@ -42,6 +46,7 @@ var codes = []struct {
 	{ErrBusy, "BUSY", http.StatusTooManyRequests},
 	{ErrNotFound, "NOT_FOUND", http.StatusNotFound},
 	{ErrPending, "PENDING", http.StatusAccepted},
+	{ErrPolicy, "PIECE_POLICY", http.StatusConflict},
 	{ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
 }
 

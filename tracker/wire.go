@@ -59,6 +59,10 @@ type BlobState struct {
 type Announce struct {
 	Peer  Peer
 	Blobs []BlobState
+	// Pieces is the announcer's piece policy as DecodeAnnounce read it: 0
+	// from an agent older than policy 2, which sends none. The wire form
+	// always carries this binary's piece.Policy.
+	Pieces int
 }
 
 // Protocol bounds. A request or response beyond them is invalid.
@@ -83,8 +87,9 @@ const (
 
 // wireAnnounce is the body of POST /v1/announce.
 type wireAnnounce struct {
-	Peer  wireIdent   `json:"peer"`
-	Blobs []BlobState `json:"blobs"`
+	Peer   wireIdent   `json:"peer"`
+	Blobs  []BlobState `json:"blobs"`
+	Pieces int         `json:"pieces,omitempty"`
 }
 
 type wireIdent struct {
@@ -116,8 +121,9 @@ type PeersResponse struct {
 
 func (a Announce) wire() wireAnnounce {
 	return wireAnnounce{
-		Peer:  wireIdent{ID: a.Peer.ID, Addrs: a.Peer.Addrs, Seeder: a.Peer.Seeder, Zone: a.Peer.Zone},
-		Blobs: a.Blobs,
+		Peer:   wireIdent{ID: a.Peer.ID, Addrs: a.Peer.Addrs, Seeder: a.Peer.Seeder, Zone: a.Peer.Zone},
+		Blobs:  a.Blobs,
+		Pieces: piece.Policy,
 	}
 }
 
@@ -128,7 +134,7 @@ func DecodeAnnounce(r io.Reader) (Announce, error) {
 	if err := decodeStrict(r, MaxRequestBody, &w); err != nil {
 		return Announce{}, err
 	}
-	a := Announce{Peer: Peer{ID: w.Peer.ID, Addrs: w.Peer.Addrs, Seeder: w.Peer.Seeder, Zone: w.Peer.Zone}, Blobs: w.Blobs}
+	a := Announce{Peer: Peer{ID: w.Peer.ID, Addrs: w.Peer.Addrs, Seeder: w.Peer.Seeder, Zone: w.Peer.Zone}, Blobs: w.Blobs, Pieces: w.Pieces}
 	return a, a.Validate()
 }
 
@@ -201,6 +207,34 @@ func ParseHave(v string) (int, error) {
 		return 0, fmt.Errorf("%w: have %q", ErrInvalid, truncate(v))
 	}
 	return have, nil
+}
+
+// PiecesParam is the query parameter by which an agent names its piece
+// policy (piece.Policy) in peers and metainfo requests, and PiecesHeader
+// the header by which the tracker's answers name the tracker's: the
+// client takes no answer without it, since a tracker older than policy 2
+// ignores the parameter.
+const (
+	PiecesParam  = "pieces"
+	PiecesHeader = "Shoal-Pieces"
+)
+
+// CheckPolicy checks the piece policy a request names (PiecesParam; absent
+// from agents older than policy 2, so policy 1): another policy than this
+// binary's is ErrPolicy, since its pieces are not ours; a value that is
+// not a number is ErrInvalid.
+func CheckPolicy(v string) error {
+	policy := 1
+	if v != "" {
+		var err error
+		if policy, err = strconv.Atoi(v); err != nil || policy < 1 {
+			return fmt.Errorf("%w: piece policy %q", ErrInvalid, truncate(v))
+		}
+	}
+	if policy != piece.Policy {
+		return fmt.Errorf("%w: the agent cuts blobs by piece policy %d, this tracker by %d: upgrade the older of the two", ErrPolicy, policy, piece.Policy)
+	}
+	return nil
 }
 
 func (p *Peer) validate() error {

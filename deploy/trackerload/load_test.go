@@ -150,8 +150,9 @@ func makeAgents(n, each, pool int, at time.Time) ([]agent, error) {
 			blobs[j] = tracker.BlobState{Digest: ds[(i+j*(pool/each))%pool], Have: 40, Complete: j%2 == 0}
 		}
 		body, err := json.Marshal(map[string]any{
-			"peer":  map[string]any{"id": id.String(), "addrs": []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)}, "seeder": false},
-			"blobs": blobs,
+			"peer":   map[string]any{"id": id.String(), "addrs": []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)}, "seeder": false},
+			"blobs":  blobs,
+			"pieces": piece.Policy,
 		})
 		if err != nil {
 			return nil, err

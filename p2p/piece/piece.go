@@ -14,6 +14,13 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// Policy numbers the piece size policy below (SizeFor). Nodes of two
+// policies cut the same blob differently, piece n of one is not piece n of
+// the other, so they must never exchange pieces: the p2p protocol IDs carry
+// it as their major version and the tracker's API as the "pieces" field and
+// parameter. Policy 1 cut blobs of up to 500 MiB in 1 MiB pieces.
+const Policy = 2
+
 // Piece size policy: about size ÷ TargetCount, a power of two, clamped to
 // [MinSize, MaxSize].
 const (

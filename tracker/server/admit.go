@@ -22,6 +22,7 @@ const (
 	refusedNoPublicKey  = "no_public_key" // an ID that does not carry its key
 	refusedBadSignature = "bad_signature" // forged, or another peer's ID
 	refusedBadSession   = "bad_session"   // a session MAC that does not verify (or the tracker restarted)
+	refusedPolicy       = "piece_policy"  // another piece policy: listed, but its blobs are left out
 )
 
 // checkSession returns the peer ID whose session MAC r carries (see

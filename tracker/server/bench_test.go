@@ -8,14 +8,16 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
 )
 
 func announceBody(b *testing.B, id string, d digest.Digest, complete bool) string {
 	body, err := json.Marshal(map[string]any{
-		"peer":  map[string]any{"id": id, "addrs": []string{"/ip4/10.0.0.1/tcp/4001", "/ip6/fd00::1/tcp/4001"}},
-		"blobs": []tracker.BlobState{{Digest: d, Have: 10, Complete: complete}},
+		"peer":   map[string]any{"id": id, "addrs": []string{"/ip4/10.0.0.1/tcp/4001", "/ip6/fd00::1/tcp/4001"}},
+		"blobs":  []tracker.BlobState{{Digest: d, Have: 10, Complete: complete}},
+		"pieces": piece.Policy,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -32,7 +34,7 @@ func BenchmarkHandout(b *testing.B) {
 			b.Fatal(rec.Body.String())
 		}
 	}
-	target := "/v1/blobs/" + d.String() + "/peers?self=" + trackertest.ID("peer7")
+	target := "/v1/blobs/" + d.String() + "/peers?pieces=2&self=" + trackertest.ID("peer7")
 	b.ReportAllocs()
 	for b.Loop() {
 		if rec := serve(h, "GET", target, ""); rec.Code != http.StatusOK {

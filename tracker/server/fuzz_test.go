@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -64,7 +65,7 @@ func fuzzHandler(f *testing.F, s server.Seeder, known digest.Digest) http.Handle
 	}
 	f.Cleanup(func() { srv.Close() })
 	h := srv.Handler()
-	body := `{"peer":{"id":"` + trackertest.ID("p1") + `","addrs":["/ip4/10.0.0.1/tcp/4001"]},"blobs":[{"digest":"` + known.String() + `","have":1,"complete":true}]}`
+	body := `{"peer":{"id":"` + trackertest.ID("p1") + `","addrs":["/ip4/10.0.0.1/tcp/4001"]},"blobs":[{"digest":"` + known.String() + `","have":1,"complete":true}],"pieces":2}`
 	if rec := serve(h, "POST", "/v1/announce", body); rec.Code != http.StatusOK {
 		f.Fatalf("announce: HTTP %d %s", rec.Code, rec.Body)
 	}
@@ -98,17 +99,41 @@ func requireInvalid(t *testing.T, rec *httptest.ResponseRecorder, why error) {
 	}
 }
 
+// requirePolicy checks the answer to a request valid but for its piece
+// policy parameter, and reports whether that parameter decided it: a
+// value that is not a number is a 400, another policy than ours a 409
+// with a JSON PIECE_POLICY error.
+func requirePolicy(t *testing.T, rec *httptest.ResponseRecorder, q url.Values) bool {
+	t.Helper()
+	err := tracker.CheckPolicy(q.Get(tracker.PiecesParam))
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, tracker.ErrInvalid):
+		requireInvalid(t, rec, err)
+	default:
+		var e tracker.ErrorBody
+		if rec.Code != http.StatusConflict || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Code != "PIECE_POLICY" {
+			t.Fatalf("%v: HTTP %d %q, want 409 with a JSON PIECE_POLICY error", err, rec.Code, rec.Body.String())
+		}
+	}
+	return true
+}
+
 // FuzzPeersQuery sends peers requests with hostile digests and query
 // strings: the server refuses with 400 exactly what tracker.ValidateDigest
-// and tracker.ValidatePeerID refuse, and otherwise hands out peers, never
-// the asker itself.
+// and tracker.ValidatePeerID refuse, then what tracker.CheckPolicy
+// refuses, and otherwise hands out peers, never the asker itself.
 func FuzzPeersQuery(f *testing.F) {
 	known := digest.FromString("known")
 	p1 := trackertest.ID("p1")
 	for _, s := range []struct{ d, q string }{
 		{known.String(), ""},
-		{known.String(), "self=" + p1},
-		{known.String(), "self=p2&self=" + p1},
+		{known.String(), "pieces=2"},
+		{known.String(), "pieces=1&self=" + p1},
+		{known.String(), "pieces=two"},
+		{known.String(), "pieces=2&self=" + p1},
+		{known.String(), "pieces=2&self=p2&self=" + p1},
 		{known.String(), "self=p1"},
 		{known.String(), "self="},
 		{known.String(), "self=a%20b"},
@@ -138,6 +163,9 @@ func FuzzPeersQuery(f *testing.F) {
 			requireInvalid(t, rec, err)
 			return
 		}
+		if requirePolicy(t, rec, q) {
+			return
+		}
 		if rec.Code != http.StatusOK {
 			t.Fatalf("valid peers request (digest %q, self %q): HTTP %d %q", d, self, rec.Code, rec.Body.String())
 		}
@@ -158,13 +186,17 @@ func FuzzPeersQuery(f *testing.F) {
 
 // FuzzMetaInfoQuery sends metainfo requests with hostile digests and query
 // strings: the server refuses with 400 exactly what tracker.ParseHave and
-// tracker.Source.Validate refuse; anything else reaches the seeder, and
+// tracker.Source.Validate refuse, then what tracker.CheckPolicy refuses
+// (before any seeding); anything else reaches the seeder, and
 // nothing that reaches it could change its origin request.
 func FuzzMetaInfoQuery(f *testing.F) {
 	d := digest.FromString("x").String()
 	for _, s := range []struct{ d, q string }{
 		{d, "repo=a/b"},
-		{d, "repo=library/alpine&registry=registry.example:5000&have=3"},
+		{d, "repo=a/b&pieces=2"},
+		{d, "repo=a/b&pieces=1"},
+		{d, "repo=a/b&pieces=-2"},
+		{d, "repo=library/alpine&registry=registry.example:5000&have=3&pieces=2"},
 		{d, "repo=a/b&have=-1"},
 		{d, "repo=a/b&have=-2"},
 		{d, "repo=a/b&have=+7"},
@@ -201,6 +233,12 @@ func FuzzMetaInfoQuery(f *testing.F) {
 		}
 		if err != nil {
 			requireInvalid(t, rec, err)
+			return
+		}
+		if requirePolicy(t, rec, q) {
+			if bad := seeder.violation(); bad != "" {
+				t.Fatal(bad)
+			}
 			return
 		}
 		// Valid: the seeder was asked (now, or within SeedErrorTTL for the

@@ -114,7 +114,7 @@ func TestMalformedRequests(t *testing.T) {
 	for _, tc := range []struct{ method, target, body string }{
 		{"POST", "/v1/announce", announce(goodPeer, goodBlobs)},
 		{"POST", "/v1/announce", announce(`{"id":"`+trackertest.ID("p2")+`","addrs":["/dns/seed/tcp/1"]}`, `[]`)},
-		{"GET", "/v1/blobs/" + d + "/peers?self=" + p1, ``},
+		{"GET", "/v1/blobs/" + d + "/peers?pieces=2&self=" + p1, ``},
 	} {
 		if rec := serve(h, tc.method, tc.target, tc.body); rec.Code != http.StatusOK {
 			t.Errorf("%s %s: HTTP %d %s", tc.method, tc.target, rec.Code, rec.Body.String())

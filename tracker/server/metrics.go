@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_refused_total",
-			Help: "Announces refused although well-formed, by reason: seeder (an agent claiming to be one: only the tracker's own seeder, in process, is), unsigned, stale, no_public_key, bad_signature (forged, or another peer's ID).",
+			Help: "Announces refused although well-formed, by reason: seeder (an agent claiming to be one: only the tracker's own seeder, in process, is), unsigned, stale, no_public_key, bad_signature (forged, or another peer's ID), bad_session; piece_policy counts announces of agents of another piece policy, listed but with their blobs left out.",
 		}, []string{"reason"}),
 		announces: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",

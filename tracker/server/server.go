@@ -332,16 +332,27 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 			sess = &v
 		}
 	}
+	if a.Pieces != piece.Policy {
+		// An agent of another piece policy stays listed (peer admission)
+		// but is nobody's holder: its piece n is not ours.
+		s.metrics.refused.WithLabelValues(refusedPolicy).Inc()
+		s.log.Debug("announce of another piece policy: its blobs are left out", "peer", a.Peer.ID, "pieces", a.Pieces)
+		a.Blobs = nil
+	}
 	interval := s.record(a, sum)
 	s.writeJSON(w, http.StatusOK, tracker.AnnounceResponse{IntervalMs: interval.Milliseconds(), Preheat: s.Preheat(a.Peer.ID), Session: sess})
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 	peers, err := s.Peers(r.Context(), digest.Digest(r.PathValue("digest")), r.URL.Query().Get("self"))
+	if err == nil {
+		err = tracker.CheckPolicy(r.URL.Query().Get(tracker.PiecesParam))
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return
 	}
+	w.Header().Set(tracker.PiecesHeader, strconv.Itoa(piece.Policy))
 	s.writeJSON(w, http.StatusOK, tracker.PeersResponse{Peers: peers})
 }
 
@@ -349,6 +360,13 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	src := tracker.Source{Registry: q.Get("registry"), Repo: q.Get("repo"), Digest: digest.Digest(r.PathValue("digest"))}
 	have, err := tracker.ParseHave(q.Get("have"))
+	if err == nil {
+		err = src.Validate()
+	}
+	if err == nil {
+		// Before seeding: an agent of another policy would get nothing of use.
+		err = tracker.CheckPolicy(q.Get(tracker.PiecesParam))
+	}
 	if err != nil {
 		s.metrics.metaInfoCalls.WithLabelValues(resultInvalid).Inc()
 		s.writeError(w, err)
@@ -367,6 +385,7 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 func (s *Server) writeInfo(w http.ResponseWriter, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set(tracker.PiecesHeader, strconv.Itoa(piece.Policy))
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/piece"
 	"github.com/shoal-dev/shoal/tracker"
 	"github.com/shoal-dev/shoal/tracker/server"
 	"github.com/shoal-dev/shoal/tracker/trackertest"
@@ -46,8 +47,9 @@ func announceJSON(t *testing.T, name string, d digest.Digest) []byte {
 	t.Helper()
 	id := trackertest.ID(name)
 	body, err := json.Marshal(map[string]any{
-		"peer":  map[string]any{"id": id, "addrs": []string{"/ip4/10.0.0.1/tcp/4001"}},
-		"blobs": []tracker.BlobState{{Digest: d, Have: 3}},
+		"peer":   map[string]any{"id": id, "addrs": []string{"/ip4/10.0.0.1/tcp/4001"}},
+		"blobs":  []tracker.BlobState{{Digest: d, Have: 3}},
+		"pieces": piece.Policy,
 	})
 	if err != nil {
 		t.Fatal(err)
