@@ -70,6 +70,7 @@
 // handed a peer whose piece n is not its own. The client takes no answer
 // to those two requests without the header (a tracker older than policy
 // 2 sends none): ErrPolicy.
+//
 //	GET /v1/status
 //	    → 200 Status: the swarms (holders, complete, seeding), the live
 //	    peers and the seed jobs, for operators (shoal status --tracker).
