@@ -61,16 +61,6 @@
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
 //
-// Piece policy: the peers and metainfo requests name the asker's piece
-// policy (pieces=N, piece.Policy; absent means 1) and are answered only
-// for this tracker's own, with the header "Shoal-Pieces: N"; another
-// policy is 409 {"code": "PIECE_POLICY"}, a metainfo request before any
-// seeding. An announce names it as "pieces": N; one of another policy is
-// taken (the peer stays listed) with its blobs left out, so no agent is
-// handed a peer whose piece n is not its own. The client takes no answer
-// to those two requests without the header (a tracker older than policy
-// 2 sends none): ErrPolicy.
-//
 //	GET /v1/status
 //	    → 200 Status: the swarms (holders, complete, seeding), the live
 //	    peers and the seed jobs, for operators (shoal status --tracker).
@@ -95,4 +85,14 @@
 //	    → 202 {"jobs": [ID...], "ignored": N}; 400 with the reason for a
 //	    malformed envelope or payload.
 //	GET /healthz → 200, no token (for liveness probes).
+//
+// Piece policy: the peers and metainfo requests name the asker's piece
+// policy (pieces=N, piece.Policy; absent means 1) and are answered only
+// for this tracker's own, with the header "Shoal-Pieces: N"; another
+// policy is 409 {"code": "PIECE_POLICY"}, a metainfo request before any
+// seeding. An announce names it as "pieces": N; one of another policy is
+// taken (the peer stays listed) with its blobs left out, so no agent is
+// handed a peer whose piece n is not its own. The client takes no answer
+// to those two requests without the header (a tracker older than policy
+// 2 sends none): ErrPolicy.
 package tracker
