@@ -60,7 +60,6 @@
 //	    default upstream); a failed seeding answers 404 (the origin does not
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
-//
 //	GET /v1/status
 //	    → 200 Status: the swarms (holders, complete, seeding), the live
 //	    peers and the seed jobs, for operators (shoal status --tracker).
