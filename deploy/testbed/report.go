@@ -83,8 +83,12 @@ type RunReport struct {
 	// DownloadUse is, over the hosts whose pull succeeded, what each
 	// host's link received (headers included) until its pull ended, over
 	// what its cap allows in that time (Series' Links).
-	DownloadUse *Spread    `json:"download_use,omitempty"`
-	Tracker     *ProcStats `json:"tracker,omitempty"`
+	DownloadUse *Spread `json:"download_use,omitempty"`
+	// OriginDone is when the origin's link went idle for good, so the
+	// seeder held the whole image, and what the agents still lacked then:
+	// the rollout's tail is the time they took to share that.
+	OriginDone *OriginDone `json:"origin_done,omitempty"`
+	Tracker    *ProcStats  `json:"tracker,omitempty"`
 	// MachineCPUBusy is the fraction of the whole machine's CPU time in use
 	// during the rollout (every process and the kernel's networking, the
 	// shaping included); near 1 the cores, not the links, set the pace.
@@ -130,6 +134,13 @@ type Point struct {
 type LinkBytes struct {
 	Rx int64 `json:"rx"`
 	Tx int64 `json:"tx"`
+}
+
+// OriginDone is the last sample in which the origin's link sent more than
+// 1% of its cap, and the bytes of their copies the agents lacked by then.
+type OriginDone struct {
+	Seconds      float64 `json:"seconds"`
+	LackingBytes int64   `json:"agents_lacking_bytes"`
 }
 
 // Times are completion-time statistics, each also as a ratio to S ÷ B.
@@ -270,6 +281,23 @@ func downloadUse(series []Point, hosts []HostResult, rate float64) *Spread {
 	return spread(use)
 }
 
+// originDone finds when the origin's link (capped at rate) went idle for
+// good in series and what of want bytes (every agent's copy) the agents
+// had not received by then; nil if it never sent or never went idle.
+func originDone(series []Point, rate float64, want int64) *OriginDone {
+	var done *OriginDone
+	for i := 1; i < len(series); i++ {
+		p, q := series[i-1], series[i]
+		if dt := q.Seconds - p.Seconds; dt > 0 && float64(q.OriginTx-p.OriginTx) > 0.01*rate*dt {
+			done = &OriginDone{Seconds: q.Seconds, LackingBytes: max(want-q.Received.Total(), 0)}
+		}
+	}
+	if done == nil || done.Seconds >= series[len(series)-1].Seconds {
+		return nil
+	}
+	return done
+}
+
 func spread(v []float64) *Spread {
 	if len(v) == 0 {
 		return nil
@@ -336,6 +364,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if u := rr.DownloadUse; u != nil {
 			fmt.Fprintf(&sb, "host links received, until each pull ended, min/p50/max: %.0f / %.0f / %.0f%% of their cap\n", 100*u.Min, 100*u.P50, 100*u.Max)
+		}
+		if o, t := rr.OriginDone, rr.Times; o != nil && t != nil && r.HostRate > 0 {
+			fmt.Fprintf(&sb, "origin link idle from %.1f s (the seeder held the image); the agents lacked %s then, %.1f s of their links; the last pull ended %.1f s later\n",
+				o.Seconds, mib(o.LackingBytes), float64(o.LackingBytes)/float64(r.HostRate)/float64(len(rr.Hosts)), t.Max.Seconds-o.Seconds)
 		}
 	}
 	if rr := r.Seeded; rr != nil && rr.Received != nil {

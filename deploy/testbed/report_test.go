@@ -159,3 +159,24 @@ func TestDownloadUse(t *testing.T) {
 		t.Error("samples without links give a use")
 	}
 }
+
+// TestOriginDone: the last sample in which the origin sent more than 1%
+// of its cap, and what of every agent's copy the agents lacked then; none
+// while the origin is still sending at the end.
+func TestOriginDone(t *testing.T) {
+	t.Parallel()
+	series := []Point{
+		{Seconds: 0},
+		{Seconds: 1, OriginTx: 100, Received: Received{Seeder: 50}},
+		{Seconds: 2, OriginTx: 200, Received: Received{Seeder: 120, Peer: 30}},
+		{Seconds: 3, OriginTx: 200, Received: Received{Seeder: 150, Peer: 200}},
+		{Seconds: 4, OriginTx: 200, Received: Received{Seeder: 150, Peer: 400}},
+	}
+	got := originDone(series, 100, 400)
+	if got == nil || got.Seconds != 2 || got.LackingBytes != 250 {
+		t.Fatalf("originDone = %+v, want at 2 s with 250 B lacking", got)
+	}
+	if got := originDone(series[:3], 100, 400); got != nil {
+		t.Errorf("origin still sending at the last sample: %+v, want nil", got)
+	}
+}

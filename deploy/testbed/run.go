@@ -377,6 +377,7 @@ loop:
 			rr.Tracker = &st
 		}
 		rr.DownloadUse = downloadUse(rr.Series, rr.Hosts, float64(b.cfg.HostDownload))
+		rr.OriginDone = originDone(rr.Series, float64(b.cfg.OriginRate), int64(len(rr.Hosts))*img.Size())
 	}
 	// Verification after the clock stopped: its hashing must not slow
 	// the pulls it checks.
