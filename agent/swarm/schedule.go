@@ -243,6 +243,8 @@ func (ss *session) fetched(ev event) error {
 	source := FromPeer
 	if r.seeder {
 		source = FromSeeder
+	} else {
+		ss.measured(ss.s.clock.Since(req.at))
 	}
 	ss.s.count(source, int64(len(ev.data)))
 	for other := range ss.flight {
@@ -281,7 +283,7 @@ func (ss *session) failed(req *request, err error) {
 		}
 	case errors.Is(err, p2p.ErrBusy):
 		r.busy++
-		r.busyTill = ss.s.clock.Now().Add(r.backoff())
+		r.busyTill = ss.s.clock.Now().Add(r.backoff(ss.pieceTime))
 	default:
 		ss.s.m.pieces.WithLabelValues("failed").Inc()
 		r.failures++
@@ -308,13 +310,44 @@ const (
 // maxBackoff. Every refusal costs both sides a stream; a peer whose slots
 // stay full is asked less and less often, while the many other agents that
 // ask it keep its slots in use.
-func (r *remote) backoff() time.Duration {
-	d := busyBackoff
-	if r.seeder {
+//
+// For an agent, once the session measured how long a piece from agents
+// takes (pieceTime, 0: not yet), the pause starts at a busyShare of that
+// and doubles up to twice it, within those bounds: a peer with every slot
+// taken frees one about every piece time over its slots, and the piece it
+// holds that this node lacks is often one it got just now, which spreads
+// only as fast as its holders are asked again. In simulation (100 agents
+// at 20 MB/s, 256 KiB pieces: pieces from agents took 0.1 s) the fixed
+// doubling to a second left a new piece's holders unasked by most of
+// their followers for up to that long.
+func (r *remote) backoff(pieceTime time.Duration) time.Duration {
+	d, ceil := busyBackoff, maxBackoff
+	switch {
+	case r.seeder:
 		d = seederBackoff
+	case pieceTime > 0:
+		d = min(max(pieceTime/busyShare, time.Millisecond), busyBackoff)
+		ceil = min(max(2*pieceTime, d), maxBackoff)
 	}
-	for i := 1; i < r.busy && d < maxBackoff; i++ {
+	for i := 1; i < r.busy && d < ceil; i++ {
 		d *= 2
 	}
-	return min(d, maxBackoff)
+	return min(d, ceil)
 }
+
+// busyShare is the part of the measured piece time an agent's first Busy
+// pause lasts.
+const busyShare = 4
+
+// measured takes the time a piece from an agent took, request to answer,
+// into the session's average (pieceTime): a moving average over about
+// pieceSamples pieces.
+func (ss *session) measured(d time.Duration) {
+	if ss.pieceTime == 0 {
+		ss.pieceTime = d
+		return
+	}
+	ss.pieceTime += (d - ss.pieceTime) / pieceSamples
+}
+
+const pieceSamples = 8
