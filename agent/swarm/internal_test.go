@@ -78,6 +78,26 @@ func TestMeasuredPieceTime(t *testing.T) {
 	}
 }
 
+func TestPieceTimeout(t *testing.T) {
+	t.Parallel()
+	const limit = time.Minute
+	for _, tt := range []struct {
+		seeder    bool
+		pieceTime time.Duration
+		want      time.Duration
+	}{
+		{false, 0, limit},                                // nothing measured yet
+		{true, time.Second, limit},                       // a seeder's line
+		{false, 100 * time.Millisecond, minPieceTimeout}, // at least
+		{false, time.Second, 16 * time.Second},
+		{false, 10 * time.Second, limit}, // at most
+	} {
+		if got := pieceTimeout(tt.seeder, tt.pieceTime, limit); got != tt.want {
+			t.Errorf("pieceTimeout(seeder=%v, piece time %s) = %s, want %s", tt.seeder, tt.pieceTime, got, tt.want)
+		}
+	}
+}
+
 func TestFirstSoon(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ took, want time.Duration }{

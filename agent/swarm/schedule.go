@@ -182,7 +182,7 @@ func seedersLast(rs []*remote) int {
 }
 
 func (ss *session) start(r *remote, n int, bg *sync.WaitGroup) {
-	ctx, cancel := ss.s.clock.WithTimeout(ss.ctx, ss.s.cfg.PieceTimeout)
+	ctx, cancel := ss.s.clock.WithTimeout(ss.ctx, pieceTimeout(r.seeder, ss.pieceTime, ss.s.cfg.PieceTimeout))
 	req := &request{n: n, r: r, at: ss.s.clock.Now(), ask: r.seeder && r.inflight < seederAsks, cancel: cancel}
 	ss.flight[req] = struct{}{}
 	r.inflight++
@@ -351,3 +351,22 @@ func (ss *session) measured(d time.Duration) {
 }
 
 const pieceSamples = 8
+
+// pieceTimeout bounds a request to an agent by what pieces from agents
+// took (pieceTime, the session's average): timeoutPieces of those, at
+// least minPieceTimeout, at most limit (Config.PieceTimeout), which alone
+// bounds requests before any piece came and those to a seeder (they may
+// wait in its line for a slot). A fixed bound either cuts slow links'
+// pieces short or, as the fixed 60 s did, leaves a request to a peer that
+// stopped sending hanging for dozens of piece times.
+func pieceTimeout(seeder bool, pieceTime, limit time.Duration) time.Duration {
+	if seeder || pieceTime <= 0 {
+		return limit
+	}
+	return min(max(timeoutPieces*pieceTime, minPieceTimeout), limit)
+}
+
+const (
+	timeoutPieces   = 16
+	minPieceTimeout = 5 * time.Second
+)
