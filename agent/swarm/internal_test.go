@@ -98,6 +98,43 @@ func TestPieceTimeout(t *testing.T) {
 	}
 }
 
+func TestPerPeer(t *testing.T) {
+	t.Parallel()
+	const ms = time.Millisecond
+	cfg := DefaultConfig()
+	cfg.PerPeer = 2
+	for _, tt := range []struct {
+		rtt, pieceTime time.Duration
+		want           int
+	}{
+		{0, 0, 2},             // nothing measured
+		{2 * ms, 0, 2},        // no piece yet
+		{0, 100 * ms, 2},      // no refusal yet
+		{2 * ms, 100 * ms, 1}, // a round trip well under a piece's time
+		{12 * ms, 100 * ms, 1}, // 96 ms: still under
+		{13 * ms, 100 * ms, 2},
+		{40 * ms, 100 * ms, 2},
+	} {
+		ss := &session{s: &Swarm{cfg: cfg}, pieceTime: tt.pieceTime}
+		if got := ss.perPeer(&remote{rtt: tt.rtt}); got != tt.want {
+			t.Errorf("perPeer(rtt %s, piece time %s) = %d, want %d", tt.rtt, tt.pieceTime, got, tt.want)
+		}
+	}
+	cfg.PerPeer = 1
+	if got := (&session{s: &Swarm{cfg: cfg}}).perPeer(&remote{}); got != 1 {
+		t.Errorf("PerPeer 1: perPeer %d", got)
+	}
+	var r remote
+	r.answered(0)
+	if r.rtt <= 0 {
+		t.Errorf("an instant refusal leaves rtt %s: it must count as measured", r.rtt)
+	}
+	r.answered(8 * ms)
+	if r.rtt < ms-ms/8 || r.rtt > ms+ms/8 {
+		t.Errorf("after 0 and 8ms: rtt %s, want about 1ms", r.rtt)
+	}
+}
+
 func TestFirstSoon(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ took, want time.Duration }{

@@ -133,7 +133,7 @@ func (ss *session) askSeeders(seeders []*remote, now time.Time, bg *sync.WaitGro
 func (ss *session) pickFrom(rs []*remote, now time.Time, bg *sync.WaitGroup, pick func(id string) (int, bool)) {
 	window := ss.window()
 	for _, r := range rs {
-		for r.inflight < ss.s.cfg.PerPeer && ss.toAgents() < window && !now.Before(r.busyTill) {
+		for r.inflight < ss.perPeer(r) && ss.toAgents() < window && !now.Before(r.busyTill) {
 			n, ok := pick(string(r.id))
 			if !ok {
 				break
@@ -275,6 +275,7 @@ func (ss *session) failed(req *request, err error) {
 		// a later handout brings it back if it fetches the blob again.
 		ss.drop(r.id)
 	case errors.Is(err, p2p.ErrRationed):
+		r.answered(ss.s.clock.Since(req.at))
 		// Only this piece: the seeder gives it to others first, and gives
 		// other pieces still.
 		ss.pick.Skip(req.n, string(r.id))
@@ -282,6 +283,7 @@ func (ss *session) failed(req *request, err error) {
 			r.skipped = ss.s.clock.Now()
 		}
 	case errors.Is(err, p2p.ErrBusy):
+		r.answered(ss.s.clock.Since(req.at))
 		r.busy++
 		r.busyTill = ss.s.clock.Now().Add(r.backoff(ss.pieceTime))
 	default:
@@ -351,6 +353,35 @@ func (ss *session) measured(d time.Duration) {
 }
 
 const pieceSamples = 8
+
+// perPeer is how many requests the session keeps in flight to agent r:
+// Config.PerPeer while a second one hides a round trip that is a part of
+// a piece's time worth hiding, one once r's refusals (answers without
+// bytes, so about a round trip: rtt) came in under 1/rttShare of the
+// session's average piece time (pieceTime). A second request to a peer
+// whose slots are shared with other askers only adds to its line, and
+// each request spread to another peer puts one more upload link to use:
+// in simulation (20 agents at 20 MB/s, 1 ms links) one request per peer
+// took the rollout from 1.080-1.085 to 1.073-1.077 times the bound.
+func (ss *session) perPeer(r *remote) int {
+	c := ss.s.cfg.PerPeer
+	if c > 1 && r.rtt > 0 && ss.pieceTime > 0 && r.rtt*rttShare < ss.pieceTime {
+		return 1
+	}
+	return c
+}
+
+const rttShare = 8
+
+// answered takes the time a refusal of r took, request to answer, into
+// r's round trip (rtt): a moving average over about pieceSamples.
+func (r *remote) answered(d time.Duration) {
+	if r.rtt == 0 {
+		r.rtt = max(d, time.Nanosecond)
+		return
+	}
+	r.rtt += (d - r.rtt) / pieceSamples
+}
 
 // pieceTimeout bounds a request to an agent by what pieces from agents
 // took (pieceTime, the session's average): timeoutPieces of those, at

@@ -194,8 +194,9 @@ type remote struct {
 	stop     context.CancelFunc // ends its watch
 	inflight int
 	busyTill time.Time
-	busy     int       // refusals in a row
-	skipped  time.Time // when the first piece it rationed was skipped
+	busy     int           // refusals in a row
+	skipped  time.Time     // when the first piece it rationed was skipped
+	rtt      time.Duration // average time of its refusals (answered); 0: none yet
 	failures int
 }
 
