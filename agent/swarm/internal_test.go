@@ -107,10 +107,10 @@ func TestPerPeer(t *testing.T) {
 		rtt, pieceTime time.Duration
 		want           int
 	}{
-		{0, 0, 2},             // nothing measured
-		{2 * ms, 0, 2},        // no piece yet
-		{0, 100 * ms, 2},      // no refusal yet
-		{2 * ms, 100 * ms, 1}, // a round trip well under a piece's time
+		{0, 0, 2},              // nothing measured
+		{2 * ms, 0, 2},         // no piece yet
+		{0, 100 * ms, 2},       // no refusal yet
+		{2 * ms, 100 * ms, 1},  // a round trip well under a piece's time
 		{12 * ms, 100 * ms, 1}, // 96 ms: still under
 		{13 * ms, 100 * ms, 2},
 		{40 * ms, 100 * ms, 2},
