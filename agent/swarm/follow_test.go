@@ -44,7 +44,8 @@ func (f *seederLate) asked() []time.Time {
 }
 
 // Until a handout names the seeder, a session asks the tracker again soon,
-// from busyBackoff doubling, not every PeersRefresh: the seeder is listed
+// from a few of the tracker's round trips (firstSoon; at least a
+// millisecond) doubling, not every PeersRefresh: the seeder is listed
 // once its first piece is in, and a session that waited PeersRefresh would
 // leave every piece only the seeder has to the others that long. Once it is
 // named, the session asks every PeersRefresh again.
@@ -60,21 +61,24 @@ func TestPeersSoonUntilSeeder(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	_, done := r.fill(ctx, func(context.Context, store.Writer) error { return errors.New("no origin here") })
 	start := r.clk.Now()
-	if !r.advanceUntil(10*time.Millisecond, 1000, func() bool { return len(tr.asked()) >= 6 }) {
+	if !r.advanceUntil(time.Millisecond, 10000, func() bool { return len(tr.asked()) >= 6 }) {
 		t.Fatalf("%d asks for peers in 10 s of virtual time, want 6", len(tr.asked()))
 	}
 	cancel()
 	wait(t, done)
 	asks := tr.asked()
-	// Without the seeder: 100, 200, 400, 800 ms; then PeersRefresh.
-	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 2 * time.Second}
+	// The fake answers at once: without the seeder, 1, 2, 4, 8 ms; then
+	// PeersRefresh.
+	const ms = time.Millisecond
+	want := []time.Duration{ms, 2 * ms, 4 * ms, 8 * ms, 2 * time.Second}
 	for i, w := range want {
 		if gap := asks[i+1].Sub(asks[i]); gap < w {
 			t.Errorf("ask %d came %s after the one before, want at least %s", i+1, gap, w)
 		}
 	}
-	// Every PeersRefresh, the first five asks would have taken 8 s.
-	if took := asks[4].Sub(start); took >= 4*DefaultConfig().PeersRefresh {
-		t.Errorf("the fifth ask came %s after the start, no sooner than every PeersRefresh", took)
+	// With a fixed first wait of busyBackoff, the fifth ask would have
+	// come 1.5 s after the start.
+	if took := asks[4].Sub(start); took >= busyBackoff {
+		t.Errorf("the fifth ask came %s after the start, want within busyBackoff", took)
 	}
 }

@@ -22,24 +22,130 @@ import (
 
 func TestBackoff(t *testing.T) {
 	t.Parallel()
+	const ms = time.Millisecond
 	tests := []struct {
-		seeder bool
-		busy   int
-		want   time.Duration
+		seeder    bool
+		pieceTime time.Duration // measured; 0: nothing yet
+		busy      int
+		want      time.Duration
 	}{
-		{false, 1, 100 * time.Millisecond},
-		{false, 2, 200 * time.Millisecond},
-		{false, 4, 800 * time.Millisecond},
-		{false, 5, time.Second},
-		{false, 50, time.Second},
-		{true, 1, 250 * time.Millisecond},
-		{true, 3, time.Second},
-		{true, 9, time.Second},
+		{false, 0, 1, 100 * ms},
+		{false, 0, 2, 200 * ms},
+		{false, 0, 4, 800 * ms},
+		{false, 0, 5, time.Second},
+		{false, 0, 50, time.Second},
+		{true, 0, 1, 250 * ms},
+		{true, 0, 3, time.Second},
+		{true, 0, 9, time.Second},
+		// From a quarter of the piece time up to twice it.
+		{false, 100 * ms, 1, 25 * ms},
+		{false, 100 * ms, 3, 100 * ms},
+		{false, 100 * ms, 4, 200 * ms},
+		{false, 100 * ms, 50, 200 * ms},
+		// Within the fixed bounds: slow pieces start at busyBackoff and
+		// end at maxBackoff, fast ones start at a millisecond.
+		{false, 3 * time.Second, 1, 100 * ms},
+		{false, 3 * time.Second, 50, time.Second},
+		{false, 2 * ms, 1, ms},
+		{false, 2 * ms, 50, 4 * ms},
+		// The seeder keeps its own (it queues requests).
+		{true, 100 * ms, 1, 250 * ms},
 	}
 	for _, tt := range tests {
 		r := &remote{seeder: tt.seeder, busy: tt.busy}
-		if got := r.backoff(); got != tt.want {
-			t.Errorf("backoff(seeder=%v, busy=%d) = %s, want %s", tt.seeder, tt.busy, got, tt.want)
+		if got := r.backoff(tt.pieceTime); got != tt.want {
+			t.Errorf("backoff(seeder=%v, piece time %s, busy=%d) = %s, want %s", tt.seeder, tt.pieceTime, tt.busy, got, tt.want)
+		}
+	}
+}
+
+func TestMeasuredPieceTime(t *testing.T) {
+	t.Parallel()
+	var ss session
+	ss.measured(80 * time.Millisecond)
+	if ss.pieceTime != 80*time.Millisecond {
+		t.Fatalf("first sample: piece time %s, want 80ms", ss.pieceTime)
+	}
+	for range 100 {
+		ss.measured(160 * time.Millisecond)
+	}
+	if d := ss.pieceTime; d < 159*time.Millisecond || d > 160*time.Millisecond {
+		t.Errorf("after many samples of 160ms: piece time %s", d)
+	}
+	ss.measured(960 * time.Millisecond)
+	if d := ss.pieceTime; d != 260*time.Millisecond && (d < 259*time.Millisecond || d > 261*time.Millisecond) {
+		t.Errorf("one slow sample moves the average by an eighth: %s, want about 260ms", d)
+	}
+}
+
+func TestPieceTimeout(t *testing.T) {
+	t.Parallel()
+	const limit = time.Minute
+	for _, tt := range []struct {
+		seeder    bool
+		pieceTime time.Duration
+		want      time.Duration
+	}{
+		{false, 0, limit},                                // nothing measured yet
+		{true, time.Second, limit},                       // a seeder's line
+		{false, 100 * time.Millisecond, minPieceTimeout}, // at least
+		{false, time.Second, 16 * time.Second},
+		{false, 10 * time.Second, limit}, // at most
+	} {
+		if got := pieceTimeout(tt.seeder, tt.pieceTime, limit); got != tt.want {
+			t.Errorf("pieceTimeout(seeder=%v, piece time %s) = %s, want %s", tt.seeder, tt.pieceTime, got, tt.want)
+		}
+	}
+}
+
+func TestPerPeer(t *testing.T) {
+	t.Parallel()
+	const ms = time.Millisecond
+	cfg := DefaultConfig()
+	cfg.PerPeer = 2
+	for _, tt := range []struct {
+		rtt, pieceTime time.Duration
+		want           int
+	}{
+		{0, 0, 2},              // nothing measured
+		{2 * ms, 0, 2},         // no piece yet
+		{0, 100 * ms, 2},       // no refusal yet
+		{2 * ms, 100 * ms, 1},  // a round trip well under a piece's time
+		{12 * ms, 100 * ms, 1}, // 96 ms: still under
+		{13 * ms, 100 * ms, 2},
+		{40 * ms, 100 * ms, 2},
+	} {
+		ss := &session{s: &Swarm{cfg: cfg}, pieceTime: tt.pieceTime}
+		if got := ss.perPeer(&remote{rtt: tt.rtt}); got != tt.want {
+			t.Errorf("perPeer(rtt %s, piece time %s) = %d, want %d", tt.rtt, tt.pieceTime, got, tt.want)
+		}
+	}
+	cfg.PerPeer = 1
+	if got := (&session{s: &Swarm{cfg: cfg}}).perPeer(&remote{}); got != 1 {
+		t.Errorf("PerPeer 1: perPeer %d", got)
+	}
+	var r remote
+	r.answered(0)
+	if r.rtt <= 0 {
+		t.Errorf("an instant refusal leaves rtt %s: it must count as measured", r.rtt)
+	}
+	r.answered(8 * ms)
+	if r.rtt < ms-ms/8 || r.rtt > ms+ms/8 {
+		t.Errorf("after 0 and 8ms: rtt %s, want about 1ms", r.rtt)
+	}
+}
+
+func TestFirstSoon(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ took, want time.Duration }{
+		{0, time.Millisecond},
+		{100 * time.Microsecond, time.Millisecond},
+		{2 * time.Millisecond, 8 * time.Millisecond},
+		{20 * time.Millisecond, 80 * time.Millisecond},
+		{time.Second, busyBackoff},
+	} {
+		if got := firstSoon(tt.took); got != tt.want {
+			t.Errorf("firstSoon(%s) = %s, want %s", tt.took, got, tt.want)
 		}
 	}
 }

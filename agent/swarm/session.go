@@ -173,6 +173,9 @@ type session struct {
 	// with nothing in flight; zero while something is (see fill).
 	idleSince time.Time
 	last      time.Time
+	// pieceTime is the moving average of how long a piece from an agent
+	// took, request to answer; zero until one came (measured).
+	pieceTime time.Duration
 	// pending are pieces an earlier run wrote whose CID is not known yet:
 	// held for the picker, not announced or served until verified.
 	pending map[int]bool
@@ -191,8 +194,9 @@ type remote struct {
 	stop     context.CancelFunc // ends its watch
 	inflight int
 	busyTill time.Time
-	busy     int       // refusals in a row
-	skipped  time.Time // when the first piece it rationed was skipped
+	busy     int           // refusals in a row
+	skipped  time.Time     // when the first piece it rationed was skipped
+	rtt      time.Duration // average time of its refusals (answered); 0: none yet
 	failures int
 }
 

@@ -76,7 +76,9 @@ type Config struct {
 	// piece hash for this long hands the rest to the origin.
 	StallTimeout time.Duration
 	// PieceTimeout bounds one piece request (the transport also resets
-	// transfers that make no progress).
+	// transfers that make no progress); once pieces from agents came, a
+	// request to an agent is bounded by 16 times their average time, at
+	// least 5 s (pieceTimeout).
 	PieceTimeout time.Duration
 	// SeedCopies, on a seeder, is how many peers get a piece straight from
 	// it; the others are refused (rationed) and fetch it from those peers,

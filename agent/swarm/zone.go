@@ -106,7 +106,7 @@ func (ss *session) pickAcross(others, local []*remote, now time.Time, bg *sync.W
 			continue // it rationed pieces: its skips are the ration's (agents never do)
 		}
 		skips := 0
-		for r.inflight < ss.s.cfg.PerPeer && ss.toAgents() < ss.window() && !now.Before(r.busyTill) {
+		for r.inflight < ss.perPeer(r) && ss.toAgents() < ss.window() && !now.Before(r.busyTill) {
 			n, ok := ss.pick.Pick(string(r.id))
 			if !ok {
 				break

@@ -30,9 +30,10 @@ type tracer struct {
 	agentSent, agentBusy                   []int
 	dup                                    []float64 // seeder bytes of pieces it had uploaded before, per bin
 	seederCopies                           map[[2]int]int
-	atSeeder, first, last                  map[[2]int]time.Duration // (layer, piece)
-	got                                    map[[2]int]int           // agents that received it
-	fromSeeder                             map[int]int              // pieces each agent got from the seeder
+	atSeeder, first, last                  map[[2]int]time.Duration   // (layer, piece)
+	got                                    map[[2]int]int             // agents that received it
+	gotAt                                  map[[2]int][]time.Duration // when each copy reached an agent, in order
+	fromSeeder                             map[int]int                // pieces each agent got from the seeder
 	// from request to answer at the client, seconds: the seeder's
 	// Rationed answers, pieces fetched from the seeder, from agents
 	rationedLat, seederLat, agentLat []float64
@@ -44,6 +45,7 @@ func newTracer(s *Sim, bin time.Duration) *tracer {
 		seederCopies: make(map[[2]int]int),
 		atSeeder:     make(map[[2]int]time.Duration), first: make(map[[2]int]time.Duration),
 		last: make(map[[2]int]time.Duration), got: make(map[[2]int]int), fromSeeder: make(map[int]int),
+		gotAt: make(map[[2]int][]time.Duration),
 	}
 }
 
@@ -115,6 +117,7 @@ func (t *tracer) served(from, to *node, layer, p int, sent int64, err error) {
 			t.first[k] = now
 		}
 		t.got[k]++
+		t.gotAt[k] = append(t.gotAt[k], now)
 		t.last[k] = now
 	case errors.Is(err, p2p.ErrBusy) && seeder:
 		t.seederBusy = grow(t.seederBusy, i)
@@ -221,6 +224,7 @@ func (t *tracer) write(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "request to answer at the client, %s: p10 %.2fs p50 %.2fs p90 %.2fs max %.2fs (%d)\n",
 			l.name, q(l.v, 0.1), q(l.v, 0.5), q(l.v, 0.9), q(l.v, 1), len(l.v))
 	}
+	t.writeTail(w, agents, q)
 	for l := range s.layers {
 		fmt.Fprintf(w, "layer %d: last piece at the seeder %.2fs, every piece at every agent %.2fs\n", l, lastOrigin[l].Seconds(), lastAll[l].Seconds())
 	}
@@ -230,5 +234,46 @@ func (t *tracer) write(w io.Writer, r *Result) {
 func (r *Result) WriteTrace(w io.Writer) {
 	if r.tracer != nil {
 		r.tracer.write(w, r)
+	}
+}
+
+// tailSpan is how close to the seeder's last hold from the origin a piece
+// must reach the seeder to count among the tail's (writeTail).
+const tailSpan = 500 * time.Millisecond
+
+// writeTail prints how the pieces spread: from the seeder's hold to a
+// tenth, half, nine tenths and every one of the agents, for all pieces
+// and for those the seeder got within tailSpan of its last (the end game,
+// which no later piece overlaps).
+func (t *tracer) writeTail(w io.Writer, agents int, q func([]float64, float64) float64) {
+	var lastHold time.Duration
+	for _, a := range t.atSeeder {
+		lastHold = max(lastHold, a)
+	}
+	fracs := [...]float64{0.1, 0.5, 0.9, 1}
+	var all, tail [len(fracs)][]float64
+	for k, a := range t.atSeeder {
+		got := t.gotAt[k]
+		for i, f := range fracs {
+			j := int(math.Ceil(f*float64(agents))) - 1
+			if j < 0 || j >= len(got) {
+				continue
+			}
+			d := (got[j] - a).Seconds()
+			all[i] = append(all[i], d)
+			if a >= lastHold-tailSpan {
+				tail[i] = append(tail[i], d)
+			}
+		}
+	}
+	for _, row := range [...]struct {
+		name string
+		v    *[len(fracs)][]float64
+	}{{"every piece", &all}, {fmt.Sprintf("pieces held in the seeder's last %s", tailSpan), &tail}} {
+		fmt.Fprintf(w, "spread, %s (%d): seeder hold ->", row.name, len(row.v[0]))
+		for i, f := range fracs {
+			fmt.Fprintf(w, " %.0f%% of agents p50 %.2fs max %.2fs;", f*100, q(row.v[i], 0.5), q(row.v[i], 1))
+		}
+		fmt.Fprintln(w)
 	}
 }
