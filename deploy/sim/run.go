@@ -365,7 +365,7 @@ func (s *Sim) bound() Bound {
 }
 
 func (s *Sim) result(virtual time.Duration, timedOut bool) *Result {
-	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Trace: s.q.trace, tracer: s.tr}
+	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Kinds: s.q.kinds, Haves: s.w.haves, Ends: s.w.ends, Trace: s.q.trace, tracer: s.tr}
 	s.mu.Lock()
 	for _, n := range s.nodes[1:] {
 		switch {

@@ -62,6 +62,8 @@ type watches struct {
 	mu      sync.Mutex
 	dirty   map[[2]int]bool
 	batches map[batchKey]*haveBatch
+	haves   uint64 // HAVEs handed to watchers (only the driver)
+	ends    uint64 // watch ends handed
 }
 
 // touched marks n's pieces of layer for the driver to look at.
@@ -251,15 +253,18 @@ func (s *Sim) deliver(k batchKey, b *haveBatch) {
 		case !sb.live || sb.ended:
 		case it.n == itemDone:
 			sb.ended = true
+			s.w.ends++
 			for i := range sb.seen.Len() {
 				if !sb.reset && sb.ctx.Err() == nil && !sb.seen.Has(i) {
 					sb.w.Have(i)
+					s.w.haves++
 				}
 			}
 			sb.w.Ended()
 		case sb.ctx.Err() == nil:
 			sb.seen.Set(it.n)
 			sb.w.Have(it.n)
+			s.w.haves++
 		}
 	}
 }
