@@ -53,7 +53,7 @@ type haveItem struct {
 
 type batchKey struct {
 	to, layer int
-	at        time.Time
+	at        int64 // Unix nanoseconds
 }
 
 // watches is the simulation's watch state: the dirty (node, layer) pairs
@@ -236,7 +236,7 @@ func (s *Sim) poll(sb *sub) ([]int, bool) {
 // carry adds a HAVE (or the end, itemDone) to the batch reaching sb's
 // watcher at at.
 func (s *Sim) carry(sb *sub, n int, at time.Time) {
-	k := batchKey{sb.to.id, sb.layer, at}
+	k := batchKey{sb.to.id, sb.layer, at.UnixNano()}
 	b := s.w.batches[k]
 	if b == nil {
 		b = &haveBatch{}
