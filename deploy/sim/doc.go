@@ -21,7 +21,8 @@
 // capacities are resources a flow crosses, so per-zone uplinks are one more
 // resource on a cross-zone flow. A message (a refusal, a HAVE, a watch's
 // end or bitfield) waits behind up to Config.Window bytes of each piece its
-// sender is sending the same host, as on their one connection (hol.go).
+// sender is sending the same host, as on their one connection (hol.go),
+// at the rates of the flows the instant it leaves ends with.
 // No byte is moved or hashed: pieces carry
 // CIDs of their names, the simulated transport hands the swarm a shared
 // buffer, and a blob all of whose pieces are written is committed as is.

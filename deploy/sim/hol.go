@@ -21,6 +21,51 @@ import (
 // holGrid is the grid delayed arrivals are rounded up to.
 const holGrid = time.Millisecond
 
+// A message's wait is measured once the instant it leaves at is over
+// (flush, before settle), with the rates of the flows the instant's
+// events left, so that the flows are shared out once per instant rather
+// than again after each event that started or ended one: a message is
+// never due at the instant it leaves (it crosses a link), so nothing of
+// that instant waits for its time.
+
+type late struct {
+	k  key
+	fn func()
+}
+
+// later runs fn, which measures a wait and schedules what it delays, when
+// the instant is over. The goroutines the driver woke call it (a refusal):
+// those of one instant run in the order of their keys.
+func (s *Sim) later(k key, fn func()) {
+	s.lateMu.Lock()
+	s.lates = append(s.lates, late{k, fn})
+	s.lateMu.Unlock()
+}
+
+// laterHere is later for the driver's own work (a watch's bitfield, what
+// drain found), which runs in the order it came.
+func (s *Sim) laterHere(fn func()) { s.here = append(s.here, fn) }
+
+// flush runs what waited for the end of the instant: the driver's work in
+// its order, then the goroutines' in the order of their keys.
+func (s *Sim) flush() {
+	for len(s.here) > 0 {
+		here := s.here
+		s.here = nil
+		for _, fn := range here {
+			fn()
+		}
+	}
+	s.lateMu.Lock()
+	lates := s.lates
+	s.lates = nil
+	s.lateMu.Unlock()
+	slices.SortStableFunc(lates, func(a, b late) int { return cmpKey(a.k, b.k) })
+	for _, l := range lates {
+		l.fn()
+	}
+}
+
 // pair adds f to (or removes it from) the index of the piece flows of its
 // (uploader, receiver), kept in key order whatever the order of add.
 func (nw *network) pair(f *flow, add bool) {

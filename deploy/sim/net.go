@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"errors"
 	"math"
 	"time"
@@ -219,10 +218,10 @@ func (nw *network) fill() {
 	for _, f := range nw.flows {
 		f.fixed, f.rate = false, 0
 	}
-	heap.Init(&h)
+	h.init()
 	touched := nw.touched[:0]
-	for h.Len() > 0 {
-		s := heap.Pop(&h).(share)
+	for len(h) > 0 {
+		s := h.pop()
 		if cnt[s.r] != s.cnt || cnt[s.r] == 0 {
 			continue // stale
 		}
@@ -247,7 +246,7 @@ func (nw *network) fill() {
 			cnt[r] -= hits[r]
 			hits[r] = 0
 			if cnt[r] > 0 {
-				heap.Push(&h, share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
+				h.push(share{v: rem[r] / float64(cnt[r]), r: r, cnt: cnt[r]})
 			}
 		}
 	}
@@ -260,20 +259,4 @@ type share struct {
 	cnt int
 }
 
-type shares []share
-
-func (h shares) Len() int { return len(h) }
-func (h shares) Less(i, j int) bool {
-	if h[i].v != h[j].v {
-		return h[i].v < h[j].v
-	}
-	return h[i].r < h[j].r
-}
-func (h shares) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *shares) Push(x any)   { *h = append(*h, x.(share)) }
-func (h *shares) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
+type shares []share // a heap (heap.go)

@@ -196,11 +196,14 @@ func (n *node) serve(ctx context.Context, to *node, dgst digest.Digest, layer, p
 		err = errGone
 	}
 	sim.tr.served(n, to, layer, piece, sent, err)
-	at := time.Now().Add(lat) // a piece's end, or a reset
+	k := key{kindReply, to.id, n.id, layer, piece}
+	reply := func() { res <- fetched{sent, err} }
 	if err != nil && !flowed && !n.gone.Load() {
-		at = sim.arrival(n, to) // a refusal: behind the pieces n sends to
+		// A refusal: behind the pieces n sends to, at the end of the instant.
+		sim.later(k, func() { sim.q.push(sim.arrival(n, to), k, reply) })
+		return
 	}
-	sim.q.push(at, key{kindReply, to.id, n.id, layer, piece}, func() { res <- fetched{sent, err} })
+	sim.q.push(time.Now().Add(lat), k, reply) // a piece's end, or a reset
 }
 
 // memStore is a node's content store: committed blobs, by size only.

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"sync"
 	"time"
 )
@@ -43,33 +42,13 @@ func (k key) less(o key) bool {
 
 type event struct {
 	at  time.Time
+	ns  int64 // at, in Unix nanoseconds: the heap's order
 	key key
 	seq uint64 // last resort: push order
 	fn  func()
 }
 
-type events []*event
-
-func (q events) Len() int { return len(q) }
-func (q events) Less(i, j int) bool {
-	a, b := q[i], q[j]
-	if !a.at.Equal(b.at) {
-		return a.at.Before(b.at)
-	}
-	if a.key != b.key {
-		return a.key.less(b.key)
-	}
-	return a.seq < b.seq
-}
-func (q events) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *events) Push(x any)   { *q = append(*q, x.(*event)) }
-func (q *events) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
-}
+type events []*event // a heap (heap.go)
 
 // queue is the simulation's one queue of events. Goroutines of the code
 // under test push; only the driver pops.
@@ -77,9 +56,10 @@ type queue struct {
 	mu    sync.Mutex
 	q     events
 	seq   uint64
-	wake  chan struct{} // the driver waits on it for events earlier than it sleeps to
-	count uint64        // events delivered
-	trace uint64        // a hash of every event delivered, when and what
+	wake  chan struct{}        // the driver waits on it for events earlier than it sleeps to
+	count uint64               // events delivered
+	kinds [kindNode + 1]uint64 // by kind
+	trace uint64               // a hash of every event delivered, when and what
 }
 
 func newQueue() *queue { return &queue{wake: make(chan struct{}, 1), trace: 14695981039346656037} }
@@ -91,7 +71,7 @@ func (q *queue) push(at time.Time, k key, fn func()) {
 	}
 	q.mu.Lock()
 	q.seq++
-	heap.Push(&q.q, &event{at: at, key: k, seq: q.seq, fn: fn})
+	q.q.push(&event{at: at, ns: at.UnixNano(), key: k, seq: q.seq, fn: fn})
 	q.mu.Unlock()
 	q.poke()
 }
@@ -120,8 +100,9 @@ func (q *queue) pop() *event {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.count++
-	e := heap.Pop(&q.q).(*event)
-	for _, v := range [...]int64{e.at.UnixNano(), int64(e.key.kind), int64(e.key.a), int64(e.key.b), int64(e.key.blob), int64(e.key.item)} {
+	e := q.q.pop()
+	q.kinds[e.key.kind]++
+	for _, v := range [...]int64{e.ns, int64(e.key.kind), int64(e.key.a), int64(e.key.b), int64(e.key.blob), int64(e.key.item)} {
 		q.trace = (q.trace ^ uint64(v)) * 1099511628211 // FNV-1a, a word at a time
 	}
 	return e

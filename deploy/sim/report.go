@@ -17,8 +17,11 @@ type Result struct {
 	TimedOut   bool            // the horizon came first
 	Virtual    time.Duration   // virtual time simulated
 	Events     uint64
-	Trace      uint64        // a hash of every event, when and what: equal runs have equal traces
-	Wall       time.Duration // set by the caller: the bubble's clock is virtual
+	Kinds      [kindNode + 1]uint64 // events by kind
+	Haves      uint64               // HAVEs the kindHave events handed to sessions
+	Ends       uint64               // watch ends they handed
+	Trace      uint64               // a hash of every event, when and what: equal runs have equal traces
+	Wall       time.Duration        // set by the caller: the bubble's clock is virtual
 
 	SeederCopies float64 // bytes the seeder uploaded, in images
 	OriginCopies float64 // bytes fetched from the origin (seeder and fallbacks), in images
@@ -79,4 +82,15 @@ func (r *Result) WriteCDF(w io.Writer) {
 		fmt.Fprintf(w, "p%.0f=%.2f ", q*100, r.Quantile(q).Seconds())
 	}
 	fmt.Fprintln(w)
+}
+
+var kindNames = [...]string{"net", "flow", "tracker", "reply", "arrive", "have", "cancel", "abort", "node"}
+
+// WriteKinds writes the events by kind.
+func (r *Result) WriteKinds(w io.Writer) {
+	fmt.Fprintf(w, "events by kind:")
+	for k, n := range r.Kinds {
+		fmt.Fprintf(w, " %s %d", kindNames[k], n)
+	}
+	fmt.Fprintf(w, "; HAVEs handed %d, watch ends %d\n", r.Haves, r.Ends)
 }

@@ -46,6 +46,10 @@ type Sim struct {
 	w           watches
 	tr          *tracer // nil unless cfg.Trace
 
+	here   []func() // hol.go: waits measured once the instant is over
+	lateMu sync.Mutex
+	lates  []late
+
 	mu       sync.Mutex
 	churned  map[int]bool
 	finished int
@@ -306,7 +310,9 @@ loop:
 		e, ok := s.q.peek()
 		if !ok || e.at.After(now) {
 			// The instant is over: the flows its events started and
-			// ended share the links from now on.
+			// ended share the links from now on; the messages that left
+			// wait behind them at those rates.
+			s.flush()
 			s.net.settle()
 			e, ok = s.q.peek()
 		}
@@ -365,7 +371,7 @@ func (s *Sim) bound() Bound {
 }
 
 func (s *Sim) result(virtual time.Duration, timedOut bool) *Result {
-	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Trace: s.q.trace, tracer: s.tr}
+	r := &Result{Config: s.cfg, Bound: s.bound(), Virtual: virtual, TimedOut: timedOut, Events: s.q.count, Kinds: s.q.kinds, Haves: s.w.haves, Ends: s.w.ends, Trace: s.q.trace, tracer: s.tr}
 	s.mu.Lock()
 	for _, n := range s.nodes[1:] {
 		switch {

@@ -136,6 +136,7 @@ func TestSim(t *testing.T) {
 	fmt.Fprintf(os.Stdout, "head-of-line window %d KiB\n", r.Config.Window>>10)
 	r.WriteZones(os.Stdout)
 	r.WriteTrace(os.Stdout)
+	r.WriteKinds(os.Stdout)
 	fmt.Fprintf(os.Stdout, "trace %016x of %d events\n", r.Trace, r.Events)
 }
 

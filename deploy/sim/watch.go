@@ -53,7 +53,7 @@ type haveItem struct {
 
 type batchKey struct {
 	to, layer int
-	at        time.Time
+	at        int64 // Unix nanoseconds
 }
 
 // watches is the simulation's watch state: the dirty (node, layer) pairs
@@ -62,6 +62,8 @@ type watches struct {
 	mu      sync.Mutex
 	dirty   map[[2]int]bool
 	batches map[batchKey]*haveBatch
+	haves   uint64 // HAVEs handed to watchers (only the driver)
+	ends    uint64 // watch ends handed
 }
 
 // touched marks n's pieces of layer for the driver to look at.
@@ -85,24 +87,27 @@ func (t transport) Follow(ctx context.Context, p peer.ID, dgst digest.Digest, pi
 	res := make(chan error, 1)
 	sim.q.after(lat, key{kindArrive, o.id, me.id, layer, itemWatch}, func() {
 		sb, err := o.subscribe(ctx, me, layer, dgst, pieces, w)
-		at := time.Now().Add(lat)
-		if err == nil {
-			at = sim.haveAt(sb, true) // the bitfield, behind the pieces o sends us
-		}
-		sim.q.push(at, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
-			if err == nil && ctx.Err() == nil {
-				sb.live = true
-				sb.seen = piece.NewBitfield(sb.bits.Len())
-				for i := range sb.bits.Len() {
-					if sb.bits.Has(i) {
-						sb.seen.Set(i)
+		reply := func(at time.Time) {
+			sim.q.push(at, key{kindReply, me.id, o.id, layer, itemWatch}, func() {
+				if err == nil && ctx.Err() == nil {
+					sb.live = true
+					sb.seen = piece.NewBitfield(sb.bits.Len())
+					for i := range sb.bits.Len() {
+						if sb.bits.Has(i) {
+							sb.seen.Set(i)
+						}
 					}
+					w.Bits(sb.bits)
+					sb.bits = nil
 				}
-				w.Bits(sb.bits)
-				sb.bits = nil
-			}
-			res <- err
-		})
+				res <- err
+			})
+		}
+		if err != nil {
+			reply(time.Now().Add(lat))
+			return
+		}
+		sim.laterHere(func() { reply(sim.haveAt(sb, true)) }) // the bitfield, behind the pieces o sends us
 	})
 	select {
 	case err := <-res:
@@ -142,10 +147,14 @@ func (n *node) subscribe(ctx context.Context, to *node, layer int, dgst digest.D
 // hangUp ends the watches of n's pieces, which left: what its swarm
 // pushed, then the end, cross the links.
 func (s *Sim) hangUp(n *node) {
+	s.flush() // what n sent before it left comes first
 	for layer, subs := range n.subs {
 		for _, sb := range subs {
 			at := s.haveAt(sb, false) // a reset: what was queued is lost, not waited for
-			s.poll(sb, &at, false)
+			pieces, _ := s.poll(sb)
+			for _, p := range pieces {
+				s.carry(sb, p, at)
+			}
 			sb.reset = true
 			s.carry(sb, itemDone, at)
 		}
@@ -182,40 +191,44 @@ func (s *Sim) drain() {
 		subs := n.subs[p[1]]
 		kept := subs[:0]
 		for _, sb := range subs {
-			var at time.Time // set by the first thing carried
-			if open := s.poll(sb, &at, true); open {
+			pieces, open := s.poll(sb)
+			if !open && sb.ctx.Err() != nil {
+				// The watcher's own end, at once: what was still
+				// crossing the link would be dropped on arrival.
+				s.carry(sb, itemDone, time.Now())
+			} else if len(pieces) > 0 || !open {
+				s.laterHere(func() {
+					at := s.haveAt(sb, true)
+					for _, n := range pieces {
+						s.carry(sb, n, at)
+					}
+					if !open {
+						s.carry(sb, itemDone, at)
+					}
+				})
+			}
+			if open {
 				kept = append(kept, sb)
-				continue
 			}
-			switch {
-			case sb.ctx.Err() != nil:
-				at = time.Now()
-			case at.IsZero():
-				at = s.haveAt(sb, true)
-			}
-			s.carry(sb, itemDone, at)
 		}
 		clear(subs[len(kept):])
 		n.subs[p[1]] = kept
 	}
 }
 
-// poll carries the pieces waiting in sb's channel to arrive at *at, set
-// (haveAt, wait) when zero and there is one; false once the channel is
-// closed.
-func (s *Sim) poll(sb *sub, at *time.Time, wait bool) bool {
+// poll takes the pieces waiting in sb's channel; false once the channel
+// is closed.
+func (s *Sim) poll(sb *sub) ([]int, bool) {
+	var pieces []int
 	for {
 		select {
 		case n, ok := <-sb.ch:
 			if !ok {
-				return false
+				return pieces, false
 			}
-			if at.IsZero() {
-				*at = s.haveAt(sb, wait)
-			}
-			s.carry(sb, n, *at)
+			pieces = append(pieces, n)
 		default:
-			return true
+			return pieces, true
 		}
 	}
 }
@@ -223,7 +236,7 @@ func (s *Sim) poll(sb *sub, at *time.Time, wait bool) bool {
 // carry adds a HAVE (or the end, itemDone) to the batch reaching sb's
 // watcher at at.
 func (s *Sim) carry(sb *sub, n int, at time.Time) {
-	k := batchKey{sb.to.id, sb.layer, at}
+	k := batchKey{sb.to.id, sb.layer, at.UnixNano()}
 	b := s.w.batches[k]
 	if b == nil {
 		b = &haveBatch{}
@@ -251,15 +264,18 @@ func (s *Sim) deliver(k batchKey, b *haveBatch) {
 		case !sb.live || sb.ended:
 		case it.n == itemDone:
 			sb.ended = true
+			s.w.ends++
 			for i := range sb.seen.Len() {
 				if !sb.reset && sb.ctx.Err() == nil && !sb.seen.Has(i) {
 					sb.w.Have(i)
+					s.w.haves++
 				}
 			}
 			sb.w.Ended()
 		case sb.ctx.Err() == nil:
 			sb.seen.Set(it.n)
 			sb.w.Have(it.n)
+			s.w.haves++
 		}
 	}
 }
