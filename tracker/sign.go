@@ -63,7 +63,9 @@ func SignAnnounce(key crypto.PrivKey, body []byte, at time.Time) (string, error)
 }
 
 // ParseSignature reads a SignatureHeader value. Anything but exactly
-// "t=<decimal>,sig=<base64url>" wraps ErrUnsigned.
+// "t=<decimal>,sig=<base64url>", in the one form SignAnnounce writes (no
+// leading zero, no stray bits in the last base64 character), wraps
+// ErrUnsigned: a signature has a single spelling.
 func ParseSignature(h string) (at int64, sig []byte, err error) {
 	if h == "" || len(h) > maxSignatureHeader {
 		return 0, nil, ErrUnsigned
@@ -74,14 +76,14 @@ func ParseSignature(h string) (at int64, sig []byte, err error) {
 	if !ok || !okT || !okS {
 		return 0, nil, ErrUnsigned
 	}
-	if ts == "" || len(ts) > 19 || strings.TrimLeft(ts, "0123456789") != "" {
+	if ts == "" || len(ts) > 19 || strings.TrimLeft(ts, "0123456789") != "" || len(ts) > 1 && ts[0] == '0' {
 		return 0, nil, ErrUnsigned
 	}
 	at, err = strconv.ParseInt(ts, 10, 64)
 	if err != nil {
 		return 0, nil, ErrUnsigned
 	}
-	sig, err = base64.RawURLEncoding.DecodeString(sigs)
+	sig, err = base64.RawURLEncoding.Strict().DecodeString(sigs)
 	if err != nil || len(sig) == 0 {
 		return 0, nil, ErrUnsigned
 	}
