@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +139,17 @@ func (c *Client) Peers(ctx context.Context, dgst digest.Digest, self string) ([]
 // wrapping ErrPending: ask again. A tracker of another piece policy than
 // piece.Policy answers ErrPolicy (as Peers does).
 func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Info, error) {
+	return c.metaInfo(ctx, src, have, nil)
+}
+
+// MetaInfoAfter is MetaInfo with have the pieces of known, the metainfo of
+// src the caller holds: only the hashes after those travel (FromParam),
+// and it returns known grown by them.
+func (c *Client) MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error) {
+	return c.metaInfo(ctx, src, len(known.Pieces), known)
+}
+
+func (c *Client) metaInfo(ctx context.Context, src Source, have int, known *piece.Info) (*piece.Info, error) {
 	if err := src.Validate(); err != nil {
 		return nil, err
 	}
@@ -148,9 +160,20 @@ func (c *Client) MetaInfo(ctx context.Context, src Source, have int) (*piece.Inf
 	if have >= 0 {
 		q.Set("have", strconv.Itoa(min(have, piece.MaxPieces)))
 	}
-	var info piece.Info
-	if err := c.do(ctx, http.MethodGet, "/v1/blobs/"+src.Digest.String()+"/metainfo", q, nil, maxInfoBody, &info); err != nil {
+	if known != nil && len(known.Pieces) > 0 {
+		q.Set(FromParam, strconv.Itoa(len(known.Pieces)))
+	}
+	var d MetaInfoDelta
+	if err := c.do(ctx, http.MethodGet, "/v1/blobs/"+src.Digest.String()+"/metainfo", q, nil, maxInfoBody, &d); err != nil {
 		return nil, err
+	}
+	info := d.Info
+	if d.From != 0 {
+		// Only the hashes after known's: they must follow on from them.
+		if known == nil || d.From != len(known.Pieces) || d.Digest != known.Digest || d.Size != known.Size || d.PieceSize != known.PieceSize {
+			return nil, fmt.Errorf("%w: metainfo of %s from piece %d, which was not asked", ErrInvalid, src.Digest, d.From)
+		}
+		info.Pieces = append(slices.Clip(known.Pieces), d.Pieces...)
 	}
 	if err := info.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: metainfo of %s: %w", ErrInvalid, src.Digest, err)

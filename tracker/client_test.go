@@ -3,11 +3,13 @@ package tracker_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -374,5 +376,39 @@ func TestClientPiecePolicy(t *testing.T) {
 	}
 	if i, err := cannedClient(t, http.StatusOK, string(good)).MetaInfo(ctx, src, -1); err != nil || !i.Complete() {
 		t.Errorf("metainfo from a tracker of this policy: %+v, %v", i, err)
+	}
+}
+
+// TestClientMetaInfoAfter: the client grows what it holds by a tracker's
+// later hashes, takes a whole Info from a tracker that ignores from, and
+// refuses hashes that do not follow on from what it holds.
+func TestClientMetaInfoAfter(t *testing.T) {
+	t.Parallel()
+	info := trackertest.InfoFor(randomBlob(5*1024+100), 1024)
+	src := tracker.Source{Repo: "library/alpine", Digest: info.Digest}
+	ctx := context.Background()
+	known := *info
+	known.Pieces = info.Pieces[:2]
+	delta := func(from int) string {
+		d := tracker.MetaInfoDelta{Info: *info, From: from}
+		d.Pieces = info.Pieces[from:]
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got, err := cannedClient(t, 200, delta(2)).MetaInfoAfter(ctx, src, &known); err != nil || !slices.Equal(got.Pieces, info.Pieces) {
+		t.Errorf("the hashes after 2: %+v, %v; want the whole list", got, err)
+	}
+	whole, _ := info.Marshal()
+	if got, err := cannedClient(t, 200, string(whole)).MetaInfoAfter(ctx, src, &known); err != nil || !slices.Equal(got.Pieces, info.Pieces) {
+		t.Errorf("a tracker that ignores from: %+v, %v; want the whole list", got, err)
+	}
+	if _, err := cannedClient(t, 200, delta(3)).MetaInfoAfter(ctx, src, &known); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("hashes from 3 when 2 are held: %v, want ErrInvalid", err)
+	}
+	if _, err := cannedClient(t, 200, delta(1)).MetaInfo(ctx, src, 0); !errors.Is(err, tracker.ErrInvalid) {
+		t.Errorf("hashes from 1 when none was asked for: %v, want ErrInvalid", err)
 	}
 }

@@ -23,6 +23,13 @@ type Member interface {
 	Ping(ctx context.Context) error
 }
 
+// MetaGrower is a tracker that sends only the piece hashes after those of
+// known, the metainfo of src its caller holds, and returns known grown by
+// them (FromParam): *Client and *Replicas.
+type MetaGrower interface {
+	MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error)
+}
+
 // Endpoint is one replica: the name rendezvous hashing ranks (the URL as
 // given, or the address a DNS name resolved to) and its client.
 type Endpoint struct {
@@ -301,6 +308,17 @@ func call[T any](ctx context.Context, timeout time.Duration, m Member, fn func(c
 func (r *Replicas) MetaInfo(ctx context.Context, src Source, have int) (*piece.Info, error) {
 	return try(ctx, r, src.Digest.String(), 0, func(ctx context.Context, m Member) (*piece.Info, error) {
 		return m.MetaInfo(ctx, src, have)
+	})
+}
+
+// MetaInfoAfter asks the owner of src.Digest as MetaInfo does, for the
+// hashes after known's only if it is a MetaGrower.
+func (r *Replicas) MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error) {
+	return try(ctx, r, src.Digest.String(), 0, func(ctx context.Context, m Member) (*piece.Info, error) {
+		if g, ok := m.(MetaGrower); ok {
+			return g.MetaInfoAfter(ctx, src, known)
+		}
+		return m.MetaInfo(ctx, src, len(known.Pieces))
 	})
 }
 

@@ -196,6 +196,35 @@ func ValidatePeerID(id string) error {
 	return nil
 }
 
+// FromParam is the query parameter by which an agent that holds the first
+// N piece hashes of a blob asks for the metainfo's hashes from piece N on
+// only; the answer (MetaInfoDelta) then names N in From. Without it every
+// long poll would carry again every hash the agent holds: on the testbed
+// (10 hosts at 5 MB/s, 200 MiB in 5 layers) 6,261 polls sent about 30 MB,
+// a tenth of what the link of the tracker's host, its seeder's, carried.
+const FromParam = "from"
+
+// MetaInfoDelta is a metainfo answer: Pieces start at piece From. From is
+// left out (0) in a whole Info, as a tracker that does not know FromParam
+// answers.
+type MetaInfoDelta struct {
+	piece.Info
+	From int `json:"from,omitempty"`
+}
+
+// ParseFrom reads the from parameter of a metainfo request: "" is 0, else
+// 0 to piece.MaxPieces.
+func ParseFrom(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	from, err := strconv.Atoi(v)
+	if err != nil || from < 0 || from > piece.MaxPieces {
+		return 0, fmt.Errorf("%w: from %q", ErrInvalid, truncate(v))
+	}
+	return from, nil
+}
+
 // ParseHave reads the have parameter of a metainfo request: "" is -1 (answer
 // as soon as anything is known), else -1 to piece.MaxPieces.
 func ParseHave(v string) (int, error) {

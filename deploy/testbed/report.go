@@ -88,7 +88,12 @@ type RunReport struct {
 	// seeder held the whole image, and what the agents still lacked then:
 	// the rollout's tail is the time they took to share that.
 	OriginDone *OriginDone `json:"origin_done,omitempty"`
-	Tracker    *ProcStats  `json:"tracker,omitempty"`
+	// SeederUse is what the seeder's link sent (headers included) until
+	// it went idle for good, over what its cap allows in that time: every
+	// new piece enters the swarm through it, so below 1 it, not the
+	// agents' links, held the rollout back.
+	SeederUse *LinkUse   `json:"seeder_use,omitempty"`
+	Tracker   *ProcStats `json:"tracker,omitempty"`
 	// MachineCPUBusy is the fraction of the whole machine's CPU time in use
 	// during the rollout (every process and the kernel's networking, the
 	// shaping included); near 1 the cores, not the links, set the pace.
@@ -124,6 +129,9 @@ type Point struct {
 	Seconds  float64  `json:"t"`
 	Received Received `json:"received"`
 	OriginTx int64    `json:"origin_tx"`
+	// SeederTx is what the tracker's host, its seeder, sent (headers
+	// included); zero in a run without a swarm.
+	SeederTx int64 `json:"seeder_tx,omitempty"`
 	// Links is what each host's link (index as hosts) carried since the
 	// rollout started, headers included: a host whose link idles while
 	// others run shows here. Zero for a host whose agent is gone.
@@ -134,6 +142,14 @@ type Point struct {
 type LinkBytes struct {
 	Rx int64 `json:"rx"`
 	Tx int64 `json:"tx"`
+}
+
+// LinkUse is when a link went idle for good (the last sample in which it
+// sent more than 1% of its cap) and the share of its cap it sent until
+// then.
+type LinkUse struct {
+	Seconds float64 `json:"seconds"`
+	Use     float64 `json:"use"`
 }
 
 // OriginDone is the last sample in which the origin's link sent more than
@@ -298,6 +314,20 @@ func originDone(series []Point, rate float64, want int64) *OriginDone {
 	return done
 }
 
+// seederUse finds when the seeder's link (capped at rate) went idle for
+// good in series and the share of its cap it sent until then; nil if it
+// never sent.
+func seederUse(series []Point, rate float64) *LinkUse {
+	var u *LinkUse
+	for i := 1; i < len(series); i++ {
+		p, q := series[i-1], series[i]
+		if dt := q.Seconds - p.Seconds; dt > 0 && rate > 0 && float64(q.SeederTx-p.SeederTx) > 0.01*rate*dt {
+			u = &LinkUse{Seconds: q.Seconds, Use: round2(float64(q.SeederTx) / (rate * q.Seconds))}
+		}
+	}
+	return u
+}
+
 func spread(v []float64) *Spread {
 	if len(v) == 0 {
 		return nil
@@ -364,6 +394,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if u := rr.DownloadUse; u != nil {
 			fmt.Fprintf(&sb, "host links received, until each pull ended, min/p50/max: %.0f / %.0f / %.0f%% of their cap\n", 100*u.Min, 100*u.P50, 100*u.Max)
+		}
+		if u := rr.SeederUse; u != nil {
+			fmt.Fprintf(&sb, "seeder link sent %.0f%% of its cap until it went idle at %.1f s\n", 100*u.Use, u.Seconds)
 		}
 		if o, t := rr.OriginDone, rr.Times; o != nil && t != nil && r.HostRate > 0 {
 			fmt.Fprintf(&sb, "origin link idle from %.1f s (the seeder held the image); the agents lacked %s then, %.1f s of their links; the last pull ended %.1f s later\n",

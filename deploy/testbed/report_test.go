@@ -180,3 +180,21 @@ func TestOriginDone(t *testing.T) {
 		t.Errorf("origin still sending at the last sample: %+v, want nil", got)
 	}
 }
+
+// TestSeederUse: the seeder's share of its cap counts until its link went
+// idle for good, not over the whole run.
+func TestSeederUse(t *testing.T) {
+	t.Parallel()
+	series := []Point{
+		{Seconds: 0},
+		{Seconds: 1, SeederTx: 80},
+		{Seconds: 2, SeederTx: 150},
+		{Seconds: 3, SeederTx: 150},
+	}
+	if got := seederUse(series, 100); got == nil || got.Seconds != 2 || got.Use != 0.75 {
+		t.Fatalf("seederUse = %+v, want idle at 2 s after 75%% of its cap", got)
+	}
+	if got := seederUse(series[:1], 100); got != nil {
+		t.Errorf("a seeder that never sent: %+v, want nil", got)
+	}
+}

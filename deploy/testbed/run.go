@@ -87,6 +87,9 @@ type Sample struct {
 	Done []bool
 	// OriginTx is what the origin has sent since the rollout started.
 	OriginTx int64
+	// SeederTx is what the tracker's host (its seeder) has sent since the
+	// rollout started.
+	SeederTx int64
 	// Links is what each host's link carried since the rollout started.
 	Links []LinkBytes
 }
@@ -250,8 +253,10 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 		upErr error
 	)
 	links0 := make([]LinkBytes, len(b.Hosts))
+	var seeder0 int64
 	if swarm {
 		up0, upErr = b.UpstreamTaken(ctx)
+		seeder0, _ = b.SeederTxBytes()
 		for i := range b.Hosts {
 			links0[i], _ = b.HostLinkBytes(i) // a host it cannot read counts from zero
 		}
@@ -292,6 +297,9 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 			smp.OriginTx = tx - tx0
 		}
 		if swarm {
+			if tx, err := b.SeederTxBytes(); err == nil {
+				smp.SeederTx = tx - seeder0
+			}
 			smp.Links = make([]LinkBytes, len(b.Hosts))
 			for i := range b.Hosts {
 				if l, err := b.HostLinkBytes(i); err == nil {
@@ -315,7 +323,7 @@ func rollout(ctx context.Context, b *Bed, s Scenario, img Image, ref, name strin
 		for _, r := range smp.Received {
 			total = total.add(r)
 		}
-		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx, Links: smp.Links})
+		rr.Series = append(rr.Series, Point{Seconds: round2(smp.Elapsed.Seconds()), Received: total, OriginTx: smp.OriginTx, SeederTx: smp.SeederTx, Links: smp.Links})
 		if name == "p2p" && s.OnSample != nil {
 			s.OnSample(smp)
 		}
@@ -378,6 +386,7 @@ loop:
 		}
 		rr.DownloadUse = downloadUse(rr.Series, rr.Hosts, float64(b.cfg.HostDownload))
 		rr.OriginDone = originDone(rr.Series, float64(b.cfg.OriginRate), int64(len(rr.Hosts))*img.Size())
+		rr.SeederUse = seederUse(rr.Series, float64(b.cfg.TrackerRate))
 	}
 	// Verification after the clock stopped: its hashing must not slow
 	// the pulls it checks.

@@ -236,6 +236,15 @@ func (b *Bed) OriginTxBytes() (int64, error) {
 	return readTxBytes(b.registry.pid(), ifname)
 }
 
+// SeederTxBytes is what the tracker's host (its seeder's link) has sent
+// so far.
+func (b *Bed) SeederTxBytes() (int64, error) {
+	if b.tracker == nil || b.tracker.exited() {
+		return 0, fmt.Errorf("testbed: tracker not running")
+	}
+	return readTxBytes(b.tracker.pid(), ifname)
+}
+
 // HostLinkBytes is what host i's link has carried so far, read in its
 // agent's namespace; it fails once the agent has exited.
 func (b *Bed) HostLinkBytes(i int) (LinkBytes, error) {

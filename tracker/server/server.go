@@ -360,6 +360,10 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	src := tracker.Source{Registry: q.Get("registry"), Repo: q.Get("repo"), Digest: digest.Digest(r.PathValue("digest"))}
 	have, err := tracker.ParseHave(q.Get("have"))
+	from := 0
+	if err == nil {
+		from, err = tracker.ParseFrom(q.Get(tracker.FromParam))
+	}
 	if err == nil {
 		err = src.Validate()
 	}
@@ -374,6 +378,17 @@ func (s *Server) handleMetaInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := s.metaInfo(r.Context(), src, have)
 	switch {
+	case err == nil && from > 0 && from <= len(v.info.Pieces):
+		// Only the hashes the asker lacks; a from beyond those known (a
+		// tracker that restarted and knows fewer) gets the whole Info.
+		d := tracker.MetaInfoDelta{Info: *v.info, From: from}
+		d.Pieces = d.Pieces[from:]
+		body, err := json.Marshal(d)
+		if err != nil {
+			s.writeError(w, err)
+			return
+		}
+		s.writeInfo(w, append(body, '\n'))
 	case err == nil:
 		s.writeInfo(w, v.body)
 	case r.Context().Err() == nil:

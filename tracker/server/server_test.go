@@ -3,10 +3,12 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -342,6 +344,66 @@ func TestMetaInfoProgressive(t *testing.T) {
 	f.tr.Close() // waits for the seeding to be counted
 	if n := f.metric(t, "shoal_tracker_seeds_total", "result", "ok"); n != 1 {
 		t.Errorf("seeds_total{ok} = %v, want 1", n)
+	}
+}
+
+// TestMetaInfoAfter: an agent that holds the first hashes of a blob is
+// sent only the later ones (from=N), and grows what it holds by them; a
+// from beyond what the tracker knows gets the whole Info; a bad from is
+// refused with 400.
+func TestMetaInfoAfter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	info := testInfo(t)
+	src := tracker.Source{Repo: "team/app", Digest: info.Digest}
+	first := make(chan *piece.Info)
+	go func() {
+		i, err := f.client.MetaInfo(ctx, src, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- i
+	}()
+	<-f.seeder.Started(info.Digest)
+	f.seeder.Emit(info.Digest, trackertest.Prefix(info, 2))
+	known := <-first
+	f.seeder.Emit(info.Digest, trackertest.Prefix(info, 5))
+	grown, err := f.client.MetaInfoAfter(ctx, src, known)
+	if err != nil || !slices.Equal(grown.Pieces, info.Pieces[:5]) {
+		t.Fatalf("MetaInfoAfter 2 known: %+v, %v; want 5 pieces", grown, err)
+	}
+	if len(known.Pieces) != 2 {
+		t.Errorf("MetaInfoAfter changed the Info it was given: %d pieces", len(known.Pieces))
+	}
+
+	get := func(query string) (int, tracker.MetaInfoDelta) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, f.tr.URL+"/v1/blobs/"+info.Digest.String()+"/metainfo?repo=team/app&pieces="+strconv.Itoa(piece.Policy)+query, nil)
+		req.Header.Set("Authorization", "Bearer "+f.tr.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var d tracker.MetaInfoDelta
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, d
+	}
+	if code, d := get("&from=3"); code != http.StatusOK || d.From != 3 || !slices.Equal(d.Pieces, info.Pieces[3:5]) {
+		t.Errorf("from=3: HTTP %d, from %d, %d pieces; want the 2 after the first 3", code, d.From, len(d.Pieces))
+	}
+	if code, d := get("&from=9"); code != http.StatusOK || d.From != 0 || len(d.Pieces) != 5 {
+		t.Errorf("from=9 with 5 known: HTTP %d, from %d, %d pieces; want the whole Info", code, d.From, len(d.Pieces))
+	}
+	for _, bad := range []string{"-1", "x", "99999999"} {
+		if code, _ := get("&from=" + bad); code != http.StatusBadRequest {
+			t.Errorf("from=%s: HTTP %d, want 400", bad, code)
+		}
 	}
 }
 
