@@ -17,17 +17,11 @@ import (
 // Member is one tracker of a replica set, as Replicas asks it: a *Client.
 type Member interface {
 	MetaInfo(ctx context.Context, src Source, have int) (*piece.Info, error)
+	MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error)
 	Peers(ctx context.Context, dgst digest.Digest, self string) ([]Peer, error)
 	Announce(ctx context.Context, a Announce) (time.Duration, error)
 	Listed(ctx context.Context, id string) (bool, error)
 	Ping(ctx context.Context) error
-}
-
-// MetaGrower is a tracker that sends only the piece hashes after those of
-// known, the metainfo of src its caller holds, and returns known grown by
-// them (FromParam): *Client and *Replicas.
-type MetaGrower interface {
-	MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error)
 }
 
 // Endpoint is one replica: the name rendezvous hashing ranks (the URL as
@@ -311,14 +305,10 @@ func (r *Replicas) MetaInfo(ctx context.Context, src Source, have int) (*piece.I
 	})
 }
 
-// MetaInfoAfter asks the owner of src.Digest as MetaInfo does, for the
-// hashes after known's only if it is a MetaGrower.
+// MetaInfoAfter asks the owner of src.Digest for the hashes after known's.
 func (r *Replicas) MetaInfoAfter(ctx context.Context, src Source, known *piece.Info) (*piece.Info, error) {
 	return try(ctx, r, src.Digest.String(), 0, func(ctx context.Context, m Member) (*piece.Info, error) {
-		if g, ok := m.(MetaGrower); ok {
-			return g.MetaInfoAfter(ctx, src, known)
-		}
-		return m.MetaInfo(ctx, src, len(known.Pieces))
+		return m.MetaInfoAfter(ctx, src, known)
 	})
 }
 

@@ -141,6 +141,10 @@ func (m *member) enter() error {
 	return nil
 }
 
+func (m *member) MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error) {
+	return m.MetaInfo(ctx, src, len(known.Pieces))
+}
+
 func (m *member) MetaInfo(_ context.Context, src tracker.Source, _ int) (*piece.Info, error) {
 	if err := m.enter(); err != nil {
 		return nil, err

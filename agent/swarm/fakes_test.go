@@ -174,6 +174,10 @@ type fakeTracker struct {
 	announced []tracker.Announce
 }
 
+func (f *fakeTracker) MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error) {
+	return f.MetaInfo(ctx, src, len(known.Pieces))
+}
+
 func (f *fakeTracker) MetaInfo(ctx context.Context, _ tracker.Source, have int) (*piece.Info, error) {
 	if have < len(f.info.Pieces) {
 		return f.info, nil

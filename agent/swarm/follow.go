@@ -23,7 +23,7 @@ import (
 func (ss *session) followMetaInfo(ctx context.Context, info *piece.Info) {
 	ss.b.setInfo(info)
 	for len(info.Pieces) < ss.count {
-		next, err := ss.metaAfter(ctx, info)
+		next, err := ss.s.tr.MetaInfoAfter(ctx, ss.src, info)
 		if ctx.Err() != nil {
 			return
 		}
@@ -44,15 +44,6 @@ func (ss *session) followMetaInfo(ctx context.Context, info *piece.Info) {
 			ss.post(event{info: info})
 		}
 	}
-}
-
-// metaAfter long-polls the tracker for the hashes after info's, asking for
-// those only if it can (tracker.MetaGrower).
-func (ss *session) metaAfter(ctx context.Context, info *piece.Info) (*piece.Info, error) {
-	if g, ok := ss.s.tr.(tracker.MetaGrower); ok {
-		return g.MetaInfoAfter(ctx, ss.src, info)
-	}
-	return ss.s.tr.MetaInfo(ctx, ss.src, len(info.Pieces))
 }
 
 // followPeers asks the tracker for peers now and then: every PeersRefresh

@@ -68,6 +68,10 @@ func (m *mortalTracker) down() bool {
 	}
 }
 
+func (m *mortalTracker) MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error) {
+	return m.MetaInfo(ctx, src, len(known.Pieces))
+}
+
 func (m *mortalTracker) MetaInfo(ctx context.Context, src tracker.Source, have int) (*piece.Info, error) {
 	if m.down() {
 		return nil, errTrackerDown

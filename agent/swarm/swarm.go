@@ -27,6 +27,9 @@ import (
 // Tracker is what the swarm asks of the tracker.
 type Tracker interface {
 	MetaInfo(ctx context.Context, src tracker.Source, have int) (*piece.Info, error)
+	// MetaInfoAfter long-polls as MetaInfo does with have the pieces of
+	// known, and returns known grown by the hashes that came.
+	MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error)
 	Peers(ctx context.Context, dgst digest.Digest, self string) ([]tracker.Peer, error)
 	Announce(ctx context.Context, a tracker.Announce) (time.Duration, error)
 }

@@ -63,6 +63,10 @@ func (t trackerLink) Peers(ctx context.Context, dgst digest.Digest, self string)
 	return peers, err
 }
 
+func (t trackerLink) MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error) {
+	return t.MetaInfo(ctx, src, len(known.Pieces))
+}
+
 func (t trackerLink) MetaInfo(ctx context.Context, src tracker.Source, have int) (*piece.Info, error) {
 	var info *piece.Info
 	var err error

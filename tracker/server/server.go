@@ -226,6 +226,12 @@ func (s *Server) MetaInfo(ctx context.Context, src tracker.Source, have int) (*p
 	return v.info, nil
 }
 
+// MetaInfoAfter is MetaInfo with have the pieces of known: in process,
+// the whole Info costs no more than the hashes after known's.
+func (s *Server) MetaInfoAfter(ctx context.Context, src tracker.Source, known *piece.Info) (*piece.Info, error) {
+	return s.MetaInfo(ctx, src, len(known.Pieces))
+}
+
 // metaInfo long-polls the metainfo of src until more than have pieces are
 // known or it is complete, or MetaInfoWait passes, and counts the answer.
 func (s *Server) metaInfo(ctx context.Context, src tracker.Source, have int) (view, error) {
