@@ -60,6 +60,10 @@
 //	    default upstream); a failed seeding answers 404 (the origin does not
 //	    have it) or 503 (the origin could not be reached) for SeedErrorTTL.
 //	    Beyond MaxSeeding seedings at once, a new one answers 503.
+//	    With from=M (the asker holds the first M hashes) an answer that
+//	    knows more than M carries only the hashes from piece M on and
+//	    "from": M (MetaInfoDelta); a long poll would otherwise send every
+//	    held hash again at each new piece, across the seeder's link.
 //	GET /v1/status
 //	    → 200 Status: the swarms (holders, complete, seeding), the live
 //	    peers and the seed jobs, for operators (shoal status --tracker).
