@@ -105,6 +105,10 @@ func TestPiecePolicy(t *testing.T) {
 	if n := f.seeder.Calls(d); n != 0 {
 		t.Errorf("refused metainfo requests started %d seedings", n)
 	}
+	// The client's handout and the one peers request of this policy.
+	if n := f.metric(t, "shoal_tracker_handouts_total", "", ""); n != 2 {
+		t.Errorf("handouts counted %v, want 2: a refused request draws none", n)
+	}
 
 	// An agent of this policy: the seeder is asked, and the Info comes with
 	// the header the client requires.

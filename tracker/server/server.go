@@ -202,18 +202,23 @@ func (s *Server) record(a tracker.Announce, sum [32]byte) time.Duration {
 // Peers hands out peers holding d, never self, as GET
 // /v1/blobs/{digest}/peers does.
 func (s *Server) Peers(_ context.Context, d digest.Digest, self string) ([]tracker.Peer, error) {
-	if err := tracker.ValidateDigest(d); err != nil {
+	if err := validPeersRequest(d, self); err != nil {
 		return nil, err
-	}
-	if self != "" {
-		if err := tracker.ValidatePeerID(self); err != nil {
-			return nil, err
-		}
 	}
 	peers := s.swarm.handout(d, self, s.cfg.MaxHandout, s.clock.Now())
 	s.metrics.handouts.Inc()
 	s.metrics.handoutPeers.Observe(float64(len(peers)))
 	return peers, nil
+}
+
+func validPeersRequest(d digest.Digest, self string) error {
+	if err := tracker.ValidateDigest(d); err != nil {
+		return err
+	}
+	if self != "" {
+		return tracker.ValidatePeerID(self)
+	}
+	return nil
 }
 
 // MetaInfo answers what GET /v1/blobs/{digest}/metainfo does (see the
@@ -350,9 +355,16 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
-	peers, err := s.Peers(r.Context(), digest.Digest(r.PathValue("digest")), r.URL.Query().Get("self"))
+	d, self := digest.Digest(r.PathValue("digest")), r.URL.Query().Get("self")
+	// A bad request is 400 before a policy refusal (409), and neither
+	// draws a handout or counts one.
+	err := validPeersRequest(d, self)
 	if err == nil {
 		err = tracker.CheckPolicy(r.URL.Query().Get(tracker.PiecesParam))
+	}
+	var peers []tracker.Peer
+	if err == nil {
+		peers, err = s.Peers(r.Context(), d, self)
 	}
 	if err != nil {
 		s.writeError(w, err)
