@@ -58,6 +58,7 @@ type Process struct {
 	done     chan struct{}
 	waitErr  error
 	stopOnce sync.Once
+	hung     bool // Stop had to kill it: it did not exit on SIGTERM in time
 }
 
 // StartProcess starts path with args, stops it in t.Cleanup (SIGTERM, then
@@ -116,11 +117,22 @@ func (p *Process) Stop() error {
 		select {
 		case <-p.done:
 		case <-time.After(stopGrace):
+			// A Go child dumps its goroutines on SIGQUIT: the log then
+			// shows what held its shutdown up.
+			p.hung = true
+			_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGQUIT)
+			select {
+			case <-p.done:
+			case <-time.After(time.Second):
+			}
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			<-p.done
 		}
 	})
 	<-p.done
+	if p.hung {
+		return fmt.Errorf("agenttest: %s did not exit within %s of SIGTERM (goroutines in %s): %v", p.cmd.Path, stopGrace, p.LogPath, p.waitErr)
+	}
 	var exit *exec.ExitError
 	if errors.As(p.waitErr, &exit) {
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
