@@ -16,8 +16,9 @@ import (
 )
 
 // get sends a GET of target with the cluster token and returns the status,
-// the PIECE_POLICY-style error code (if any) and the Shoal-Pieces header.
-func (f *fixture) get(t *testing.T, target string) (status int, code, pieces string) {
+// the PIECE_POLICY-style error code (if any) and the Shoal-Pieces header;
+// a 200's JSON body is decoded into out, if given.
+func (f *fixture) get(t *testing.T, target string, out any) (status int, code, pieces string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, f.tr.URL+target, nil)
 	if err != nil {
@@ -31,8 +32,13 @@ func (f *fixture) get(t *testing.T, target string) (status int, code, pieces str
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var e tracker.ErrorBody
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case resp.StatusCode != http.StatusOK:
 		json.Unmarshal(body, &e)
+	case out != nil:
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("GET %s: %v", target, err)
+		}
 	}
 	return resp.StatusCode, e.Code, resp.Header.Get(tracker.PiecesHeader)
 }
@@ -90,14 +96,14 @@ func TestPiecePolicy(t *testing.T) {
 		{"pieces=two", http.StatusBadRequest, "INVALID"},
 		{"pieces=" + mine, http.StatusOK, ""},
 	} {
-		status, code, pieces := f.get(t, "/v1/blobs/"+d.String()+"/peers?"+tc.query)
+		status, code, pieces := f.get(t, "/v1/blobs/"+d.String()+"/peers?"+tc.query, nil)
 		if status != tc.status || code != tc.code || status == http.StatusOK && pieces != mine {
 			t.Errorf("peers?%s: HTTP %d %q, Shoal-Pieces %q; want %d %q", tc.query, status, code, pieces, tc.status, tc.code)
 		}
 		if tc.status == http.StatusOK {
 			continue // a metainfo request of this policy would start seeding
 		}
-		status, code, _ = f.get(t, "/v1/blobs/"+d.String()+"/metainfo?repo=app&"+tc.query)
+		status, code, _ = f.get(t, "/v1/blobs/"+d.String()+"/metainfo?repo=app&"+tc.query, nil)
 		if status != tc.status || code != tc.code {
 			t.Errorf("metainfo?%s: HTTP %d %q; want %d %q", tc.query, status, code, tc.status, tc.code)
 		}

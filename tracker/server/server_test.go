@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -291,6 +290,28 @@ func TestUnauthorized(t *testing.T) {
 	}
 }
 
+// firstProgress long-polls for src's metainfo from nothing known, lets the
+// seeder report the first n pieces of info and returns the answer, which
+// must hold those.
+func (f *fixture) firstProgress(t *testing.T, src tracker.Source, info *piece.Info, n int) *piece.Info {
+	t.Helper()
+	got := make(chan *piece.Info)
+	go func() {
+		i, err := f.client.MetaInfo(context.Background(), src, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- i
+	}()
+	<-f.seeder.Started(info.Digest)
+	f.seeder.Emit(info.Digest, trackertest.Prefix(info, n))
+	i := <-got
+	if i == nil || !slices.Equal(i.Pieces, info.Pieces[:n]) {
+		t.Fatalf("first progress: %+v, want %d pieces", i, n)
+	}
+	return i
+}
+
 func TestMetaInfoProgressive(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
@@ -299,20 +320,8 @@ func TestMetaInfoProgressive(t *testing.T) {
 	src := tracker.Source{Registry: "registry.example:5000", Repo: "team/app", Digest: info.Digest}
 
 	// The first asker long-polls until the seeder's first progress.
+	f.firstProgress(t, src, info, 2)
 	got := make(chan *piece.Info)
-	go func() {
-		i, err := f.client.MetaInfo(ctx, src, 0)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- i
-	}()
-	<-f.seeder.Started(info.Digest)
-	f.seeder.Emit(info.Digest, trackertest.Prefix(info, 2))
-	if i := <-got; i == nil || !slices.Equal(i.Pieces, info.Pieces[:2]) {
-		t.Fatalf("first progress: %+v, want 2 pieces", i)
-	}
-
 	for _, have := range []int{2, 4} {
 		go func() {
 			i, err := f.client.MetaInfo(ctx, src, have)
@@ -357,17 +366,7 @@ func TestMetaInfoAfter(t *testing.T) {
 	ctx := context.Background()
 	info := testInfo(t)
 	src := tracker.Source{Repo: "team/app", Digest: info.Digest}
-	first := make(chan *piece.Info)
-	go func() {
-		i, err := f.client.MetaInfo(ctx, src, 0)
-		if err != nil {
-			t.Error(err)
-		}
-		first <- i
-	}()
-	<-f.seeder.Started(info.Digest)
-	f.seeder.Emit(info.Digest, trackertest.Prefix(info, 2))
-	known := <-first
+	known := f.firstProgress(t, src, info, 2)
 	f.seeder.Emit(info.Digest, trackertest.Prefix(info, 5))
 	grown, err := f.client.MetaInfoAfter(ctx, src, known)
 	if err != nil || !slices.Equal(grown.Pieces, info.Pieces[:5]) {
@@ -379,20 +378,9 @@ func TestMetaInfoAfter(t *testing.T) {
 
 	get := func(query string) (int, tracker.MetaInfoDelta) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, f.tr.URL+"/v1/blobs/"+info.Digest.String()+"/metainfo?repo=team/app&pieces="+strconv.Itoa(piece.Policy)+query, nil)
-		req.Header.Set("Authorization", "Bearer "+f.tr.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
 		var d tracker.MetaInfoDelta
-		if resp.StatusCode == http.StatusOK {
-			if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return resp.StatusCode, d
+		code, _, _ := f.get(t, "/v1/blobs/"+info.Digest.String()+"/metainfo?repo=team/app&pieces="+strconv.Itoa(piece.Policy)+query, &d)
+		return code, d
 	}
 	if code, d := get("&from=3"); code != http.StatusOK || d.From != 3 || !slices.Equal(d.Pieces, info.Pieces[3:5]) {
 		t.Errorf("from=3: HTTP %d, from %d, %d pieces; want the 2 after the first 3", code, d.From, len(d.Pieces))
