@@ -297,35 +297,42 @@ func downloadUse(series []Point, hosts []HostResult, rate float64) *Spread {
 	return spread(use)
 }
 
+// lastBusy is the index of the last sample of series in which the link
+// whose sent bytes tx reads (capped at rate) sent more than 1% of its cap
+// since the sample before; -1 if none did.
+func lastBusy(series []Point, rate float64, tx func(Point) int64) int {
+	last := -1
+	for i := 1; i < len(series); i++ {
+		p, q := series[i-1], series[i]
+		if dt := q.Seconds - p.Seconds; dt > 0 && rate > 0 && float64(tx(q)-tx(p)) > 0.01*rate*dt {
+			last = i
+		}
+	}
+	return last
+}
+
 // originDone finds when the origin's link (capped at rate) went idle for
 // good in series and what of want bytes (every agent's copy) the agents
 // had not received by then; nil if it never sent or never went idle.
 func originDone(series []Point, rate float64, want int64) *OriginDone {
-	var done *OriginDone
-	for i := 1; i < len(series); i++ {
-		p, q := series[i-1], series[i]
-		if dt := q.Seconds - p.Seconds; dt > 0 && float64(q.OriginTx-p.OriginTx) > 0.01*rate*dt {
-			done = &OriginDone{Seconds: q.Seconds, LackingBytes: max(want-q.Received.Total(), 0)}
-		}
-	}
-	if done == nil || done.Seconds >= series[len(series)-1].Seconds {
+	i := lastBusy(series, rate, func(p Point) int64 { return p.OriginTx })
+	if i < 0 || i == len(series)-1 {
 		return nil
 	}
-	return done
+	q := series[i]
+	return &OriginDone{Seconds: q.Seconds, LackingBytes: max(want-q.Received.Total(), 0)}
 }
 
 // seederUse finds when the seeder's link (capped at rate) went idle for
 // good in series and the share of its cap it sent until then; nil if it
 // never sent.
 func seederUse(series []Point, rate float64) *LinkUse {
-	var u *LinkUse
-	for i := 1; i < len(series); i++ {
-		p, q := series[i-1], series[i]
-		if dt := q.Seconds - p.Seconds; dt > 0 && rate > 0 && float64(q.SeederTx-p.SeederTx) > 0.01*rate*dt {
-			u = &LinkUse{Seconds: q.Seconds, Use: round2(float64(q.SeederTx) / (rate * q.Seconds))}
-		}
+	i := lastBusy(series, rate, func(p Point) int64 { return p.SeederTx })
+	if i < 0 {
+		return nil
 	}
-	return u
+	q := series[i]
+	return &LinkUse{Seconds: q.Seconds, Use: round2(float64(q.SeederTx) / (rate * q.Seconds))}
 }
 
 func spread(v []float64) *Spread {

@@ -205,10 +205,15 @@ func (s *Server) Peers(_ context.Context, d digest.Digest, self string) ([]track
 	if err := validPeersRequest(d, self); err != nil {
 		return nil, err
 	}
+	return s.handout(d, self), nil
+}
+
+// handout draws the peers of a valid request and counts them.
+func (s *Server) handout(d digest.Digest, self string) []tracker.Peer {
 	peers := s.swarm.handout(d, self, s.cfg.MaxHandout, s.clock.Now())
 	s.metrics.handouts.Inc()
 	s.metrics.handoutPeers.Observe(float64(len(peers)))
-	return peers, nil
+	return peers
 }
 
 func validPeersRequest(d digest.Digest, self string) error {
@@ -362,14 +367,11 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = tracker.CheckPolicy(r.URL.Query().Get(tracker.PiecesParam))
 	}
-	var peers []tracker.Peer
-	if err == nil {
-		peers, err = s.Peers(r.Context(), d, self)
-	}
 	if err != nil {
 		s.writeError(w, err)
 		return
 	}
+	peers := s.handout(d, self)
 	w.Header().Set(tracker.PiecesHeader, strconv.Itoa(piece.Policy))
 	s.writeJSON(w, http.StatusOK, tracker.PeersResponse{Peers: peers})
 }
